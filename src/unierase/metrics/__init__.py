@@ -1,0 +1,1 @@
+"""Evaluation metrics: pure functions over generations, answers and log-probabilities."""
