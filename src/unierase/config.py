@@ -124,6 +124,88 @@ class EraseConfig(_Frozen):
     max_new_tokens: int = Field(default=64, ge=1, description="Generation length of the before/after report.")
 
 
+class ValidationConfig(_Frozen):
+    """Checks on forget and retain sets before any model is loaded (a Great Expectations suite)."""
+
+    required_columns: list[str] = Field(
+        default=["question", "answer"], min_length=1, description="Columns every row must have, non-null."
+    )
+    max_set_size: int = Field(
+        default=1000,
+        ge=1,
+        description="Most rows one forget or retain set may hold; a larger request is split into several.",
+    )
+    max_tokens: int | None = Field(
+        default=None,
+        ge=8,
+        description="Most tokens a question plus its answer may take; None means the model's context "
+        "(max_position_embeddings of its config.json).",
+    )
+    docs_dir: str = Field(
+        default="outputs/validation",
+        description="Where the Great Expectations Data Docs HTML of each validation goes, relative to the repo root.",
+    )
+
+
+class GateConfig(_Frozen):
+    """The evaluation gate: a new version becomes ``champion`` only if every threshold holds.
+
+    The defaults use the erase report's before/after figures, measured for any request; thresholds on the
+    evaluation stage's aggregates are opt-in.
+    """
+
+    min_forget_refusal_rate: float = Field(
+        default=0.8, ge=0, le=1, description="Share of forget questions the edited model must refuse."
+    )
+    min_retain_ratio: float = Field(
+        default=0.8,
+        ge=0,
+        description="Retain-set ROUGE-L recall after the edit divided by before it (1 means nothing lost).",
+    )
+    min_forget_efficacy: float | None = Field(
+        default=None, ge=0, le=1, description="Lower bound on the evaluation's forget_efficacy; None: not gated."
+    )
+    min_model_ability: float | None = Field(
+        default=None, ge=0, le=1, description="Lower bound on the evaluation's model_ability; None: not gated."
+    )
+
+
+class RegistryConfig(_Frozen):
+    """The MLflow model registry: one registered model per base model, a version per erasure."""
+
+    tracking_uri: str = Field(
+        default="sqlite:///mlflow/mlflow.db",
+        description="MLflow tracking and registry URI. A relative sqlite path is relative to the repo root "
+        "(the embedded default); http(s)://host:port names a tracking server.",
+    )
+    artifact_location: str = Field(
+        default="mlflow/artifacts",
+        description="Artifact root of the experiment when it is created (relative paths: from the repo root).",
+    )
+    experiment_name: str = Field(default="unierase", description="MLflow experiment that holds the erasure runs.")
+    model_name: str | None = Field(
+        default=None,
+        description="Registered model name; None derives 'unierase-<base model directory name>'.",
+    )
+    champion_alias: str = Field(default="champion", description="Alias of the version in service.")
+    work_dir: str = Field(
+        default="outputs/runs",
+        description="Local scratch for run outputs and downloaded versions, relative to the repo root.",
+    )
+
+
+class ScheduleConfig(_Frozen):
+    """Recurring erasure: a served Prefect deployment that processes the request inbox."""
+
+    cron: str = Field(default="0 2 * * *", description="When the inbox is processed (cron, server time zone).")
+    inbox_dir: str = Field(
+        default="data/inbox", description="Folder of pending request files (*.json), processed in name order."
+    )
+    deployment_name: str | None = Field(
+        default=None, description="Name of the served deployment; None uses the registered model name."
+    )
+
+
 class Params(_Frozen):
     """Everything ``params.yaml`` configures."""
 
@@ -132,6 +214,10 @@ class Params(_Frozen):
     covariance: CovarianceConfig = CovarianceConfig()
     edit: EditConfig = EditConfig()
     erase: EraseConfig = EraseConfig()
+    validation: ValidationConfig = ValidationConfig()
+    gate: GateConfig = GateConfig()
+    registry: RegistryConfig = RegistryConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
 
 
 def load_params(path: str | Path | None = None) -> Params:
