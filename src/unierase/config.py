@@ -206,6 +206,82 @@ class ScheduleConfig(_Frozen):
     )
 
 
+AuditName = Literal["paraphrase", "strip_special", "ban_token", "suppress_token", "membership"]
+
+
+class EvalConfig(_Frozen):
+    """Evaluation: TOFU metrics, UniErase's aggregates and the leak audits (one protocol for every model)."""
+
+    max_new_tokens: int = Field(
+        default=200,
+        ge=1,
+        description="Greedy generation length limit (OpenUnlearning and the original TOFU code: 200).",
+    )
+    generation_batch_size: int = Field(default=16, ge=1, description="Prompts per batch of greedy generation.")
+    batch_size: int = Field(default=16, ge=1, description="Question/answer pairs per forward pass for probabilities.")
+    audits: list[AuditName] = Field(
+        default=["paraphrase", "strip_special", "ban_token", "suppress_token", "membership"],
+        description="Leak audits to run on the forget splits (the token audits need an unlearning token).",
+    )
+    suppress_logit_bias: float = Field(
+        default=-10.0,
+        le=0,
+        description="Added to the unlearning token's logit in the suppress_token audit (pushed down, not banned).",
+    )
+    similarity: bool = Field(
+        default=True, description="Compute the cosine similarity of generation and answer with the MiniLM embedder."
+    )
+    embedder_path: str | None = Field(
+        default=None,
+        description="sentence-transformers model directory; None uses the offline all-MiniLM-L6-v2 package.",
+    )
+    max_items_per_split: int | None = Field(
+        default=None,
+        ge=1,
+        description="Evaluate only the first N items of each split (quick checks); None evaluates all.",
+    )
+
+
+class BaselineConfig(_Frozen):
+    """Fine-tuning unlearning baselines (GradAscent, GradDiff, NPO, IdkSFT), OpenUnlearning's TOFU recipe.
+
+    OpenUnlearning unlearns TOFU's 1B-8B models with lr 1e-5, 10 epochs, an effective batch of 16 and
+    weight decay 0.01. A 135M model on a CPU with a forget set of a few items gets one step an epoch at
+    batch 16, so the batch is 4 and the lr 3e-5: the same number of epochs then moves the small model
+    about as far as the recipe moves a large one (measured on SmolLM2: at 1e-5 and batch 16 the forget
+    ROUGE-L barely moved).
+    """
+
+    lr: float = Field(default=3e-5, gt=0, description="AdamW learning rate (OpenUnlearning: 1e-5; see the class note).")
+    epochs: int = Field(default=10, ge=1, description="Passes over the forget set (OpenUnlearning: 10).")
+    batch_size: int = Field(default=4, ge=1, description="Forget items per step (OpenUnlearning: 16 effective).")
+    weight_decay: float = Field(default=0.01, ge=0, description="AdamW weight decay (OpenUnlearning: 0.01).")
+    warmup_epochs: float = Field(default=1.0, ge=0, description="Linear warm-up length in epochs (OpenUnlearning: 1).")
+    forget_weight: float = Field(default=1.0, ge=0, description="Weight of the forget term (OpenUnlearning gamma: 1).")
+    retain_weight: float = Field(
+        default=1.0, ge=0, description="Weight of the retain NLL term in GradDiff, NPO and IdkSFT (OpenUnlearning alpha: 1)."
+    )
+    npo_beta: float = Field(default=0.1, gt=0, description="NPO inverse temperature beta (NPO paper, OpenUnlearning: 0.1).")
+    max_grad_norm: float = Field(default=1.0, gt=0, description="Gradient-norm clip (transformers Trainer default: 1.0).")
+    seed: int = Field(default=0, description="Seed for shuffling and for pairing retain items with forget items.")
+
+
+class FinetuneConfig(_Frozen):
+    """Fine-tuning a target (or retain) model on question/answer pairs, answer tokens only in the loss.
+
+    TOFU fine-tunes 7B models with lr 1e-5 for 5 epochs; a 135M model memorises a small fictitious set
+    far more slowly at that rate, so the default is 1e-4 for 10 epochs (measured on SmolLM2).
+    """
+
+    lr: float = Field(default=1e-4, gt=0, description="AdamW learning rate (TOFU: 1e-5 on 7B; see the class note).")
+    epochs: int = Field(default=10, ge=1, description="Passes over the data (TOFU: 5).")
+    batch_size: int = Field(default=8, ge=1, description="Question/answer pairs per step.")
+    weight_decay: float = Field(default=0.01, ge=0, description="AdamW weight decay (TOFU: 0.01).")
+    warmup_ratio: float = Field(default=0.1, ge=0, le=1, description="Share of steps with a linear warm-up.")
+    max_grad_norm: float = Field(default=1.0, gt=0, description="Gradient-norm clip.")
+    seed: int = Field(default=0, description="Seed for shuffling.")
+
+
 class Params(_Frozen):
     """Everything ``params.yaml`` configures."""
 
@@ -214,6 +290,9 @@ class Params(_Frozen):
     covariance: CovarianceConfig = CovarianceConfig()
     edit: EditConfig = EditConfig()
     erase: EraseConfig = EraseConfig()
+    evaluation: EvalConfig = EvalConfig()
+    baselines: BaselineConfig = BaselineConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
     validation: ValidationConfig = ValidationConfig()
     gate: GateConfig = GateConfig()
     registry: RegistryConfig = RegistryConfig()
