@@ -1,0 +1,70 @@
+"""The evaluation gate: thresholds from ``params.yaml`` on an erasure's measured figures."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from unierase.config import GateConfig
+
+_REPORT_FIGURES = ("forget_rougeL_recall", "retain_rougeL_recall", "forget_refusal_rate", "retain_refusal_rate")
+_EVAL_AGGREGATES = ("forget_efficacy", "model_ability", "forget_quality", "model_utility")
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """Whether a version may become champion.
+
+    Attributes:
+        passed: True when every threshold holds.
+        failures: One line per threshold that did not hold, naming the metric, its value and the bound.
+    """
+
+    passed: bool
+    failures: list[str] = field(default_factory=list)
+
+
+def erasure_metrics(erase_report: Mapping, eval_report: Mapping | None = None) -> dict[str, float]:
+    """Flat metrics of an erasure: before/after figures of the erase report, the retain ratio, the share
+    of parameters changed, and the evaluation's aggregates when there is an evaluation report."""
+    metrics: dict[str, float] = {}
+    for phase in ("before", "after"):
+        for key in _REPORT_FIGURES:
+            value = (erase_report.get(phase) or {}).get(key)
+            if isinstance(value, (int, float)):
+                metrics[f"{phase}_{key}"] = float(value)
+    before_retain = metrics.get("before_retain_rougeL_recall")
+    if before_retain is not None and "after_retain_rougeL_recall" in metrics:
+        # No retain knowledge to lose (a random model) counts as nothing lost.
+        metrics["retain_ratio"] = metrics["after_retain_rougeL_recall"] / before_retain if before_retain > 0 else 1.0
+    for key in ("params_changed", "params_changed_share"):
+        if isinstance(erase_report.get(key), (int, float)):
+            metrics[key] = float(erase_report[key])
+    for key, value in (erase_report.get("timings_s") or {}).items():
+        if isinstance(value, (int, float)):
+            metrics[f"time_{key}_s"] = float(value)
+    for key in _EVAL_AGGREGATES:
+        value = (eval_report or {}).get(key)
+        if isinstance(value, (int, float)):
+            metrics[f"eval_{key}"] = float(value)
+    return metrics
+
+
+def check_gate(metrics: Mapping[str, float], config: GateConfig) -> GateResult:
+    """Checks every configured threshold; a metric the gate needs but the run did not measure fails it."""
+    bounds = {
+        "after_forget_refusal_rate": config.min_forget_refusal_rate,
+        "retain_ratio": config.min_retain_ratio,
+        "eval_forget_efficacy": config.min_forget_efficacy,
+        "eval_model_ability": config.min_model_ability,
+    }
+    failures = []
+    for metric, bound in bounds.items():
+        if bound is None:
+            continue
+        value = metrics.get(metric)
+        if value is None:
+            failures.append(f"{metric} was not measured (gate needs >= {bound})")
+        elif value < bound:
+            failures.append(f"{metric} = {value:.4f} < {bound}")
+    return GateResult(passed=not failures, failures=failures)

@@ -1,0 +1,96 @@
+"""A registered version as an MLflow pyfunc that answers questions, and its export to a plain
+transformers directory for serving.
+
+    mlflow.pyfunc.load_model("models:/NAME@champion").predict(["What is the capital of France?"])
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import yaml
+
+import mlflow
+
+MODEL_ARTIFACT = "model"  # key of the transformers directory among the pyfunc's artifacts
+PIP_REQUIREMENTS = ["torch", "transformers", "safetensors", "mlflow", "unierase"]
+
+
+class UnlearnedLM(mlflow.pyfunc.PythonModel):
+    """Greedy chat answers from the transformers directory stored with the version."""
+
+    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        """Loads the model and tokenizer from the version's artifacts (on the CPU unless CUDA is there)."""
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        model_dir = context.artifacts[MODEL_ARTIFACT]
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+        if torch.cuda.is_available():
+            self.model.to("cuda")
+
+    def predict(self, context, model_input, params: dict | None = None) -> list[str]:
+        """Answers each question.
+
+        Args:
+            context: The pyfunc context (unused; the model is loaded in ``load_context``).
+            model_input: A list of questions, or a DataFrame whose first (or ``question``) column holds them.
+            params: ``max_new_tokens`` (default 64).
+        """
+        from unierase.generation import generate_answers
+
+        if hasattr(model_input, "columns"):
+            column = "question" if "question" in model_input.columns else model_input.columns[0]
+            questions = [str(q) for q in model_input[column]]
+        else:
+            questions = [str(q) for q in model_input]
+        max_new_tokens = int((params or {}).get("max_new_tokens", 64))
+        answers = generate_answers(self.model, self.tokenizer, questions, max_new_tokens=max_new_tokens, progress=False)
+        return [a.text for a in answers]
+
+
+def log_language_model(model_dir: Path) -> mlflow.models.model.ModelInfo:
+    """Logs a transformers directory as an `UnlearnedLM` pyfunc in the active run."""
+    with tempfile.TemporaryDirectory() as tmp:
+        # The artifact keeps its directory's name: give it a fixed one so every version looks alike.
+        staged = Path(tmp) / MODEL_ARTIFACT
+        shutil.copytree(model_dir, staged, copy_function=_link_or_copy)
+        return mlflow.pyfunc.log_model(
+            name="model",
+            python_model=UnlearnedLM(),
+            artifacts={MODEL_ARTIFACT: str(staged)},
+            pip_requirements=PIP_REQUIREMENTS,
+        )
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    """A hard link where the file system allows one (no copy of gigabytes of weights), else a copy."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def export_model_dir(model_uri: str, out_dir: Path) -> Path:
+    """Downloads a registered version and leaves its full transformers directory at ``out_dir``.
+
+    Args:
+        model_uri: ``models:/NAME/VERSION`` or ``models:/NAME@ALIAS``.
+        out_dir: Target directory; it must not exist yet (nothing half-written: the copy is renamed into place).
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        raise FileExistsError(f"{out_dir} exists already; export into a new directory")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=".export-") as tmp:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
+        spec = yaml.safe_load((local / "MLmodel").read_text())
+        rel = spec["flavors"]["python_function"]["artifacts"][MODEL_ARTIFACT]["path"]
+        (local / rel).rename(out_dir)
+    return out_dir

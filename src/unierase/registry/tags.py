@@ -1,0 +1,17 @@
+"""Names of the ``unierase.*`` tags on registered versions and on the registered model."""
+
+from __future__ import annotations
+
+KIND = "unierase.kind"  # "base" or "erasure"
+PARENT_VERSION = "unierase.parent_version"  # "none" on the base version
+REQUEST_ID = "unierase.request_id"
+STATUS = "unierase.status"  # "base", "accepted" (passed the gate) or "rejected"
+GATE_FAILURES = "unierase.gate.failures"
+DELTA_SHA256 = "unierase.delta_sha256"
+MODEL_SHA256 = "unierase.model_sha256"
+FLOW_RUN_ID = "unierase.flow_run_id"
+BASE_MODEL = "unierase.base_model"
+AUDIT_PREFIX = "unierase.audit."  # registered-model tags, one per alias move: unierase.audit.000001
+
+BASE, ERASURE = "base", "erasure"
+ACCEPTED, REJECTED = "accepted", "rejected"
