@@ -1,0 +1,108 @@
+"""``unierase schedule`` and ``unierase ui``: recurring erasure and the two web UIs.
+
+    unierase schedule --cron "0 2 * * *"   # serve the inbox deployment; Ctrl-C stops it
+    unierase ui                            # Prefect on http://127.0.0.1:4200, MLflow on http://127.0.0.1:5000
+
+Both run from the repo root (``--root``): the flows are repo-root packages, and the embedded MLflow
+store and the request inbox live there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Adds the ``schedule`` and ``ui`` subcommands."""
+    schedule = subparsers.add_parser("schedule", help="serve a deployment that processes the request inbox")
+    schedule.add_argument("--cron", default=None, help="cron schedule (default: schedule.cron of params.yaml)")
+    schedule.add_argument("--params", default="params.yaml", help="params.yaml, relative to --root")
+    schedule.add_argument("--root", type=Path, default=Path.cwd(), help="repo root (default: the current directory)")
+    schedule.add_argument("--base-model", type=Path, default=None, help="base model directory (default: SmolLM2)")
+    schedule.set_defaults(func=run_schedule)
+
+    ui = subparsers.add_parser("ui", help="start the Prefect and MLflow UIs on loopback")
+    ui.add_argument("--params", default="params.yaml", help="params.yaml, relative to --root")
+    ui.add_argument("--root", type=Path, default=Path.cwd(), help="repo root (default: the current directory)")
+    ui.add_argument("--prefect-port", type=int, default=4200, help="Prefect UI port")
+    ui.add_argument("--mlflow-port", type=int, default=5000, help="MLflow UI port")
+    ui.set_defaults(func=run_ui)
+
+
+def _params(root: Path, params_file: str):
+    from unierase.config import load_params
+
+    path = root / params_file
+    return load_params(path if path.is_file() else None)
+
+
+def deployment_name(root: Path, params_file: str, base_model: Path | None) -> str:
+    """The served deployment's name: ``schedule.deployment_name`` or the registered model's name, so that
+    the deployment's limit of one run at a time is a limit per registered model."""
+    from unierase.default_model import default_model_dir
+    from unierase.registry.store import model_name_for
+
+    params = _params(root, params_file)
+    return params.schedule.deployment_name or model_name_for(base_model or default_model_dir(), params.registry)
+
+
+def run_schedule(args: argparse.Namespace) -> int:
+    """Serves ``flows.scheduled.process_inbox`` on a cron schedule until interrupted."""
+    root = args.root.resolve()
+    # flows/ is a repo-root package: this process and the flow runs it starts import it from the root.
+    sys.path.insert(0, str(root))
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))
+    os.chdir(root)
+    from flows.scheduled import process_inbox
+
+    cron = args.cron or _params(root, args.params).schedule.cron
+    name = deployment_name(root, args.params, args.base_model)
+    parameters = {"params_file": args.params, "root": str(root)}
+    if args.base_model is not None:
+        parameters["base_model"] = str(args.base_model.resolve())
+    process_inbox.serve(name=name, cron=cron, parameters=parameters, global_limit=1, pause_on_shutdown=False)
+    return 0
+
+
+def run_ui(args: argparse.Namespace) -> int:
+    """Starts ``prefect server`` and ``mlflow server`` on 127.0.0.1 and waits; Ctrl-C stops both."""
+    from unierase.registry.store import resolve_artifact_location, resolve_tracking_uri
+
+    root = args.root.resolve()
+    config = _params(root, args.params).registry
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    bin_dir = Path(sys.executable).parent
+    commands = [
+        [str(bin_dir / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(args.prefect_port)],
+        [
+            str(bin_dir / "mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(args.mlflow_port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            resolve_tracking_uri(config, root),
+            "--default-artifact-root",
+            resolve_artifact_location(config, root),
+        ],
+    ]
+    children = [subprocess.Popen(command, env=env, cwd=root) for command in commands]
+    print(f"Prefect UI: http://127.0.0.1:{args.prefect_port}   MLflow UI: http://127.0.0.1:{args.mlflow_port}")
+    try:
+        for child in children:
+            child.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for child in children:
+            child.terminate()
+        for child in children:
+            child.wait(timeout=30)
+    return 0

@@ -1,0 +1,50 @@
+"""Data tasks: write the default request, validate the sets, record provenance."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from unierase.config import Params, ValidationConfig, config_hash
+from unierase.provenance import as_dict, dataset_digest, git_commit
+from unierase.validation import DataValidationError, validate_sets
+
+
+@task(name="prepare-default-sets", cache_policy=NO_CACHE)
+def prepare_default_sets(out_dir: Path) -> dict[str, Path]:
+    """Writes the embedded default forget and retain sets (as the DVC ``prepare`` stage does)."""
+    from unierase.builtin_facts import default_forget, default_retain
+    from unierase.facts import write_facts
+
+    return {
+        "forget": write_facts(default_forget(), Path(out_dir) / "forget.jsonl"),
+        "retain": write_facts(default_retain(), Path(out_dir) / "retain.jsonl"),
+    }
+
+
+@task(name="validate-sets", cache_policy=NO_CACHE)
+def validate(
+    forget: Path, retain: Path | None, config: ValidationConfig, model_dir: Path, docs_dir: Path
+) -> dict[str, int]:
+    """Runs the Great Expectations suite; raises `DataValidationError` (no retry) when a set is bad.
+
+    Returns:
+        Rows per set.
+    """
+    result = validate_sets(forget, retain, config, model_dir=model_dir, docs_dir=docs_dir)
+    if not result.success:
+        raise DataValidationError(result)
+    return result.row_counts
+
+
+@task(name="record-provenance", cache_policy=NO_CACHE)
+def record_provenance(forget: Path, retain: Path | None, root: Path, params: Params) -> dict:
+    """Git commit, DVC digests and revision of the data, and the config hash of this run."""
+    sets = {"forget": forget, "retain": retain}
+    return {
+        "git_commit": git_commit(root),
+        "config_hash": config_hash(params),
+        "datasets": [as_dict(dataset_digest(name, path, root)) for name, path in sets.items() if path is not None],
+    }
