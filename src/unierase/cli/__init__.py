@@ -12,7 +12,7 @@ import sys
 
 # Subcommand modules under unierase.cli; each defines ``register(subparsers)``, which adds its
 # parser(s) and sets ``func`` to a callable taking the parsed arguments and returning an exit code.
-SUBCOMMAND_MODULES: tuple[str, ...] = ("erase", "data", "registry", "schedule")
+SUBCOMMAND_MODULES: tuple[str, ...] = ("erase", "evaluate", "finetune", "data", "registry", "schedule")
 
 
 def build_parser() -> argparse.ArgumentParser:

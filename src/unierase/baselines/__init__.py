@@ -1,0 +1,27 @@
+"""Fine-tuning unlearning baselines behind one registry, run on the same data, prompts and evaluation
+as UniErase. Each is ``fn(model, tokenizer, forget, retain, config: BaselineConfig) -> None`` and
+changes the model in place; ``unierase erase --method NAME`` looks ``NAME`` up here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from unierase.baselines.grad_ascent import grad_ascent
+from unierase.baselines.grad_diff import grad_diff
+from unierase.baselines.idk_sft import idk_sft
+from unierase.baselines.npo import npo
+from unierase.config import BaselineConfig
+from unierase.facts import Fact
+
+BaselineFn = Callable[[PreTrainedModel, PreTrainedTokenizerBase, list[Fact], list[Fact], BaselineConfig], None]
+
+BASELINES: dict[str, BaselineFn] = {
+    "grad_ascent": grad_ascent,
+    "grad_diff": grad_diff,
+    "npo": npo,
+    "idk_sft": idk_sft,
+}
+
+__all__ = ["BASELINES", "BaselineFn", "grad_ascent", "grad_diff", "idk_sft", "npo"]

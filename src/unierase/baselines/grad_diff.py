@@ -1,0 +1,34 @@
+"""GradDiff (Liu et al., 2022; OpenUnlearning ``GradDiff``): ascend on forget, descend on retain,
+``loss = -gamma * NLL(forget) + alpha * NLL(retain)``."""
+
+from __future__ import annotations
+
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from unierase.baselines._loop import require_retain, run_unlearning
+from unierase.config import BaselineConfig
+from unierase.facts import Fact
+from unierase.qa_loss import mean_token_nll
+
+
+def grad_diff(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    forget: list[Fact],
+    retain: list[Fact],
+    config: BaselineConfig,
+) -> None:
+    """Gradient difference; the model changes in place.
+
+    Raises:
+        ValueError: ``retain`` is empty while ``config.retain_weight`` is positive.
+    """
+    require_retain(retain, config, "GradDiff")
+
+    def loss(model, forget_batch, retain_batch, idx):
+        value = -config.forget_weight * mean_token_nll(model, forget_batch)
+        if retain_batch is not None and config.retain_weight > 0:
+            value = value + config.retain_weight * mean_token_nll(model, retain_batch)
+        return value
+
+    run_unlearning(model, tokenizer, forget, retain, config, loss, name="GradDiff")

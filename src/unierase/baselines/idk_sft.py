@@ -1,0 +1,37 @@
+"""IdkSFT (TOFU's "idk" baseline, OpenUnlearning's IdkNLL): fine-tune the forget questions to
+refusals, ``loss = gamma * NLL(refusal | forget question) + alpha * NLL(retain)``. Each question gets
+its refusal from `unierase.refusals.pick_refusal`, the same phrases UniErase's token learns."""
+
+from __future__ import annotations
+
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from unierase.baselines._loop import require_retain, run_unlearning
+from unierase.config import BaselineConfig
+from unierase.facts import Fact
+from unierase.qa_loss import mean_token_nll
+from unierase.refusals import pick_refusal
+
+
+def idk_sft(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    forget: list[Fact],
+    retain: list[Fact],
+    config: BaselineConfig,
+) -> None:
+    """Supervised fine-tuning to refusals on the forget questions; the model changes in place.
+
+    Raises:
+        ValueError: ``retain`` is empty while ``config.retain_weight`` is positive.
+    """
+    require_retain(retain, config, "IdkSFT")
+
+    def loss(model, forget_batch, retain_batch, idx):
+        value = config.forget_weight * mean_token_nll(model, forget_batch)
+        if retain_batch is not None and config.retain_weight > 0:
+            value = value + config.retain_weight * mean_token_nll(model, retain_batch)
+        return value
+
+    refusals = [pick_refusal(f.question) for f in forget]
+    run_unlearning(model, tokenizer, forget, retain, config, loss, forget_answers=refusals, name="IdkSFT")
