@@ -70,7 +70,7 @@ class ValidationResult:
         """A report a person can act on: which rows broke which expectation, and where the docs are."""
         if self.success:
             return f"forget and retain sets valid ({self.row_counts}); Data Docs: {self.docs_index}"
-        lines = [f"{len(self.failures)} expectation(s) failed; Data Docs: {self.docs_index}"]
+        lines = [f"data validation failed, {len(self.failures)} expectation(s) broken; Data Docs: {self.docs_index}"]
         return "\n".join(lines + [f"  {failure.describe()}" for failure in self.failures])
 
 

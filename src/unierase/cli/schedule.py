@@ -21,7 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     schedule = subparsers.add_parser("schedule", help="serve a deployment that processes the request inbox")
     schedule.add_argument("--cron", default=None, help="cron schedule (default: schedule.cron of params.yaml)")
     schedule.add_argument("--params", default="params.yaml", help="params.yaml, relative to --root")
-    schedule.add_argument("--root", type=Path, default=Path.cwd(), help="repo root (default: the current directory)")
+    schedule.add_argument(
+        "--root", type=Path, default=Path.cwd(), help="data root: params, inbox, MLflow store (default: here)"
+    )
     schedule.add_argument("--base-model", type=Path, default=None, help="base model directory (default: SmolLM2)")
     schedule.set_defaults(func=run_schedule)
 
@@ -53,10 +55,13 @@ def deployment_name(root: Path, params_file: str, base_model: Path | None) -> st
 def run_schedule(args: argparse.Namespace) -> int:
     """Serves ``flows.scheduled.process_inbox`` on a cron schedule until interrupted."""
     root = args.root.resolve()
-    # flows/ is a repo-root package: this process and the flow runs it starts import it from the root.
-    sys.path.insert(0, str(root))
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))
-    os.chdir(root)
+    # flows/ is a repo-root package of the code checkout (the current directory): this process and the
+    # flow runs it starts import it from there. --root may name another data root.
+    code = Path.cwd().resolve()
+    if not (code / "flows" / "scheduled.py").is_file():
+        raise FileNotFoundError(f"{code}/flows/scheduled.py: run unierase schedule from the unierase checkout")
+    sys.path.insert(0, str(code))
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(code), os.environ.get("PYTHONPATH")]))
     from flows.scheduled import process_inbox
 
     cron = args.cron or _params(root, args.params).schedule.cron

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -55,7 +56,9 @@ def find_base_version(client: MlflowClient, name: str) -> str | None:
 def _log_inputs(datasets: list[DatasetDigest], root: Path) -> None:
     """Logs each data file as an MLflow input by digest and source only (never its rows)."""
     for d in datasets:
-        source = resolve_dataset_source(str((Path(root) / d.path).resolve()))
+        with warnings.catch_warnings():  # "can be interpreted in multiple ways": both are the local file
+            warnings.simplefilter("ignore", UserWarning)
+            source = resolve_dataset_source(str((Path(root) / d.path).resolve()))
         mlflow.log_input(MetaDataset(source=source, name=f"{d.name}:{Path(d.path).name}", digest=d.md5), context=d.name)
 
 

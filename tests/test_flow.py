@@ -1,0 +1,99 @@
+"""The erasure flow end to end on a tiny model, under a temporary Prefect server, MLflow store and DVC
+repo: two sequential erasures give versions 2 and 3 with the right parents; rollback to 2 serves what
+version 2 served; a forget set that fails validation changes nothing in the registry.
+
+    .venv/bin/pytest tests/test_flow.py
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from flow_repo import add_set, make_repo
+
+import mlflow
+from flows.erasure import erasure_flow
+from unierase.builtin_facts import default_retain
+from unierase.config import load_params
+from unierase.registry import tags as T
+from unierase.registry.audit import read_audit
+from unierase.registry.lineage import lineage
+from unierase.registry.promotion import current_alias_version, rollback
+from unierase.registry.store import connect
+from unierase.validation import DataValidationError
+
+QUESTIONS = ["What is the capital of France?", "Who painted the Mona Lisa?"]
+
+
+@pytest.fixture(scope="module")
+def two_erasures(tmp_path_factory: pytest.TempPathFactory, tiny_llama_dir: Path, prefect_harness):
+    """Runs the flow twice on a fresh repo: the default request, then three retain facts as a new request."""
+    root = make_repo(tmp_path_factory.mktemp("flow-repo"))
+    retain = default_retain()
+    second_forget = add_set(root, "second-forget", retain[:3])
+    second_retain = add_set(root, "second-retain", retain[3:])
+    first = erasure_flow(request_id="req-1", base_model=tiny_llama_dir, root=root)
+    client = connect(load_params(root / "params.yaml").registry, root)
+    name = first["registered_model"]
+    answers_v2 = mlflow.pyfunc.load_model(f"models:/{name}@champion").predict(QUESTIONS)
+    second = erasure_flow(
+        forget=second_forget, retain=second_retain, request_id="req-2", base_model=tiny_llama_dir, root=root
+    )
+    return {"root": root, "client": client, "name": name, "runs": [first, second], "answers_v2": answers_v2}
+
+
+def test_sequential_erasures_make_versions_2_and_3(two_erasures) -> None:
+    first, second = two_erasures["runs"]
+    assert (first["version"], first["parent_version"], first["status"]) == ("2", "1", T.ACCEPTED)
+    assert (second["version"], second["parent_version"], second["status"]) == ("3", "2", T.ACCEPTED)
+    client, name = two_erasures["client"], two_erasures["name"]
+    assert current_alias_version(client, name, "champion") == "3"
+    chain = lineage(client, name, "3")
+    assert [(r.version, r.parent, r.request_id) for r in chain] == [
+        ("1", None, None),
+        ("2", "1", "req-1"),
+        ("3", "2", "req-2"),
+    ]
+    v3 = chain[-1]
+    assert v3.tags["unierase.data.forget.path"] == "data/requests/second-forget.jsonl"
+    assert v3.tags["unierase.data.forget.dvc_rev"] != "untracked"  # the git commit of its .dvc file
+    assert v3.tags["unierase.flow_run_id"] and v3.tags["unierase.config_hash"] and v3.tags[T.DELTA_SHA256]
+    assert "after_forget_refusal_rate" in v3.metrics
+    run = client.get_run(v3.run_id)
+    assert {i.dataset.digest for i in run.inputs.dataset_inputs} == {
+        v3.tags["unierase.data.forget.md5"],
+        v3.tags["unierase.data.retain.md5"],
+    }
+    delta = Path(client.download_artifacts(v3.run_id, "delta"))
+    from unierase.delta import file_sha256
+
+    assert file_sha256(next(delta.glob("*.safetensors"))) == v3.tags[T.DELTA_SHA256]
+
+
+def test_rollback_serves_version_2_again(two_erasures) -> None:
+    client, name = two_erasures["client"], two_erasures["name"]
+    result = rollback(client, name, "2", "champion", "test: undo req-2")
+    assert result.reexposed_requests == ["req-2"]
+    assert current_alias_version(client, name, "champion") == "2"
+    answers = mlflow.pyfunc.load_model(f"models:/{name}@champion").predict(QUESTIONS)
+    assert answers == two_erasures["answers_v2"]
+    assert read_audit(client, name)[-1]["action"] == "rollback"
+
+
+def test_invalid_forget_set_leaves_registry_unchanged(two_erasures, tiny_llama_dir: Path) -> None:
+    client, name, root = two_erasures["client"], two_erasures["name"], two_erasures["root"]
+    before = sorted((v.version, v.tags.get(T.STATUS)) for v in client.search_model_versions(f"name='{name}'"))
+    champion, audit = current_alias_version(client, name, "champion"), read_audit(client, name)
+    bad = root / "data/requests/bad.jsonl"
+    rows = [{"question": "What is the capital of Germany?", "answer": "Berlin."}, {"question": "", "answer": "x"}]
+    bad.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    state = erasure_flow(forget=bad, request_id="bad", base_model=tiny_llama_dir, root=root, return_state=True)
+    assert state.is_failed()
+    with pytest.raises(DataValidationError, match="line"):
+        state.result()
+    after = sorted((v.version, v.tags.get(T.STATUS)) for v in client.search_model_versions(f"name='{name}'"))
+    assert after == before
+    assert current_alias_version(client, name, "champion") == champion and read_audit(client, name) == audit
+    assert list((root / "outputs/validation").glob("bad-*/index.html"))  # the Data Docs the message names
