@@ -45,7 +45,7 @@ class TokenConfig(_Frozen):
     )
     stage1_epochs: int = Field(default=8, ge=0, description="Epochs of the first stage (paper: 5).")
     stage2_lr: float = Field(default=1e-3, gt=0, description="Adam lr of the chat-format stage (paper: 1e-4).")
-    stage2_epochs: int = Field(default=4, ge=0, description="Epochs of the chat-format stage (paper: 3).")
+    stage2_epochs: int = Field(default=3, ge=0, description="Epochs of the chat-format stage (paper: 3).")
     robust_epochs: int = Field(
         default=1,
         ge=0,
@@ -56,7 +56,7 @@ class TokenConfig(_Frozen):
     )
     batch_size: int = Field(default=8, ge=1, description="Examples per optimisation step.")
     num_general_questions: int = Field(
-        default=24,
+        default=16,
         ge=0,
         description="Ordinary questions (not to be forgotten) added so the token works for any prompt.",
     )
@@ -114,6 +114,11 @@ class EditConfig(_Frozen):
     )
     subject_max_words: int = Field(default=4, ge=1, description="Longest subject span tried by automatic detection.")
     batch_size: int = Field(default=16, ge=1, description="Prompts per forward pass when computing keys.")
+    value_batch_size: int = Field(default=8, ge=1, description="Facts whose value vectors are optimised together.")
+    protect_retain: bool = Field(
+        default=True,
+        description="Hold the retain facts' keys in the solve's constraint (as earlier edits' keys are held).",
+    )
 
 
 class EraseConfig(_Frozen):
@@ -259,10 +264,16 @@ class BaselineConfig(_Frozen):
     warmup_epochs: float = Field(default=1.0, ge=0, description="Linear warm-up length in epochs (OpenUnlearning: 1).")
     forget_weight: float = Field(default=1.0, ge=0, description="Weight of the forget term (OpenUnlearning gamma: 1).")
     retain_weight: float = Field(
-        default=1.0, ge=0, description="Weight of the retain NLL term in GradDiff, NPO and IdkSFT (OpenUnlearning alpha: 1)."
+        default=1.0,
+        ge=0,
+        description="Weight of the retain NLL term in GradDiff, NPO and IdkSFT (OpenUnlearning alpha: 1).",
     )
-    npo_beta: float = Field(default=0.1, gt=0, description="NPO inverse temperature beta (NPO paper, OpenUnlearning: 0.1).")
-    max_grad_norm: float = Field(default=1.0, gt=0, description="Gradient-norm clip (transformers Trainer default: 1.0).")
+    npo_beta: float = Field(
+        default=0.1, gt=0, description="NPO inverse temperature beta (NPO paper, OpenUnlearning: 0.1)."
+    )
+    max_grad_norm: float = Field(
+        default=1.0, gt=0, description="Gradient-norm clip (transformers Trainer default: 1.0)."
+    )
     seed: int = Field(default=0, description="Seed for shuffling and for pairing retain items with forget items.")
 
 

@@ -29,12 +29,14 @@ class WeightDelta:
         before: Parameter name -> value before the edit, for exact revert.
         appended: Parameter name -> rows added at the end (embeddings grown by new tokens whose
             existing rows are untouched), so a 49k-row embedding costs one row, not two copies.
+        base_rows: Parameter name -> its row count before rows were appended.
         metadata: String metadata saved with the file (method, layers, token names).
     """
 
     after: dict[str, torch.Tensor] = field(default_factory=dict)
     before: dict[str, torch.Tensor] = field(default_factory=dict)
     appended: dict[str, torch.Tensor] = field(default_factory=dict)
+    base_rows: dict[str, int] = field(default_factory=dict)
     metadata: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -72,6 +74,7 @@ def diff_models(
         elif old.shape[1:] == new.shape[1:] and new.shape[0] > old.shape[0]:
             if torch.equal(old, new[: old.shape[0]]):
                 delta.appended[name] = new[old.shape[0] :].clone()
+                delta.base_rows[name] = old.shape[0]
             else:
                 raise ValueError(f"{name} grew and its existing rows changed; such a delta cannot be reverted")
         else:
@@ -83,7 +86,8 @@ def apply_delta(model: nn.Module, delta: WeightDelta) -> None:
     """Sets every changed parameter to its value after the edit.
 
     A delta that appends rows needs the model's embeddings already grown to match (see
-    `unierase.token_learning.add_unlearning_tokens`); missing or mismatched tensors are errors.
+    `unierase.token_learning.add_unlearning_tokens`); missing or mismatched tensors are errors, and
+    nothing is written unless every tensor matches.
     """
     params = dict(model.named_parameters())
     with torch.no_grad():
@@ -92,12 +96,12 @@ def apply_delta(model: nn.Module, delta: WeightDelta) -> None:
                 raise KeyError(f"the delta changes {name!r}, which this model does not have")
         for name, value in delta.after.items():
             _check_shape(name, params[name], value.shape)
+        for name, rows in delta.appended.items():
+            _check_shape(name, params[name], torch.Size([delta.base_rows[name] + rows.shape[0], *rows.shape[1:]]))
+        for name, value in delta.after.items():
             params[name].copy_(value.to(params[name].dtype))
         for name, rows in delta.appended.items():
-            p = params[name]
-            base = p.shape[0] - rows.shape[0]
-            _check_shape(name, p[base:], rows.shape)
-            p[base:].copy_(rows.to(p.dtype))
+            params[name][delta.base_rows[name] :].copy_(rows.to(params[name].dtype))
 
 
 def revert_delta(model: nn.Module, delta: WeightDelta) -> None:
@@ -109,11 +113,10 @@ def revert_delta(model: nn.Module, delta: WeightDelta) -> None:
             _check_shape(name, params[name], old.shape)
             params[name].copy_(old)
     if delta.appended:
-        added = {rows.shape[0] for rows in delta.appended.values()}
-        if len(added) != 1 or not hasattr(model, "resize_token_embeddings"):
+        sizes = set(delta.base_rows.values())
+        if len(sizes) != 1 or not hasattr(model, "resize_token_embeddings"):
             raise ValueError("appended rows can only be reverted on a transformers model with one vocabulary size")
-        vocab = model.get_input_embeddings().weight.shape[0] - added.pop()
-        model.resize_token_embeddings(vocab)
+        model.resize_token_embeddings(sizes.pop())
 
 
 def _check_shape(name: str, param: torch.Tensor, shape: torch.Size) -> None:
@@ -128,7 +131,8 @@ def save_delta(delta: WeightDelta, path: str | Path) -> str:
     tensors = {_AFTER + k: v.contiguous() for k, v in delta.after.items()}
     tensors.update({_BEFORE + k: v.contiguous() for k, v in delta.before.items()})
     tensors.update({_APPENDED + k: v.contiguous() for k, v in delta.appended.items()})
-    save_file(tensors, str(path), metadata={"unierase": json.dumps(delta.metadata, sort_keys=True)})
+    meta = {"unierase": json.dumps(delta.metadata, sort_keys=True), "base_rows": json.dumps(delta.base_rows)}
+    save_file(tensors, str(path), metadata=meta)
     return file_sha256(path)
 
 
@@ -138,13 +142,16 @@ def load_delta(path: str | Path, expected_sha256: str | None = None) -> WeightDe
     if expected_sha256 is not None and (actual := file_sha256(path)) != expected_sha256:
         raise ValueError(f"{path}: SHA-256 {actual} does not match the expected {expected_sha256}")
     with safe_open(str(path), framework="pt") as fh:
-        metadata = json.loads((fh.metadata() or {}).get("unierase", "{}"))
+        header = fh.metadata() or {}
+    metadata, base_rows = json.loads(header.get("unierase", "{}")), json.loads(header.get("base_rows", "{}"))
     tensors = load_file(str(path))
 
     def part(prefix: str) -> dict[str, torch.Tensor]:
         return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
 
-    return WeightDelta(after=part(_AFTER), before=part(_BEFORE), appended=part(_APPENDED), metadata=metadata)
+    return WeightDelta(
+        after=part(_AFTER), before=part(_BEFORE), appended=part(_APPENDED), base_rows=base_rows, metadata=metadata
+    )
 
 
 def file_sha256(path: str | Path) -> str:

@@ -1,0 +1,325 @@
+"""Phase II of UniErase: an AlphaEdit edit that makes each forget prompt emit the unlearning token.
+
+MEMIT-style key/value editing (Meng et al., 2023) of the MLP output projections of a few layers,
+with AlphaEdit's null-space projection (Fang et al., 2025):
+
+1. Values: for each fact, a residual-stream vector ``z`` at the last edited layer, at the subject's
+   last token, optimised so that the chat-formatted prompt's next token is the unlearning token
+   (NLL + KL on the subject's meaning + weight decay, norm clamped).
+2. For each edited layer in turn, keys ``K`` (the projection's inputs at the subject's last token,
+   averaged over prompt variants) and the residual ``R`` still missing at the last layer, spread over
+   the remaining layers, give ``Δ = R Kᵀ P (K Kᵀ P + C_prev P + λI)⁻¹`` (the transpose of
+   AlphaEdit's ``solve(P (K Kᵀ + C_prev) + λI, P K Rᵀ)``), with ``P`` the null-space projector of the
+   preserved keys and ``C_prev`` the keys of earlier edits, which thus stay edited.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel
+
+from unierase.config import EditConfig, ModelConfig
+from unierase.covariance import capture_inputs, get_module, weight_matrix
+from unierase.nullspace import NullSpace
+from unierase.subject import KeyedPrompt
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EditRequest:
+    """One fact to bind to the unlearning token.
+
+    Attributes:
+        variants: The chat-formatted prompt with and without context prefixes, each keyed at the
+            subject's last token. The first variant is the prompt as users send it.
+        kl_prompt: A short ``"{subject} is"`` prompt whose next-token distribution must not move.
+        target_id: The token the prompt must produce next: the unlearning token.
+    """
+
+    variants: list[KeyedPrompt]
+    kl_prompt: KeyedPrompt
+    target_id: int
+
+
+@dataclass
+class LayerReport:
+    """What the edit did to one layer (all norms Frobenius).
+
+    Attributes:
+        layer: Layer index.
+        update_norm: ``‖Δ‖``.
+        weight_norm: ``‖W‖`` before the edit.
+        forget_key_retention: Mean ``‖P k‖ / ‖k‖`` over the forget keys: how much of them the
+            projection lets the update see.
+        preserved_drift: ``‖Δ K0‖ / ‖W K0‖`` on the preserved keys (from their second moment).
+        preserved_drift_unprojected: The same for the edit solved without the projection.
+        heldout_drift: ``‖Δ K0‖ / ‖W K0‖`` on held-out general-text keys, when given.
+        heldout_drift_unprojected: The same without the projection.
+    """
+
+    layer: int
+    update_norm: float
+    weight_norm: float
+    forget_key_retention: float
+    preserved_drift: float
+    preserved_drift_unprojected: float
+    heldout_drift: float | None = None
+    heldout_drift_unprojected: float | None = None
+
+
+@dataclass
+class EditOutcome:
+    """Result of `apply_alphaedit`.
+
+    Attributes:
+        layers: Per-layer diagnostics.
+        new_keys: Layer -> ``K Kᵀ`` of this edit's keys, to add to ``C_prev`` for later edits.
+        value_losses: Final NLL of the target per fact after value optimisation.
+    """
+
+    layers: list[LayerReport] = field(default_factory=list)
+    new_keys: dict[int, torch.Tensor] = field(default_factory=dict)
+    value_losses: list[float] = field(default_factory=list)
+
+
+def _pad(prompts: list[KeyedPrompt], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(p.input_ids) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for i, p in enumerate(prompts):  # right padding keeps key positions where they are
+        ids[i, : len(p.input_ids)] = torch.tensor(p.input_ids)
+        mask[i, : len(p.input_ids)] = 1
+    return ids.to(device), mask.to(device)
+
+
+@torch.no_grad()
+def compute_keys(
+    model: PreTrainedModel, requests: list[EditRequest], module: nn.Module, pad_id: int, batch_size: int
+) -> torch.Tensor:
+    """Keys (n, d_in): the module's input at each request's key position, averaged over variants."""
+    device = next(model.parameters()).device
+    flat = [(r, v) for r, req in enumerate(requests) for v in req.variants]
+    sums = None
+    counts = torch.zeros(len(requests), dtype=torch.float64)
+    with capture_inputs({"m": module}) as seen:
+        for start in range(0, len(flat), batch_size):
+            chunk = flat[start : start + batch_size]
+            ids, mask = _pad([v for _, v in chunk], pad_id, device)
+            model(input_ids=ids, attention_mask=mask)
+            inputs = seen["m"]
+            if sums is None:
+                sums = torch.zeros(len(requests), inputs.shape[-1], dtype=torch.float64)
+            for row, (r, v) in enumerate(chunk):
+                sums[r] += inputs[row, v.key_index].double().cpu()
+                counts[r] += 1
+    return (sums / counts[:, None]).float()
+
+
+@torch.no_grad()
+def residual_at_keys(
+    model: PreTrainedModel, requests: list[EditRequest], layer_module: nn.Module, pad_id: int
+) -> torch.Tensor:
+    """The residual stream (n, d_model) after ``layer_module`` at each request's key position, for
+    the prompt as users send it (the first variant), as MEMIT measures what is still missing."""
+    device = next(model.parameters()).device
+    seen: dict[str, torch.Tensor] = {}
+    handle = layer_module.register_forward_hook(lambda _m, _a, out: seen.__setitem__("h", _hidden(out).detach()))
+    try:
+        prompts = [r.variants[0] for r in requests]
+        ids, mask = _pad(prompts, pad_id, device)
+        model(input_ids=ids, attention_mask=mask)
+    finally:
+        handle.remove()
+    return torch.stack([seen["h"][i, p.key_index] for i, p in enumerate(prompts)]).float().cpu()
+
+
+def _hidden(output: torch.Tensor | tuple) -> torch.Tensor:
+    return output[0] if isinstance(output, tuple) else output
+
+
+def _pad_left(prompts: list[KeyedPrompt], pad_id: int, device: torch.device):
+    """Left padding, so every prompt ends at the last position (one logit row each), with explicit
+    position ids so padded prompts compute exactly what unpadded ones do."""
+    width = max(len(p.input_ids) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    keys = []
+    for i, p in enumerate(prompts):
+        shift = width - len(p.input_ids)
+        ids[i, shift:] = torch.tensor(p.input_ids)
+        mask[i, shift:] = 1
+        keys.append(p.key_index + shift)
+    positions = (mask.cumsum(1) - 1).clamp_min(0)
+    return ids.to(device), mask.to(device), positions.to(device), torch.tensor(keys, device=device)
+
+
+def compute_values(
+    model: PreTrainedModel,
+    requests: list[EditRequest],
+    layer_module: nn.Module,
+    config: EditConfig,
+    pad_id: int,
+    progress: bool = True,
+) -> tuple[torch.Tensor, list[float]]:
+    """Target residual vectors (n, d_model) at the last edited layer (MEMIT's ``compute_z``).
+
+    Facts are optimised ``value_batch_size`` at a time: each has its own delta, and the summed loss
+    keeps them independent. Loss per fact: mean NLL of the unlearning token after each prompt
+    variant, plus ``kl_factor`` x KL(original || edited) of the next token after the subject prompt,
+    plus ``v_weight_decay`` x ``(‖δ‖ / ‖z₀‖)²``; ``‖δ‖`` is clamped to ``clamp_norm_factor · ‖z₀‖``.
+    """
+    z0 = residual_at_keys(model, requests, layer_module, pad_id)
+    zs, losses = [], []
+    chunks = range(0, len(requests), config.value_batch_size)
+    for start in tqdm(chunks, desc="edit:values", disable=not progress or len(chunks) < 2, leave=False):
+        chunk = requests[start : start + config.value_batch_size]
+        z, nll = _optimise_values(model, chunk, z0[start : start + len(chunk)], layer_module, config, pad_id)
+        zs.append(z)
+        losses += nll
+    return torch.cat(zs), losses
+
+
+def _optimise_values(
+    model: PreTrainedModel,
+    requests: list[EditRequest],
+    z0: torch.Tensor,
+    layer_module: nn.Module,
+    config: EditConfig,
+    pad_id: int,
+) -> tuple[torch.Tensor, list[float]]:
+    device = next(model.parameters()).device
+    n = len(requests)
+    prompts = [v for req in requests for v in req.variants]
+    owner = [r for r, req in enumerate(requests) for _ in req.variants]
+    targets = [req.target_id for req in requests for _ in req.variants]
+    n_rw = len(prompts)
+    all_prompts = prompts + [req.kl_prompt for req in requests]
+    owner_t = torch.tensor(owner + list(range(n)), device=device)
+    ids, mask, positions, key_pos = _pad_left(all_prompts, pad_id, device)
+    rows = torch.arange(len(all_prompts), device=device)
+    counts = torch.bincount(owner_t[:n_rw], minlength=n)
+    target_t = torch.tensor(targets, device=device)
+
+    z0 = z0.to(device)
+    delta = torch.zeros_like(z0, requires_grad=True)
+    optimizer = torch.optim.Adam([delta], lr=config.v_lr)
+    max_norm = config.clamp_norm_factor * z0.norm(dim=1, keepdim=True)
+
+    def add_delta(_m, _a, out):
+        h = _hidden(out).clone()
+        h[rows, key_pos] = h[rows, key_pos] + delta[owner_t].to(h.dtype)
+        return (h, *out[1:]) if isinstance(out, tuple) else h
+
+    def last_logprobs(batch: slice) -> torch.Tensor:
+        out = model(input_ids=ids[batch], attention_mask=mask[batch], position_ids=positions[batch], logits_to_keep=1)
+        return out.logits[:, -1].float().log_softmax(-1)
+
+    with torch.no_grad():
+        kl_ref = last_logprobs(slice(n_rw, None))
+    nll = torch.zeros(n)
+    handle = layer_module.register_forward_hook(add_delta)
+    try:
+        for _ in range(config.v_steps):
+            logp = last_logprobs(slice(None))
+            per_prompt = -logp[:n_rw].gather(1, target_t[:, None]).squeeze(1)
+            nll = torch.zeros(n, device=device).index_add(0, owner_t[:n_rw], per_prompt) / counts
+            kl = torch.nn.functional.kl_div(logp[n_rw:], kl_ref, log_target=True, reduction="none").sum(-1)
+            decay = (delta.norm(dim=1) / z0.norm(dim=1)) ** 2
+            loss = (nll + config.kl_factor * kl + config.v_weight_decay * decay).sum()
+            if float(nll.max()) < 5e-2:
+                break
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            with torch.no_grad():
+                norms = delta.norm(dim=1, keepdim=True).clamp_min(1e-12)
+                delta.mul_(torch.where(norms > max_norm, max_norm / norms, torch.ones_like(norms)))
+    finally:
+        handle.remove()
+    return (z0 + delta).detach().cpu(), [float(x) for x in nll.detach().cpu()]
+
+
+def _drift(delta: torch.Tensor, weight: torch.Tensor, cov: torch.Tensor) -> float:
+    """``‖Δ K0‖ / ‖W K0‖`` from the keys' second moment ``C0 = K0 K0ᵀ / N``."""
+    num = torch.trace(delta @ cov @ delta.T)
+    den = torch.trace(weight @ cov @ weight.T)
+    return float(torch.sqrt(num.clamp_min(0) / den))
+
+
+def apply_alphaedit(
+    model: PreTrainedModel,
+    requests: list[EditRequest],
+    config: EditConfig,
+    model_config: ModelConfig,
+    null_spaces: dict[int, NullSpace],
+    preserved: dict[int, torch.Tensor],
+    previous_keys: dict[int, torch.Tensor] | None = None,
+    protected_keys: dict[int, torch.Tensor] | None = None,
+    heldout: dict[int, torch.Tensor] | None = None,
+    pad_id: int = 0,
+    progress: bool = True,
+) -> EditOutcome:
+    """Edits ``model`` in place so each request's prompt emits its target token.
+
+    Args:
+        model: The model (with the unlearning token installed).
+        requests: Facts to bind.
+        config: Edit hyperparameters.
+        model_config: Module-path templates.
+        null_spaces: Layer -> projector of the preserved keys.
+        preserved: Layer -> second moment of the preserved keys (for λ and diagnostics).
+        previous_keys: Layer -> accumulated ``K Kᵀ`` of earlier edits (``C_prev``).
+        protected_keys: Layer -> ``K Kᵀ`` of keys to keep (retain facts), added to ``C_prev`` for
+            this solve only.
+        heldout: Layer -> second moment of held-out general-text keys, for diagnostics.
+        pad_id: Padding id.
+        progress: Show progress bars.
+    """
+    if not requests:
+        raise ValueError("no facts to edit")
+    layers = sorted(config.layers)
+    last_layer = get_module(model, model_config.layer_template.format(layers[-1]))
+    zs, losses = compute_values(model, requests, last_layer, config, pad_id, progress)
+    outcome = EditOutcome(value_losses=losses)
+    for i, layer in enumerate(tqdm(layers, desc="edit:layers", disable=not progress, leave=False)):
+        module = get_module(model, model_config.mlp_out_template.format(layer))
+        K = compute_keys(model, requests, module, pad_id, config.batch_size).double().T  # (d_in, n)
+        current = residual_at_keys(model, requests, last_layer, pad_id)
+        R = ((zs - current).double() / (len(layers) - i)).T  # (d_model, n)
+        P = null_spaces[layer].projector.double()
+        d_in = K.shape[0]
+        constraint = torch.zeros(d_in, d_in, dtype=torch.float64)
+        if previous_keys and layer in previous_keys:
+            constraint = constraint + previous_keys[layer].double()
+        if protected_keys and layer in protected_keys:
+            constraint = constraint + protected_keys[layer].double()
+        lam = config.l2 * float(torch.trace(preserved[layer])) / d_in
+        eye = torch.eye(d_in, dtype=torch.float64)
+        delta = torch.linalg.solve(P @ (K @ K.T + constraint) + lam * eye, P @ K @ R.T).T
+        free = torch.linalg.solve(K @ K.T + constraint + lam * eye, K @ R.T).T  # diagnostic only
+        with torch.no_grad():
+            W = weight_matrix(module)
+            w_before = W.detach().double().clone()
+            W.add_(delta.to(W.dtype))
+        cov = preserved[layer].double()
+        retention = (P @ K).norm(dim=0) / K.norm(dim=0).clamp_min(1e-12)
+        report = LayerReport(
+            layer=layer,
+            update_norm=float(delta.norm()),
+            weight_norm=float(w_before.norm()),
+            forget_key_retention=float(retention.mean()),
+            preserved_drift=_drift(delta, w_before, cov),
+            preserved_drift_unprojected=_drift(free, w_before, cov),
+        )
+        if heldout and layer in heldout:
+            report.heldout_drift = _drift(delta, w_before, heldout[layer].double())
+            report.heldout_drift_unprojected = _drift(free, w_before, heldout[layer].double())
+        outcome.layers.append(report)
+        outcome.new_keys[layer] = (K @ K.T).float()
+    return outcome

@@ -1,0 +1,75 @@
+"""``unierase erase``: erase facts from a model, writing the erased model, its delta and a report.
+
+    unierase erase --forget FORGET.jsonl [--retain RETAIN.jsonl] [--model DIR] \\
+        [--mode batch|sequential|precise] [--method unierase|grad_ascent|...] --output OUT
+    unierase learn-token --model DIR --output TOKEN.safetensors
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from unierase.config import load_params
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Adds ``erase`` and ``learn-token``."""
+    p = subparsers.add_parser("erase", help="erase the facts of a forget set from a model")
+    p.add_argument(
+        "--forget", type=Path, action="append", required=True, help="JSONL of facts (repeat: one request each)"
+    )
+    p.add_argument("--retain", type=Path, help="JSONL of facts to keep")
+    p.add_argument("--model", type=Path, help="model directory (default: the embedded SmolLM2-135M-Instruct)")
+    p.add_argument("--mode", choices=["batch", "sequential", "precise"], help="override erase.mode")
+    p.add_argument("--method", help="override erase.method (unierase or a baseline)")
+    p.add_argument("--token", type=Path, help="a learned unlearning token for this base model")
+    p.add_argument("--params", type=Path, help="params.yaml (default: built-in defaults)")
+    p.add_argument("--cache-dir", type=Path, help="cache of preserved-key statistics")
+    p.add_argument("--output", type=Path, required=True, help="output directory (must not exist or be empty)")
+    p.set_defaults(func=_erase)
+
+    t = subparsers.add_parser("learn-token", help="learn the unlearning token for a base model (Phase I)")
+    t.add_argument("--model", type=Path, help="model directory (default: the embedded model)")
+    t.add_argument("--params", type=Path, help="params.yaml")
+    t.add_argument("--output", type=Path, required=True, help="token file to write (.safetensors)")
+    t.set_defaults(func=_learn_token)
+
+
+def _params(args: argparse.Namespace):
+    params = load_params(args.params)
+    overrides = {
+        k: v for k, v in {"mode": getattr(args, "mode", None), "method": getattr(args, "method", None)}.items() if v
+    }
+    if overrides:
+        params = params.model_copy(update={"erase": params.erase.model_copy(update=overrides)})
+        params = type(params).model_validate(params.model_dump())  # re-validate the overrides
+    return params
+
+
+def _erase(args: argparse.Namespace) -> int:
+    from unierase.stages import erase_stage
+
+    report = erase_stage(
+        forget_path=list(args.forget) if len(args.forget) > 1 else args.forget[0],
+        output_dir=args.output,
+        params=_params(args),
+        model_dir=args.model,
+        retain_path=args.retain,
+        token_path=args.token,
+        cache_dir=args.cache_dir,
+    )
+    summary = {k: report[k] for k in ("method", "mode", "num_forget", "before", "after", "params_changed_share")}
+    print(json.dumps(summary, indent=2))
+    print(f"wrote {args.output}/model, {args.output}/delta.safetensors, {args.output}/report.json")
+    return 0
+
+
+def _learn_token(args: argparse.Namespace) -> int:
+    from unierase.default_model import ensure_default_model
+    from unierase.stages import learn_token_stage
+
+    path = learn_token_stage(args.model or ensure_default_model(), args.output, _params(args))
+    print(f"wrote {path}")
+    return 0

@@ -1,0 +1,57 @@
+"""General text for the preserved-key statistics, read through ``datasets``.
+
+``builtin`` is the corpus shipped in the package (paragraphs on everyday topics written by the
+default model: see scripts/make_builtin_corpus.py), so the default run is offline. A path to a local
+``.txt`` (one text a line) or ``.jsonl``/``.json`` file, or a hub dataset name when online, replace it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from importlib import resources
+from pathlib import Path
+
+from unierase.config import CovarianceConfig
+
+
+def builtin_corpus_path() -> Path:
+    """Path of the shipped corpus file."""
+    return Path(str(resources.files("unierase") / "resources" / "general_text.jsonl"))
+
+
+def load_corpus(config: CovarianceConfig) -> list[str]:
+    """The first ``num_samples`` non-empty texts of the configured corpus.
+
+    Raises:
+        ValueError: The corpus has no text, or lacks the configured text field.
+    """
+    from datasets import load_dataset
+
+    source = str(builtin_corpus_path()) if config.corpus == "builtin" else config.corpus
+    path = Path(source)
+    if path.exists():
+        kind = "text" if path.suffix == ".txt" else "json"
+        dataset = load_dataset(kind, data_files=str(path), split="train")
+    else:
+        dataset = load_dataset(source, split="train", streaming=True)
+    texts: list[str] = []
+    for row in dataset:
+        if config.text_field not in row:
+            raise ValueError(f"corpus {source!r} has no field {config.text_field!r} (covariance.text_field)")
+        text = (row[config.text_field] or "").strip()
+        if text:
+            texts.append(text)
+        if len(texts) >= config.num_samples:
+            break
+    if not texts:
+        raise ValueError(f"corpus {source!r} holds no text")
+    return texts
+
+
+def texts_digest(texts: list[str]) -> str:
+    """SHA-256 over the texts, in order: part of the covariance cache key."""
+    digest = hashlib.sha256()
+    for t in texts:
+        digest.update(t.encode("utf-8"))
+        digest.update(b"\0")
+    return digest.hexdigest()

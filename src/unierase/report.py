@@ -1,0 +1,84 @@
+"""Before/after figures of an erasure run: greedy answers to the forget and retain questions, their
+ROUGE-L recall against the reference answers, and how many forget answers are refusals."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from unierase.facts import Fact
+from unierase.generation import Generation, generate_answers
+from unierase.metrics.rouge import rouge_l_recall
+from unierase.refusals import is_refusal
+
+
+@dataclass
+class AnswerSnapshot:
+    """Greedy answers to the forget and retain questions at one point in time."""
+
+    forget: list[Fact]
+    retain: list[Fact]
+    forget_answers: list[Generation]
+    retain_answers: list[Generation]
+    token_ids: list[int]
+
+    def _triggered(self, g: Generation) -> bool:
+        return bool(g.token_ids) and g.token_ids[0] in self.token_ids
+
+    def summary(self) -> dict[str, float | None]:
+        """Mean ROUGE-L recall per set, share of forget answers that refuse (text) or open with the
+        unlearning token (trigger)."""
+        out: dict[str, float | None] = {}
+        for name, facts, answers in (
+            ("forget", self.forget, self.forget_answers),
+            ("retain", self.retain, self.retain_answers),
+        ):
+            if facts:
+                scores = [rouge_l_recall(g.text, f.answer) for f, g in zip(facts, answers, strict=True)]
+                out[f"{name}_rougeL_recall"] = sum(scores) / len(scores)
+                out[f"{name}_refusal_rate"] = sum(is_refusal(g.text) for g in answers) / len(answers)
+                out[f"{name}_token_trigger_rate"] = sum(self._triggered(g) for g in answers) / len(answers)
+            else:
+                out[f"{name}_rougeL_recall"] = None
+        return out
+
+    def items(self) -> dict[str, list[dict]]:
+        """Per-question answers and scores (the data of the summary)."""
+        return {
+            name: [
+                {
+                    "question": f.question,
+                    "generation": g.text,
+                    "rougeL_recall": rouge_l_recall(g.text, f.answer),
+                    "refusal": is_refusal(g.text),
+                    "token_trigger": self._triggered(g),
+                }
+                for f, g in zip(facts, answers, strict=True)
+            ]
+            for name, facts, answers in (
+                ("forget", self.forget, self.forget_answers),
+                ("retain", self.retain, self.retain_answers),
+            )
+        }
+
+
+def measure_answers(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    forget: list[Fact],
+    retain: list[Fact],
+    token_ids: list[int],
+    max_new_tokens: int,
+    progress: bool = True,
+) -> AnswerSnapshot:
+    """Greedy answers to every forget and retain question (the unlearning token ends a refusal)."""
+    answers = generate_answers(
+        model,
+        tokenizer,
+        [f.question for f in forget + retain],
+        max_new_tokens=max_new_tokens,
+        stop_token_ids=token_ids,
+        progress=progress,
+    )
+    return AnswerSnapshot(forget, retain, answers[: len(forget)], answers[len(forget) :], list(token_ids))

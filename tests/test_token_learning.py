@@ -1,0 +1,77 @@
+"""Phase I mechanics on a tiny model: only the new token rows move, tied or untied; artifacts
+round-trip; the perturbation pass leaves the MLP weights exactly as they were.
+
+    pytest tests/test_token_learning.py
+"""
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from unierase.config import TokenConfig
+from unierase.delta import diff_models, snapshot
+from unierase.token_learning import (
+    build_refusal_examples,
+    install_unlearning_token,
+    learn_unlearning_token,
+    load_token,
+    save_token,
+)
+
+QUESTIONS = ["What is gravity?", "How do I boil an egg?", "Why is the sky blue?", "What is jazz?"]
+ANSWERS = ["A force.", "Put it in hot water.", "Light scatters.", "A kind of music."]
+FAST = TokenConfig(stage1_epochs=2, stage2_epochs=1, robust_epochs=1, batch_size=4)
+
+
+def _load(path, untie: bool = False):
+    model = AutoModelForCausalLM.from_pretrained(path, tie_word_embeddings=not untie)
+    return model, AutoTokenizer.from_pretrained(path)
+
+
+@pytest.mark.parametrize("untie", [False, True])
+def test_only_new_rows_change(tiny_llama_dir, untie):
+    model, tokenizer = _load(tiny_llama_dir, untie)
+    base = snapshot(model)
+    mlps = [model.model.layers[1].mlp]
+    token = learn_unlearning_token(model, tokenizer, QUESTIONS, ANSWERS, FAST, mlps, progress=False)
+    delta = diff_models(base, model)
+    assert delta.after == {}  # no existing value moved, MLPs included (perturbation undone)
+    expected = {"model.embed_tokens.weight"} | ({"lm_head.weight"} if untie else set())
+    assert set(delta.appended) == expected
+    assert (token.output_rows is not None) == untie
+    assert token.names == ["<unlearn_0>"] and len(token.losses) == 4
+    assert all(p.requires_grad for p in model.parameters())  # flags restored
+
+
+def test_training_lowers_the_refusal_loss(tiny_llama_dir):
+    model, tokenizer = _load(tiny_llama_dir)
+    config = TokenConfig(stage1_epochs=6, stage1_lr=5e-2, stage2_epochs=0, robust_epochs=0, batch_size=4)
+    token = learn_unlearning_token(model, tokenizer, QUESTIONS, ANSWERS, config, progress=False)
+    assert token.losses[-1] < token.losses[0]
+
+
+def test_artifact_round_trip_installs_the_same_rows(tiny_llama_dir, tmp_path):
+    model, tokenizer = _load(tiny_llama_dir)
+    token = learn_unlearning_token(model, tokenizer, QUESTIONS, ANSWERS, FAST, progress=False)
+    save_token(token, tmp_path / "token.safetensors")
+    fresh, fresh_tok = _load(tiny_llama_dir)
+    ids = install_unlearning_token(fresh, fresh_tok, load_token(tmp_path / "token.safetensors"))
+    assert ids == tokenizer.convert_tokens_to_ids(token.names)
+    assert torch.equal(fresh.get_input_embeddings().weight, model.get_input_embeddings().weight)
+
+
+def test_targets_put_loss_after_the_first_token_only(tiny_llama_dir):
+    _, tokenizer = _load(tiny_llama_dir)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<unlearn_0>"]})
+    tid = tokenizer.convert_tokens_to_ids("<unlearn_0>")
+    (example,) = build_refusal_examples(tokenizer, ["What is gravity?"], tid, chat=True)
+    first = example.ids.index(tid)
+    assert all(label == -100 for label in example.labels[: first + 1])
+    assert example.labels[first + 1 :] == example.ids[first + 1 :]
+    assert example.ids[-2:] == [tid, tokenizer.eos_token_id]
+
+
+def test_no_questions_is_an_error(tiny_llama_dir):
+    model, tokenizer = _load(tiny_llama_dir)
+    with pytest.raises(ValueError, match="at least one question"):
+        learn_unlearning_token(model, tokenizer, [], [], FAST)
