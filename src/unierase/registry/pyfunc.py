@@ -20,7 +20,14 @@ PIP_REQUIREMENTS = ["torch", "transformers", "safetensors", "mlflow", "unierase"
 
 
 class UnlearnedLM(mlflow.pyfunc.PythonModel):
-    """Greedy chat answers from the transformers directory stored with the version."""
+    """Greedy chat answers from the transformers directory stored with the version.
+
+    Args:
+        max_new_tokens: Generation length limit of every answer.
+    """
+
+    def __init__(self, max_new_tokens: int = 64) -> None:
+        self.max_new_tokens = max_new_tokens
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         """Loads the model and tokenizer from the version's artifacts (on the CPU unless CUDA is there)."""
@@ -35,27 +42,24 @@ class UnlearnedLM(mlflow.pyfunc.PythonModel):
         if torch.cuda.is_available():
             self.model.to("cuda")
 
-    def predict(self, context, model_input, params: dict | None = None) -> list[str]:
-        """Answers each question.
+    def predict(self, context, model_input: list[str], params: dict | None = None) -> list[str]:
+        """Answers each question (a DataFrame's single column arrives as a list too).
 
         Args:
             context: The pyfunc context (unused; the model is loaded in ``load_context``).
-            model_input: A list of questions, or a DataFrame whose first (or ``question``) column holds them.
-            params: ``max_new_tokens`` (default 64).
+            model_input: Questions, one answer each.
+            params: Unused; generation is greedy with ``max_new_tokens`` set when the version was logged.
         """
         from unierase.generation import generate_answers
 
-        if hasattr(model_input, "columns"):
-            column = "question" if "question" in model_input.columns else model_input.columns[0]
-            questions = [str(q) for q in model_input[column]]
-        else:
-            questions = [str(q) for q in model_input]
-        max_new_tokens = int((params or {}).get("max_new_tokens", 64))
-        answers = generate_answers(self.model, self.tokenizer, questions, max_new_tokens=max_new_tokens, progress=False)
+        questions = [str(q) for q in model_input]
+        answers = generate_answers(
+            self.model, self.tokenizer, questions, max_new_tokens=self.max_new_tokens, progress=False
+        )
         return [a.text for a in answers]
 
 
-def log_language_model(model_dir: Path) -> mlflow.models.model.ModelInfo:
+def log_language_model(model_dir: Path, max_new_tokens: int = 64) -> mlflow.models.model.ModelInfo:
     """Logs a transformers directory as an `UnlearnedLM` pyfunc in the active run."""
     with tempfile.TemporaryDirectory() as tmp:
         # The artifact keeps its directory's name: give it a fixed one so every version looks alike.
@@ -63,7 +67,7 @@ def log_language_model(model_dir: Path) -> mlflow.models.model.ModelInfo:
         shutil.copytree(model_dir, staged, copy_function=_link_or_copy)
         return mlflow.pyfunc.log_model(
             name="model",
-            python_model=UnlearnedLM(),
+            python_model=UnlearnedLM(max_new_tokens),
             artifacts={MODEL_ARTIFACT: str(staged)},
             pip_requirements=PIP_REQUIREMENTS,
         )
