@@ -57,7 +57,17 @@ def make_repo(root: Path, forget_count: int | None = None) -> Path:
     run(root, "git", "config", "user.name", "test")
     run(root, "dvc", "init", "-q")
     run(root, "dvc", "remote", "add", "-d", "local", str(root / "dvc-remote"))
-    params = Params.model_validate(TINY_PARAMS).model_dump(mode="json")
+    # General text for the covariance: a local file, so the tests need no shipped or downloaded corpus.
+    corpus = root / "data/general.txt"
+    corpus.parent.mkdir(parents=True, exist_ok=True)
+    corpus.write_text(
+        "\n".join(
+            f"{s} is a common topic of everyday conversation number {i}."
+            for i, s in enumerate(["Weather", "Cooking", "Music", "Travel", "Gardening", "Sport"] * 3)
+        )
+    )
+    tiny = {**TINY_PARAMS, "covariance": {**TINY_PARAMS["covariance"], "corpus": str(corpus)}}
+    params = Params.model_validate(tiny).model_dump(mode="json")
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     forget = default_forget()[: forget_count or None]
     write_facts(forget, root / "data/sets/forget.jsonl")
