@@ -232,7 +232,7 @@ def _optimise_values(
             kl = torch.nn.functional.kl_div(logp[n_rw:], kl_ref, log_target=True, reduction="none").sum(-1)
             decay = (delta.norm(dim=1) / z0.norm(dim=1)) ** 2
             loss = (nll + config.kl_factor * kl + config.v_weight_decay * decay).sum()
-            if float(nll.max()) < 5e-2:
+            if float(nll.detach().max()) < 5e-2:
                 break
             optimizer.zero_grad()
             loss.backward()

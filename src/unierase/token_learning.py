@@ -206,7 +206,7 @@ def learn_unlearning_token(
     """Adds the unlearning token(s) to ``model`` and ``tokenizer`` and trains their rows.
 
     Schedule (UniErase, with the learning rates of ``config``): plain-format refusal examples; then
-    the same in chat format alongside the plain ones; then a pass with the weights of
+    the same in chat format alongside the plain ones and the anchors; then a pass with the weights of
     ``perturb_modules`` (the MLPs of the layers to be edited) slightly perturbed, so the token still
     works once the edit has moved them. The perturbation is undone exactly afterwards.
 

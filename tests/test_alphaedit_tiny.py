@@ -1,0 +1,102 @@
+"""AlphaEdit mechanics on a tiny model: which tensors move, the solve's algebra, the edit state.
+
+    pytest tests/test_alphaedit_tiny.py
+"""
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from unierase.config import CovarianceConfig, EditConfig, EraseConfig, Params, TokenConfig
+from unierase.covariance import preserved_second_moment
+from unierase.delta import diff_models, snapshot
+from unierase.edit_state import load_state, save_state
+from unierase.erasure import erase_facts
+from unierase.facts import Fact
+from unierase.token_learning import add_unlearning_tokens
+
+PARAMS = Params(
+    token=TokenConfig(),
+    covariance=CovarianceConfig(),
+    edit=EditConfig(layers=[1, 2], v_steps=3, num_context_prefixes=1, nullspace_threshold=0.5),
+    erase=EraseConfig(),
+)
+FORGET = [
+    Fact(question="What is the capital of France?", answer="Paris.", subject="France"),
+    Fact(question="Who wrote Hamlet?", answer="Shakespeare.", subject="Hamlet"),
+]
+TEXTS = ["The weather was mild and the trains ran on time.", "Bread needs flour, water, salt and yeast."] * 4
+
+
+@pytest.fixture
+def tiny(tiny_llama_dir):
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    add_unlearning_tokens(model, tokenizer, ["<unlearn_0>"])
+    paths = [f"model.layers.{i}.mlp.down_proj" for i in PARAMS.edit.layers]
+    moments, _ = preserved_second_moment(
+        model, tokenizer, TEXTS, ["How do I boil an egg?"], paths, 64, 1.0, 4, progress=False
+    )
+    preserved = {i: moments[p].float() for i, p in zip(PARAMS.edit.layers, paths, strict=True)}
+    return model, tokenizer, preserved
+
+
+def test_only_the_edited_projections_change_and_state_accumulates(tiny, tmp_path):
+    model, tokenizer, preserved = tiny
+    base = snapshot(model)
+    result = erase_facts(model, tokenizer, FORGET, PARAMS, preserved, progress=False)
+    changed = set(diff_models(base, model).after)
+    assert changed == {"model.layers.1.mlp.down_proj.weight", "model.layers.2.mlp.down_proj.weight"}
+    assert result.subjects == ["France", "Hamlet"]
+    assert result.state.num_requests == 1
+    for layer in PARAMS.edit.layers:
+        assert result.state.previous_keys[layer].shape == (128, 128)
+        report = next(r for r in result.outcome.layers if r.layer == layer)
+        assert 0 < report.forget_key_retention <= 1
+
+    save_state(result.state, tmp_path / "state.safetensors")
+    state = load_state(tmp_path / "state.safetensors")
+    assert state.num_requests == 1
+    torch.testing.assert_close(state.previous_keys[1], result.state.previous_keys[1])
+    second = erase_facts(model, tokenizer, FORGET[:1], PARAMS, None, state=state, progress=False)
+    assert second.state.num_requests == 2
+    assert torch.all(torch.diagonal(second.state.previous_keys[1]) >= torch.diagonal(state.previous_keys[1]))
+
+
+def test_projected_update_lies_in_the_null_space(tiny):
+    model, tokenizer, preserved = tiny
+    before = {i: model.model.layers[i].mlp.down_proj.weight.detach().clone() for i in PARAMS.edit.layers}
+    result = erase_facts(model, tokenizer, FORGET, PARAMS, preserved, progress=False)
+    from unierase.nullspace import null_space
+
+    for i in PARAMS.edit.layers:
+        delta = model.model.layers[i].mlp.down_proj.weight.detach().double() - before[i].double()
+        P = null_space(preserved[i], PARAMS.edit.nullspace_threshold).projector
+        # Δ = X P-form: every row of Δ lies in the row space of P, so Δ P = Δ.
+        torch.testing.assert_close(delta @ P, delta, atol=1e-5, rtol=1e-4)
+        report = next(r for r in result.outcome.layers if r.layer == i)
+        assert report.preserved_drift <= report.preserved_drift_unprojected
+
+
+def test_precise_mode_checks_its_input(tiny):
+    model, tokenizer, preserved = tiny
+    precise = PARAMS.model_copy(update={"erase": EraseConfig(mode="precise")})
+    with pytest.raises(ValueError, match="exactly one fact"):
+        erase_facts(model, tokenizer, FORGET, precise, preserved, retain=FORGET, progress=False)
+    with pytest.raises(ValueError, match="retain set"):
+        erase_facts(model, tokenizer, FORGET[:1], precise, preserved, progress=False)
+
+
+def test_missing_token_is_an_error(tiny_llama_dir, tiny):
+    _, _, preserved = tiny
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    with pytest.raises(ValueError, match="learn the unlearning token"):
+        erase_facts(model, tokenizer, FORGET, PARAMS, preserved, progress=False)
+
+
+def test_subject_absent_from_question_is_an_error(tiny):
+    model, tokenizer, preserved = tiny
+    bad = [Fact(question="Who wrote Hamlet?", answer="Shakespeare.", subject="Macbeth")]
+    with pytest.raises(ValueError, match="does not occur"):
+        erase_facts(model, tokenizer, bad, PARAMS, preserved, progress=False)
