@@ -53,7 +53,8 @@ def process_inbox(params_file: str = "params.yaml", base_model: Path | None = No
             moved = mark_request(path, FAILED, {"error": f"{type(err).__name__}: {err}"})
             processed.append({"file": moved.name, "outcome": FAILED})
             continue
-        details = {k: summary[k] for k in ("version", "status", "parent_version", "champion", "registered_model")}
+        details = {k: summary[k] for k in ("version", "parent_version", "champion", "registered_model")}
+        details["version_status"] = summary["status"]  # accepted (now champion) or rejected by the gate
         moved = mark_request(path, DONE, details)
         processed.append({"file": moved.name, "outcome": DONE, **details})
     logger.info("processed %d request(s) from %s", len(processed), inbox)

@@ -39,9 +39,14 @@ def _wait_for_deployment(timeout_s: float = 180.0):
 def test_served_schedule_processes_the_inbox(tmp_path: Path, tiny_llama_dir: Path, prefect_harness) -> None:
     root = make_repo(tmp_path / "repo", forget_count=4)
     retain = default_retain()
-    forget = add_set(root, "acme-forget", retain[:2])
+    forget, kept = add_set(root, "acme-forget", retain[:2]), add_set(root, "acme-retain", retain[2:])
     inbox = root / "data/inbox"
-    request = ErasureRequest(request_id="acme-1", forget=str(forget.relative_to(root)), requested_by="dpo@acme")
+    request = ErasureRequest(
+        request_id="acme-1",
+        forget=str(forget.relative_to(root)),
+        retain=str(kept.relative_to(root)),
+        requested_by="dpo@acme",
+    )
     pending = write_request(inbox, request, prefix="0001")
     log = (tmp_path / "serve.log").open("w")
     server = subprocess.Popen(
@@ -74,6 +79,7 @@ def test_served_schedule_processes_the_inbox(tmp_path: Path, tiny_llama_dir: Pat
     done = json.loads((inbox / "done" / pending.name).read_text())
     assert done["request_id"] == "acme-1"
     assert done["outcome"]["status"] == "done" and done["outcome"]["version"] == "2"
+    assert done["outcome"]["version_status"] == "accepted" and done["outcome"]["champion"] == "2"
     assert done["outcome"]["parent_version"] == "1"
 
 

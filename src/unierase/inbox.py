@@ -73,9 +73,9 @@ def mark_request(path: Path, outcome: str, details: dict) -> Path:
     path = Path(path)
     body = json.loads(path.read_text(encoding="utf-8"))
     body["outcome"] = {
+        **details,
         "status": outcome,
         "processed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        **details,
     }
     target = path.parent / outcome / path.name
     _write_atomic(target, body)
