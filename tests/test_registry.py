@@ -182,3 +182,20 @@ def test_erasure_metrics_and_gate() -> None:
     assert check_gate(metrics, GateConfig()).passed
     assert not check_gate(metrics, GateConfig(min_forget_efficacy=0.6)).passed
     assert not check_gate(metrics, GateConfig(min_model_ability=0.1)).passed  # not measured fails
+
+
+def test_cli_lineage_and_rollback(registry, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    from unierase.cli import main
+
+    client, name = registry["client"], registry["name"]
+    monkeypatch.chdir(registry["root"])  # the embedded store is relative to the repo root
+    assert main(["lineage", "--model-name", name]) == 0
+    out = capsys.readouterr().out
+    assert out.index("version 1 [base") < out.index("version 2 [erasure") < out.index("version 3 [erasure")
+    assert main(["rollback", "--to", "2", "--reason", "cli test", "--model-name", name]) == 0
+    out = capsys.readouterr().out
+    assert "version 3 -> 2" in out and "req-b" in out
+    assert current_alias_version(client, name, "champion") == "2"
+    assert main(["rollback", "--to", "42", "--reason", "x", "--model-name", name]) == 2
+    assert "has no version 42" in capsys.readouterr().err
+    promote(client, name, "3", "champion", "restore")
