@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -98,6 +99,8 @@ def run_ui(args: argparse.Namespace) -> int:
             resolve_artifact_location(config, root),
         ],
     ]
+    # SIGTERM (a service manager, `timeout`) ends this process like Ctrl-C: the finally below stops both.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     children = [subprocess.Popen(command, env=env, cwd=root) for command in commands]
     print(f"Prefect UI: http://127.0.0.1:{args.prefect_port}   MLflow UI: http://127.0.0.1:{args.mlflow_port}")
     try:
