@@ -1,6 +1,6 @@
 """The fictitious-author generator: seeded, TOFU layout, perturbations that differ only in the fact.
 
-    .venv/bin/pytest tests/test_authors.py -q
+.venv/bin/pytest tests/test_authors.py -q
 """
 
 from __future__ import annotations

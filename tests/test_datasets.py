@@ -1,6 +1,6 @@
 """Split loading: local TOFU-layout JSON Lines, split kinds, option rows, errors.
 
-    .venv/bin/pytest tests/test_datasets.py -q
+.venv/bin/pytest tests/test_datasets.py -q
 """
 
 from __future__ import annotations

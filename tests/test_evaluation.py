@@ -39,7 +39,10 @@ def splits():
 
 def test_batched_nll_matches_one_pair_at_a_time(tiny):
     model, tokenizer = tiny
-    questions, answers = ["Who wrote it?", "Where was the author Anselm Varnholt born?"], ["Nobody.", "In Porto, Portugal."]
+    questions, answers = (
+        ["Who wrote it?", "Where was the author Anselm Varnholt born?"],
+        ["Nobody.", "In Porto, Portugal."],
+    )
     batched = answer_token_nlls(model, tokenizer, questions, answers, batch_size=2, progress=False)
     for q, a, got in zip(questions, answers, batched):
         prompt, answer = encode_prompt(tokenizer, q), encode_answer(tokenizer, a)
@@ -63,11 +66,21 @@ def test_report_layout_and_hand_checks(tiny, splits):
             assert {"question", "generation", "prob", "rougeL_recall", "truth_ratio"} <= set(row)
         assert s["prob"] == pytest.approx(sum(r["prob"] for r in rows) / len(rows))
         ratios = [r["truth_ratio"] for r in rows]
-        expected = sum(min(r, 1 / r) for r in ratios) / len(ratios) if name == "forget" else sum(max(0, 1 - r) for r in ratios) / len(ratios)
+        expected = (
+            sum(min(r, 1 / r) for r in ratios) / len(ratios)
+            if name == "forget"
+            else sum(max(0, 1 - r) for r in ratios) / len(ratios)
+        )
         assert s["truth_ratio"] == pytest.approx(expected)
     agg = report.aggregates
     assert agg["forget_efficacy"] == pytest.approx(
-        1 - (report.splits["forget"]["prob"] + report.splits["forget"]["rougeL_recall"] + report.splits["forget"]["truth_ratio_true_better"]) / 3
+        1
+        - (
+            report.splits["forget"]["prob"]
+            + report.splits["forget"]["rougeL_recall"]
+            + report.splits["forget"]["truth_ratio_true_better"]
+        )
+        / 3
     )
     assert agg["forget_efficacy_metrics"] == ["forget/prob", "forget/rougeL_recall", "forget/truth_ratio_true_better"]
     assert all(m.startswith("retain/") for m in agg["model_ability_metrics"])  # holdout is not ability
@@ -99,7 +112,9 @@ def test_token_audits_with_an_unlearning_token(tiny_llama_dir, splits):
     # Make the token the model's favourite, so every greedy answer starts with it.
     with torch.no_grad():
         model.lm_head.weight[token[0]] = model.lm_head.weight[:-1].mean(0) * 0 + 3.0
-    report = evaluate_model(model, tokenizer, {"forget": splits["forget"]}, FAST, unlearn_token_ids=token, progress=False)
+    report = evaluate_model(
+        model, tokenizer, {"forget": splits["forget"]}, FAST, unlearn_token_ids=token, progress=False
+    )
     audits = report.audits["forget"]
     assert audits["strip_special"]["unlearn_token_rate"] == 1.0
     rows = report.items["forget"]
@@ -128,7 +143,9 @@ def test_evaluate_stage_writes_report_and_items_and_is_deterministic(tiny_llama_
     # Twice on the same model and data: byte-identical outputs (provenance names no output path).
     assert first.read_bytes() == second.read_bytes()
     for name in ("forget", "retain", "holdout"):
-        assert (tmp_path / "a" / "items" / f"{name}.jsonl").read_bytes() == (tmp_path / "b" / "items" / f"{name}.jsonl").read_bytes()
+        assert (tmp_path / "a" / "items" / f"{name}.jsonl").read_bytes() == (
+            tmp_path / "b" / "items" / f"{name}.jsonl"
+        ).read_bytes()
     # A saved evaluation serves as the retain evaluation for forget quality.
     third = evaluate_stage(tiny_llama_dir, data, tmp_path / "c", params, retain_eval=tmp_path / "a", progress=False)
     assert json.loads(third.read_text())["aggregates"]["forget_quality"] == pytest.approx(1.0)
@@ -138,8 +155,14 @@ def test_similarity_with_the_offline_embedder(tiny, splits):
     from unierase.metrics.similarity import cosine_similarities, load_embedder
 
     embedder = load_embedder()
-    sims = cosine_similarities(embedder, ["Paris is the capital of France.", "bananas"], ["The capital of France is Paris.", "The capital of France is Paris."])
+    sims = cosine_similarities(
+        embedder,
+        ["Paris is the capital of France.", "bananas"],
+        ["The capital of France is Paris.", "The capital of France is Paris."],
+    )
     assert sims[0] > 0.8 and sims[1] < sims[0]
     model, tokenizer = tiny
-    report = evaluate_model(model, tokenizer, {"retain": splits["retain"]}, EvalConfig(max_new_tokens=4), embedder=embedder, progress=False)
+    report = evaluate_model(
+        model, tokenizer, {"retain": splits["retain"]}, EvalConfig(max_new_tokens=4), embedder=embedder, progress=False
+    )
     assert 0 <= report.splits["retain"]["cosine_similarity"] <= 1

@@ -57,15 +57,31 @@ def test_cli_writes_target_and_retain_models(tiny_llama_dir, tmp_path, monkeypat
     parser = argparse.ArgumentParser()
     cli.register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(
-        ["finetune", "--data", str(paths["full"]), "--model", str(tiny_llama_dir), "--output", str(tmp_path / "target"),
-         "--retain-data", str(paths["retain"]), "--retain-output", str(tmp_path / "retain"), "--params", str(params),
-         "--device", "cpu"]
+        [
+            "finetune",
+            "--data",
+            str(paths["full"]),
+            "--model",
+            str(tiny_llama_dir),
+            "--output",
+            str(tmp_path / "target"),
+            "--retain-data",
+            str(paths["retain"]),
+            "--retain-output",
+            str(tmp_path / "retain"),
+            "--params",
+            str(params),
+            "--device",
+            "cpu",
+        ]
     )
     assert args.func(args) == 0
     for name, rows in (("target", 4), ("retain", 2)):
         record = json.loads((tmp_path / name / "finetune.json").read_text())
         assert record["num_facts"] == rows and record["config"]["epochs"] == 1 and len(record["data_sha256"]) == 64
         AutoModelForCausalLM.from_pretrained(tmp_path / name)
-    bad = parser.parse_args(["finetune", "--data", "x.jsonl", "--model", "m", "--output", "o", "--retain-data", "r.jsonl"])
+    bad = parser.parse_args(
+        ["finetune", "--data", "x.jsonl", "--model", "m", "--output", "o", "--retain-data", "r.jsonl"]
+    )
     with pytest.raises(ValueError, match="go together"):
         bad.func(bad)

@@ -1,6 +1,6 @@
 """Every metric against values computed by hand on tiny inputs.
 
-    .venv/bin/pytest tests/test_metrics.py -q
+.venv/bin/pytest tests/test_metrics.py -q
 """
 
 from __future__ import annotations
@@ -59,8 +59,20 @@ def test_harmonic_mean_by_hand():
 
 
 SPLITS = {
-    "forget": {"prob": 0.2, "rougeL_recall": 0.4, "truth_ratio": 0.9, "truth_ratio_true_better": 0.1, "cosine_similarity": 0.5},
-    "retain": {"prob": 0.5, "rougeL_recall": 1.0, "truth_ratio": 0.25, "truth_ratio_true_better": 0.25, "cosine_similarity": None},
+    "forget": {
+        "prob": 0.2,
+        "rougeL_recall": 0.4,
+        "truth_ratio": 0.9,
+        "truth_ratio_true_better": 0.1,
+        "cosine_similarity": 0.5,
+    },
+    "retain": {
+        "prob": 0.5,
+        "rougeL_recall": 1.0,
+        "truth_ratio": 0.25,
+        "truth_ratio_true_better": 0.25,
+        "cosine_similarity": None,
+    },
     "real_authors": {"prob": 0.5, "rougeL_recall": 0.5, "truth_ratio": 0.5, "truth_ratio_true_better": 0.5},
     "world_facts": {"prob": 1.0, "rougeL_recall": 1.0, "truth_ratio": 1.0, "truth_ratio_true_better": 1.0},
     "holdout": {"prob": 0.01, "rougeL_recall": 0.01, "truth_ratio": 0.01, "truth_ratio_true_better": 0.01},

@@ -115,11 +115,19 @@ def evaluate_stage(
             del retain_model
         else:
             retain_ratios = read_retain_truth_ratios(retain_eval, forget_splits)
-    embedder = load_embedder(config.embedder_path, device=str(next(model.parameters()).device)) if config.similarity else None
+    embedder = (
+        load_embedder(config.embedder_path, device=str(next(model.parameters()).device)) if config.similarity else None
+    )
     torch.manual_seed(0)  # greedy decoding draws nothing; fixed anyway so any sampling slip stays reproducible
     report = evaluate_model(
-        model, tokenizer, splits, config, retain_truth_ratios=retain_ratios, unlearn_token_ids=token_ids,
-        embedder=embedder, progress=progress,
+        model,
+        tokenizer,
+        splits,
+        config,
+        retain_truth_ratios=retain_ratios,
+        unlearn_token_ids=token_ids,
+        embedder=embedder,
+        progress=progress,
     )
     provenance = {
         "model_dir": str(model_dir),

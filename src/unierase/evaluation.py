@@ -66,7 +66,11 @@ def _mean(values: Sequence[float | None]) -> float | None:
 
 
 def _score_probabilities(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, facts: Sequence[Fact], config: EvalConfig, progress: bool
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    facts: Sequence[Fact],
+    config: EvalConfig,
+    progress: bool,
 ) -> list[dict[str, Any]]:
     """Answer loss, probability and truth ratio of each item (one batched NLL pass over every answer)."""
     questions, answers, owner = [], [], []
@@ -95,7 +99,9 @@ def _score_probabilities(
         # authors, world facts); the plain length-normalised one elsewhere.
         prob = option_normalised_probability(p["answer"], p["pert"]) if p["pert"] and not has_para else p["answer"]
         ratio = truth_ratio(p["pert"], p["para"] if has_para else p["answer"]) if p["pert"] else None
-        rows.append({"question": f.question, "answer": f.answer, "prob": prob, "truth_ratio": ratio, "answer_loss": p["loss"]})
+        rows.append(
+            {"question": f.question, "answer": f.answer, "prob": prob, "truth_ratio": ratio, "answer_loss": p["loss"]}
+        )
     return rows
 
 
@@ -118,8 +124,13 @@ def evaluate_split(
     kind = split_kind(name)
     rows = _score_probabilities(model, tokenizer, facts, config, progress)
     generations = generate_answers(
-        model, tokenizer, [f.question for f in facts], max_new_tokens=config.max_new_tokens,
-        batch_size=config.generation_batch_size, stop_token_ids=list(stop_token_ids), progress=progress,
+        model,
+        tokenizer,
+        [f.question for f in facts],
+        max_new_tokens=config.max_new_tokens,
+        batch_size=config.generation_batch_size,
+        stop_token_ids=list(stop_token_ids),
+        progress=progress,
     )
     sims = cosine_similarities(embedder, [g.text for g in generations], [f.answer for f in facts]) if embedder else None
     for i, (row, g, f) in enumerate(zip(rows, generations, facts)):

@@ -88,8 +88,12 @@ def run_generation_audits(
             sub = [facts[i] for i in keep]
             texts = [g.text for g in generate_answers(model, tokenizer, [f.paraphrased_question for f in sub], **gen)]
             nlls = answer_token_nlls(
-                model, tokenizer, [f.paraphrased_question for f in sub], [f.answer for f in sub],
-                batch_size=config.batch_size, progress=progress,
+                model,
+                tokenizer,
+                [f.paraphrased_question for f in sub],
+                [f.answer for f in sub],
+                batch_size=config.batch_size,
+                progress=progress,
             )
             probs = [normalised_probability(n) for n in nlls]
             for i, p in zip(keep, probs):
@@ -120,7 +124,9 @@ def run_generation_audits(
             out[audit] = {"skipped": "the tokenizer has no unlearning token"}
             continue
         if audit == "ban_token":
-            generations = generate_answers(model, tokenizer, questions, bad_words_ids=[[t] for t in unlearn_token_ids], **gen)
+            generations = generate_answers(
+                model, tokenizer, questions, bad_words_ids=[[t] for t in unlearn_token_ids], **gen
+            )
             prefix = "banned"
         else:
             with _sequence_bias(model, {(t,): config.suppress_logit_bias for t in unlearn_token_ids}):

@@ -26,7 +26,9 @@ def reference_nlls(
     model.eval()
     examples = encode_facts(tokenizer, forget)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    chunks = [batch_nll(model, collate(examples[i : i + batch_size], pad))[0] for i in range(0, len(examples), batch_size)]
+    chunks = [
+        batch_nll(model, collate(examples[i : i + batch_size], pad))[0] for i in range(0, len(examples), batch_size)
+    ]
     return torch.cat(chunks).detach()
 
 

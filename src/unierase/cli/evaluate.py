@@ -1,6 +1,6 @@
 """``unierase evaluate``: TOFU metrics, UniErase's aggregates and leak audits for one model.
 
-    unierase evaluate --model DIR --data DIR --output OUT [--retain-eval DIR] [--params params.yaml]
+unierase evaluate --model DIR --data DIR --output OUT [--retain-eval DIR] [--params params.yaml]
 """
 
 from __future__ import annotations
@@ -31,7 +31,9 @@ def run(args: argparse.Namespace) -> int:
     """Runs the evaluation and prints the aggregates as JSON."""
     from unierase.evaluate_stage import evaluate_stage
 
-    path = evaluate_stage(args.model, args.data, args.output, args.params, retain_eval=args.retain_eval, device=args.device)
+    path = evaluate_stage(
+        args.model, args.data, args.output, args.params, retain_eval=args.retain_eval, device=args.device
+    )
     aggregates = json.loads(path.read_text(encoding="utf-8"))["aggregates"]
     print(json.dumps({k: v for k, v in aggregates.items() if not k.endswith(("_metrics", "_splits"))}, indent=2))
     return 0

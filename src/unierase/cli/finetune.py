@@ -1,6 +1,6 @@
 """``unierase finetune``: make a target model that knows a set (and optionally a retain model).
 
-    unierase finetune --data FULL.jsonl --model DIR --output DIR [--retain-data RETAIN.jsonl --retain-output DIR]
+unierase finetune --data FULL.jsonl --model DIR --output DIR [--retain-data RETAIN.jsonl --retain-output DIR]
 """
 
 from __future__ import annotations

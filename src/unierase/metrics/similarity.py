@@ -40,7 +40,9 @@ def cosine(u: Sequence[float], v: Sequence[float]) -> float:
     return max(0.0, float(a @ b / norms))
 
 
-def cosine_similarities(embedder: Any, generations: Sequence[str], answers: Sequence[str], batch_size: int = 32) -> list[float]:
+def cosine_similarities(
+    embedder: Any, generations: Sequence[str], answers: Sequence[str], batch_size: int = 32
+) -> list[float]:
     """Per-pair cosine similarity (clipped at 0) of generation and answer embeddings."""
     if len(generations) != len(answers):
         raise ValueError(f"{len(generations)} generations for {len(answers)} answers")
