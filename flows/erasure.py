@@ -27,7 +27,8 @@ from tasks.unlearn import erase, evaluate, has_unlearning_token, learn_token
 from unierase.config import Params, load_params
 from unierase.registry import tags as T
 from unierase.registry.gate import check_gate, erasure_metrics
-from unierase.registry.store import model_name_for
+from unierase.registry.lineage import format_lineage, lineage
+from unierase.registry.store import connect, model_name_for
 from unierase.registry.versions import model_dir_sha256
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,10 +98,9 @@ def erasure_flow(
     validate(forget, retain, params.validation, base_model, docs)
     provenance = record_provenance(forget, retain, root, params)
 
-    # 2. The registered model and the version this erasure builds on (the champion).
+    # 2. The version this erasure builds on: the champion, or the base model on a first run.
     name = model_name_for(base_model, params.registry)
-    base_version = ensure_base(params.registry, root, name, base_model)
-    parent = resolve_parent(params.registry, root, name, base_version, base_model)
+    parent = resolve_parent(params.registry, root, name, base_model)
 
     # 3. Token (learned once per base model and token config), then the edit.
     token = None
@@ -119,11 +119,13 @@ def erasure_flow(
     # Only figures go to MLflow: the raw reports hold generations, i.e. the text being erased.
     summary_file = work / "erasure-summary.json"
     summary_file.write_text(json.dumps({"metrics": metrics, "gate_failures": gate.failures}, indent=2) + "\n")
-    publish_evaluation(request_id, metrics, gate.passed, gate.failures, parent["version"])
+    publish_evaluation(request_id, metrics, gate.passed, gate.failures, parent["version"] or "base")
 
     # 5. Register (accepted or rejected), then promote; a failure after registering discards the version.
+    # The base model becomes version 1 (and champion) only now, once an edit of it has succeeded.
+    parent_version = parent["version"] or ensure_base(params.registry, root, name, base_model)
     tags = {
-        T.PARENT_VERSION: parent["version"],
+        T.PARENT_VERSION: parent_version,
         T.REQUEST_ID: request_id,
         T.STATUS: T.ACCEPTED if gate.passed else T.REJECTED,
         T.FLOW_RUN_ID: run_id,
@@ -155,7 +157,7 @@ def erasure_flow(
         "request_id": request_id,
         "registered_model": name,
         "version": version,
-        "parent_version": parent["version"],
+        "parent_version": parent_version,
         "status": tags[T.STATUS],
         "champion": champion,
         "metrics": metrics,
@@ -184,8 +186,12 @@ def main(argv: list[str] | None = None) -> int:
         full_evaluation=args.full_evaluation,
     )
     print(json.dumps(summary, indent=2))
-    print(f"\nLineage:  unierase lineage {summary['version']}")
-    print("UIs:      unierase ui   (Prefect and MLflow on 127.0.0.1)")
+    params = load_params(ROOT / args.params if (ROOT / args.params).is_file() else None)
+    client = connect(params.registry, ROOT)
+    print(f"\n{summary['registered_model']}@{params.registry.champion_alias} is version {summary['champion']}")
+    print(format_lineage(lineage(client, summary["registered_model"], summary["version"])))
+    print(f"\nmlflow.pyfunc.load_model('models:/{summary['registered_model']}@{params.registry.champion_alias}')")
+    print("UIs: unierase ui   (Prefect on http://127.0.0.1:4200, MLflow on http://127.0.0.1:5000)")
     return 0
 
 

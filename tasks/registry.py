@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mlflow.exceptions import MlflowException
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
@@ -30,16 +31,23 @@ def ensure_base(config: RegistryConfig, root: Path, name: str, base_model: Path)
 
 
 @task(name="resolve-parent", **_IO)
-def resolve_parent(config: RegistryConfig, root: Path, name: str, base_version: str, base_model: Path) -> dict:
-    """The version this erasure builds on (the champion) and a local transformers directory of it."""
+def resolve_parent(config: RegistryConfig, root: Path, name: str, base_model: Path) -> dict:
+    """The version this erasure builds on (the champion; None before the base is registered) and a local
+    transformers directory of it. Reads only: nothing is registered before the edit has succeeded."""
+    from unierase.registry.versions import find_base_version
+
     client = connect(config, root)
-    version = current_alias_version(client, name, config.champion_alias) or base_version
-    if version == base_version:
-        return {"version": version, "model_dir": Path(base_model)}
-    local = Path(root) / config.work_dir / "versions" / f"{name}-v{version}"
+    try:
+        champion = current_alias_version(client, name, config.champion_alias)
+        base_version = find_base_version(client, name)
+    except MlflowException:  # no registered model yet
+        champion = base_version = None
+    if champion is None or champion == base_version:
+        return {"version": base_version, "model_dir": Path(base_model)}
+    local = Path(root) / config.work_dir / "versions" / f"{name}-v{champion}"
     if not (local / "config.json").is_file():
-        export_model_dir(f"models:/{name}/{version}", local)
-    return {"version": version, "model_dir": local}
+        export_model_dir(f"models:/{name}/{champion}", local)
+    return {"version": champion, "model_dir": local}
 
 
 @task(name="register-erasure", retries=0, cache_policy=NO_CACHE)

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from flow_repo import add_set, make_repo
 
 import mlflow
@@ -97,3 +98,18 @@ def test_invalid_forget_set_leaves_registry_unchanged(two_erasures, tiny_llama_d
     assert after == before
     assert current_alias_version(client, name, "champion") == champion and read_audit(client, name) == audit
     assert list((root / "outputs/validation").glob("bad-*/index.html"))  # the Data Docs the message names
+
+
+def test_failed_edit_registers_nothing(two_erasures, tiny_llama_dir: Path) -> None:
+    client, name, root = two_erasures["client"], two_erasures["name"], two_erasures["root"]
+    before = sorted(str(v.version) for v in client.search_model_versions(f"name='{name}'"))
+    champion, audit = current_alias_version(client, name, "champion"), read_audit(client, name)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["edit"]["layers"] = [40]  # the tiny model has 4 layers: the edit fails after validation
+    (root / "bad-params.yaml").write_text(yaml.safe_dump(params))
+    state = erasure_flow(
+        request_id="doomed", params_file="bad-params.yaml", base_model=tiny_llama_dir, root=root, return_state=True
+    )
+    assert state.is_failed()
+    assert sorted(str(v.version) for v in client.search_model_versions(f"name='{name}'")) == before
+    assert current_alias_version(client, name, "champion") == champion and read_audit(client, name) == audit

@@ -42,7 +42,10 @@ def erasure_metrics(erase_report: Mapping, eval_report: Mapping | None = None) -
             metrics[key] = float(erase_report[key])
     for key, value in (erase_report.get("timings_s") or {}).items():
         if isinstance(value, (int, float)):
-            metrics[f"time_{key}_s"] = float(value)
+            metrics[f"time_{key.removesuffix('_s')}_s"] = float(value)
+    cache_hit = ((erase_report.get("diagnostics") or {}).get("covariance") or {}).get("cache_hit")
+    if cache_hit is not None:
+        metrics["covariance_cache_hit"] = float(bool(cache_hit))
     for key in _EVAL_AGGREGATES:
         value = (eval_report or {}).get(key)
         if isinstance(value, (int, float)):
