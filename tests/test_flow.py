@@ -113,3 +113,15 @@ def test_failed_edit_registers_nothing(two_erasures, tiny_llama_dir: Path) -> No
     assert state.is_failed()
     assert sorted(str(v.version) for v in client.search_model_versions(f"name='{name}'")) == before
     assert current_alias_version(client, name, "champion") == champion and read_audit(client, name) == audit
+
+
+def test_evaluation_artifacts_in_prefect(two_erasures) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    keys = ["erasure-evaluation", "erasure-metrics"]
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)))
+    by_type = {a.type: a for a in artifacts}
+    assert {"markdown", "table"} <= set(by_type)
+    assert "| forget_refusal_rate |" in by_type["markdown"].data
