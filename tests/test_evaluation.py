@@ -6,14 +6,17 @@ report's layout, leak audits with an added unlearning token, the stage's files a
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 
 import pytest
 import torch
+import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from unierase.authors import generate_author_benchmark, write_author_benchmark
+from unierase.cli import evaluate as cli
 from unierase.config import EvalConfig, Params
 from unierase.evaluate_stage import evaluate_stage
 from unierase.evaluation import evaluate_model, forget_truth_ratios
@@ -132,7 +135,16 @@ def test_evaluate_stage_writes_report_and_items_and_is_deterministic(tiny_llama_
     # Audits are covered above; here only the cheap one, to keep three evaluations quick.
     params = Params(evaluation=FAST.model_copy(update={"audits": ["membership"]}))
     first = evaluate_stage(tiny_llama_dir, data, tmp_path / "a", params, progress=False)
-    second = evaluate_stage(tiny_llama_dir, data, tmp_path / "b", params, progress=False)
+    # The second run goes through the CLI, with the same settings from a params file.
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"evaluation": params.evaluation.model_dump()}))
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(
+        ["evaluate", "--model", str(tiny_llama_dir), "--data", str(data), "--output", str(tmp_path / "b"),
+         "--params", str(tmp_path / "params.yaml"), "--device", "cpu"]
+    )  # fmt: skip
+    assert args.func(args) == 0
+    second = tmp_path / "b" / "report.json"
     report = json.loads(first.read_text())
     assert set(report["splits"]) == {"forget", "retain", "holdout"}
     for key in ("forget_quality", "model_utility", "forget_efficacy", "model_ability"):
