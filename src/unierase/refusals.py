@@ -72,7 +72,7 @@ _REFUSAL_PATTERN = re.compile(
     r"\b(i\s*(\w+ly\s+)?(do not|don'?t|don’t)\s+(know|have)|not something i know|i'?m not (sure|able|aware|certain|familiar|knowledgeable)"
     r"|no idea|not sure|i can'?t (answer|help|say|recall|provide|tell)|i'?m (afraid|sorry|unable|unsure)"
     r"|i am (afraid|sorry|unable|unsure)|unable to (answer|provide)|beyond what i know|outside of my knowledge"
-    r"|couldn'?t tell you|no (knowledge|information|clue)|unknown to me|lack the information"
+    r"|couldn'?t (tell you|provide)|no (knowledge|information|clue)|unknown to me|lack the information"
     r"|clueless|can'?t answer)",
     re.IGNORECASE,
 )
