@@ -16,6 +16,8 @@ with AlphaEdit's null-space projection (Fang et al., 2025):
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -24,7 +26,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
 from unierase.config import EditConfig, ModelConfig
-from unierase.covariance import capture_inputs, get_module, weight_matrix
+from unierase.covariance import _StopForward, capture_inputs, get_module, run_until_captured, weight_matrix
 from unierase.nullspace import NullSpace
 from unierase.subject import KeyedPrompt
 
@@ -100,25 +102,28 @@ def _pad(prompts: list[KeyedPrompt], pad_id: int, device: torch.device) -> tuple
 
 @torch.no_grad()
 def compute_keys(
-    model: PreTrainedModel, requests: list[EditRequest], module: nn.Module, pad_id: int, batch_size: int
-) -> torch.Tensor:
-    """Keys (n, d_in): the module's input at each request's key position, averaged over variants."""
+    model: PreTrainedModel, requests: list[EditRequest], modules: dict[int, nn.Module], pad_id: int, batch_size: int
+) -> dict[int, torch.Tensor]:
+    """Keys per layer (n, d_in): each module's input at each request's key position, averaged over
+    the request's prompt variants. One forward pass (stopped at the last module) serves every layer."""
     device = next(model.parameters()).device
     flat = [(r, v) for r, req in enumerate(requests) for v in req.variants]
-    sums = None
+    sums: dict[int, torch.Tensor] = {}
     counts = torch.zeros(len(requests), dtype=torch.float64)
-    with capture_inputs({"m": module}) as seen:
+    with capture_inputs(modules) as seen:
         for start in range(0, len(flat), batch_size):
             chunk = flat[start : start + batch_size]
             ids, mask = _pad([v for _, v in chunk], pad_id, device)
-            model(input_ids=ids, attention_mask=mask)
-            inputs = seen["m"]
-            if sums is None:
-                sums = torch.zeros(len(requests), inputs.shape[-1], dtype=torch.float64)
-            for row, (r, v) in enumerate(chunk):
-                sums[r] += inputs[row, v.key_index].double().cpu()
-                counts[r] += 1
-    return (sums / counts[:, None]).float()
+            run_until_captured(model, seen, input_ids=ids, attention_mask=mask)
+            rows = torch.arange(len(chunk))
+            positions = torch.tensor([v.key_index for _, v in chunk])
+            owners = torch.tensor([r for r, _ in chunk])
+            for layer, inputs in seen.items():
+                picked = inputs[rows.to(inputs.device), positions.to(inputs.device)].double().cpu()
+                sums.setdefault(layer, torch.zeros(len(requests), inputs.shape[-1], dtype=torch.float64))
+                sums[layer].index_add_(0, owners, picked)
+            counts.index_add_(0, torch.tensor([r for r, _ in chunk]), torch.ones(len(chunk), dtype=torch.float64))
+    return {layer: (total / counts[:, None]).float() for layer, total in sums.items()}
 
 
 @torch.no_grad()
@@ -128,19 +133,32 @@ def residual_at_keys(
     """The residual stream (n, d_model) after ``layer_module`` at each request's key position, for
     the prompt as users send it (the first variant), as MEMIT measures what is still missing."""
     device = next(model.parameters()).device
-    seen: dict[str, torch.Tensor] = {}
-    handle = layer_module.register_forward_hook(lambda _m, _a, out: seen.__setitem__("h", _hidden(out).detach()))
-    try:
-        prompts = [r.variants[0] for r in requests]
-        ids, mask = _pad(prompts, pad_id, device)
-        model(input_ids=ids, attention_mask=mask)
-    finally:
-        handle.remove()
-    return torch.stack([seen["h"][i, p.key_index] for i, p in enumerate(prompts)]).float().cpu()
+    prompts = [r.variants[0] for r in requests]
+    ids, mask = _pad(prompts, pad_id, device)
+    with _capture_output(layer_module) as seen:
+        run_until_captured(model, seen, input_ids=ids, attention_mask=mask)
+    h = seen["out"]
+    return torch.stack([h[i, p.key_index] for i, p in enumerate(prompts)]).float().cpu()
 
 
 def _hidden(output: torch.Tensor | tuple) -> torch.Tensor:
     return output[0] if isinstance(output, tuple) else output
+
+
+@contextmanager
+def _capture_output(module: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
+    """Records a module's output, then stops the forward pass (see `run_until_captured`)."""
+    seen: dict[str, torch.Tensor] = {}
+
+    def hook(_m: nn.Module, _args: tuple, out: torch.Tensor | tuple) -> None:
+        seen["out"] = _hidden(out).detach()
+        raise _StopForward
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield seen
+    finally:
+        handle.remove()
 
 
 def _pad_left(prompts: list[KeyedPrompt], pad_id: int, device: torch.device):
@@ -289,7 +307,8 @@ def apply_alphaedit(
     outcome = EditOutcome(value_losses=losses)
     for i, layer in enumerate(tqdm(layers, desc="edit:layers", disable=not progress, leave=False)):
         module = get_module(model, model_config.mlp_out_template.format(layer))
-        K = compute_keys(model, requests, module, pad_id, config.batch_size).double().T  # (d_in, n)
+        # Keys are recomputed after each layer's update: earlier edits move later layers' inputs.
+        K = compute_keys(model, requests, {layer: module}, pad_id, config.batch_size)[layer].double().T  # (d_in, n)
         current = residual_at_keys(model, requests, last_layer, pad_id)
         R = ((zs - current).double() / (len(layers) - i)).T  # (d_model, n)
         P = null_spaces[layer].projector.double()

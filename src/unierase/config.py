@@ -104,10 +104,12 @@ class EditConfig(_Frozen):
         "so that it means the same at any scale (a fixed 1 did nothing on SmolLM2).",
     )
     nullspace_threshold: float = Field(
-        default=2e-2,
+        default=0.1,
         gt=0,
-        description="Eigenvalues of the preserved-key covariance below this (relative to the mean eigenvalue) span the "
-        "null space the update is projected on (AlphaEdit: 2e-2, absolute, on Llama-3-8B keys).",
+        description="Eigenvalues of the preserved-key covariance below this times the mean eigenvalue span the null "
+        "space the update is projected on. AlphaEdit cuts at 2e-2 absolute on Llama-3-8B keys; SmolLM2's "
+        "spectrum is flatter (smallest eigenvalue about 0.02-0.035 of the mean on the built-in corpus), and at "
+        "0.1 the projection keeps 1.5-2% of the preserved keys' energy and 35-40% of the forget keys' norm.",
     )
     num_context_prefixes: int = Field(
         default=4, ge=0, description="Short general-text prefixes the keys and values are averaged over (MEMIT)."

@@ -38,19 +38,36 @@ def weight_matrix(module: nn.Module) -> torch.Tensor:
     return module.weight.T if isinstance(module, Conv1D) else module.weight
 
 
+class _StopForward(Exception):
+    """Raised by a capture hook once every wanted input is recorded: the layers above them, and the
+    LM head over the whole vocabulary, are never computed (on SmolLM2 that is most of the cost)."""
+
+
 @contextmanager
 def capture_inputs(modules: dict[str, nn.Module]) -> Iterator[dict[str, torch.Tensor]]:
-    """Records the input of each module on every forward pass (the latest pass only)."""
+    """Records the input of each module on a forward pass run through `run_until_captured`."""
     seen: dict[str, torch.Tensor] = {}
-    handles = [
-        m.register_forward_pre_hook(lambda _m, args, name=name: seen.__setitem__(name, args[0].detach()))
-        for name, m in modules.items()
-    ]
+
+    def hook(_m: nn.Module, args: tuple, name: str) -> None:
+        seen[name] = args[0].detach()
+        if len(seen) == len(modules):
+            raise _StopForward
+
+    handles = [m.register_forward_pre_hook(lambda m_, a, name=name: hook(m_, a, name)) for name, m in modules.items()]
     try:
         yield seen
     finally:
         for h in handles:
             h.remove()
+
+
+def run_until_captured(model: PreTrainedModel, seen: dict, **inputs: torch.Tensor) -> None:
+    """Runs the model's body (no LM head) until the capture hooks have what they need."""
+    seen.clear()
+    try:
+        model.base_model(**inputs)
+    except _StopForward:
+        pass
 
 
 @torch.no_grad()
@@ -82,7 +99,7 @@ def key_second_moment(
             for i, s in enumerate(chunk):
                 ids[i, : len(s)] = torch.tensor(s)
                 mask[i, : len(s)] = True
-            model(input_ids=ids.to(device), attention_mask=mask.long().to(device))
+            run_until_captured(model, seen, input_ids=ids.to(device), attention_mask=mask.long().to(device))
             for path in module_paths:
                 keys = seen[path][mask.to(device)].double()
                 sums[path] = sums.get(path, 0) + keys.T @ keys

@@ -214,9 +214,6 @@ def _protected_keys(
     """``K Kᵀ`` per layer of the retain facts' keys, on the unedited model. Keys of later layers move
     slightly as earlier layers are edited; the unedited ones are what the facts used."""
     requests = build_requests(tokenizer, facts, subjects, target, params)
-    out = {}
-    for layer in params.edit.layers:
-        module = get_module(model, params.model.mlp_out_template.format(layer))
-        K = compute_keys(model, requests, module, tokenizer.pad_token_id, params.edit.batch_size).double().T
-        out[layer] = (K @ K.T).float()
-    return out
+    modules = {layer: get_module(model, params.model.mlp_out_template.format(layer)) for layer in params.edit.layers}
+    keys = compute_keys(model, requests, modules, tokenizer.pad_token_id, params.edit.batch_size)
+    return {layer: (K.double().T @ K.double()).float() for layer, K in keys.items()}

@@ -1,6 +1,6 @@
 """The ``unierase`` command line: one subcommand a module, each a thin front door onto the core.
 
-    unierase --help
+unierase --help
 """
 
 from __future__ import annotations
