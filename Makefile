@@ -1,6 +1,7 @@
 # unierase: the two commands of the README, and their parts.
 #   make demo   set up (if needed) and run the erasure flow on the embedded default model
-#   make test   set up (if needed) and run the test suite
+#   make test   set up (if needed) and run the test suite (tiny models, real services)
+#   make test-slow   the behaviour tests on the real SmolLM2 (about an hour on 2 cores)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
@@ -15,7 +16,7 @@ export DVC_NO_ANALYTICS=1
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=120
 export TOKENIZERS_PARALLELISM=false
 
-.PHONY: setup demo test test-fast lint bench clean
+.PHONY: setup demo test test-slow lint bench clean
 
 $(VENV)/.installed: pyproject.toml scripts/setup_venv.sh
 	bash scripts/setup_venv.sh $(VENV)
@@ -26,10 +27,10 @@ demo: setup
 	$(PY) -m flows.erasure
 
 test: setup
-	$(PY) -m pytest tests
-
-test-fast: setup
 	$(PY) -m pytest tests -m "not slow"
+
+test-slow: setup
+	$(PY) -m pytest tests -m slow -s
 
 lint: setup
 	$(VENV)/bin/ruff check src flows tasks tests bench
