@@ -23,7 +23,7 @@ from prefect.runtime import flow_run
 from tasks.data import prepare_default_sets, record_provenance, validate
 from tasks.registry import discard, ensure_base, promote_if_accepted, register, resolve_parent
 from tasks.report import publish_evaluation
-from tasks.unlearn import erase, evaluate, has_unlearning_token, learn_token
+from tasks.unlearn import erase, evaluate, has_unlearning_token, learn_token, token_artifact_path
 from unierase.config import Params, load_params
 from unierase.registry import tags as T
 from unierase.registry.gate import check_gate, erasure_metrics
@@ -105,7 +105,9 @@ def erasure_flow(
     # 3. Token (learned once per base model and token config), then the edit.
     token = None
     if not has_unlearning_token(parent["model_dir"], params):
-        token = learn_token(parent["model_dir"], model_dir_sha256(parent["model_dir"]), params, root / ".cache/tokens")
+        digest, tokens = model_dir_sha256(parent["model_dir"]), root / ".cache/tokens"
+        fresh = not token_artifact_path(tokens, digest, params).is_file()  # a deleted token is learned again
+        token = learn_token.with_options(refresh_cache=fresh)(parent["model_dir"], digest, params, tokens)
     erase_dir = erase(forget, retain, work / "erase", params, parent["model_dir"], token)
     report = json.loads((erase_dir / "report.json").read_text(encoding="utf-8"))
 

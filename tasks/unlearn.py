@@ -18,18 +18,21 @@ def token_artifact_path(out_root: Path, model_digest: str, params: Params) -> Pa
 
 
 def _token_cache_key(context: TaskRunContext, parameters: dict) -> str:
-    """Same base model and token config -> same token; a deleted file is learned again."""
+    """Same base model and token config -> same token (the flow refreshes the cache if the file is gone)."""
     path = token_artifact_path(parameters["out_root"], parameters["model_digest"], parameters["params"])
-    key = f"unierase-token-{path.parent.name}"
-    return key if path.is_file() else f"{key}-{context.task_run.id}"
+    return f"unierase-token-{path.parent.name}"
 
 
 @task(name="learn-unlearning-token", cache_key_fn=_token_cache_key, persist_result=True)
 def learn_token(model_dir: Path, model_digest: str, params: Params, out_root: Path) -> Path:
-    """Learns the unlearning token for a base model (cached on the model's digest and the token config)."""
+    """Learns the unlearning token for a base model (cached on the model's digest and the token config);
+    a token file already learned for them is reused even without a cache record."""
     from unierase.stages import learn_token_stage
 
-    return Path(learn_token_stage(Path(model_dir), token_artifact_path(out_root, model_digest, params), params))
+    out = token_artifact_path(out_root, model_digest, params)
+    if out.is_file():
+        return out
+    return Path(learn_token_stage(Path(model_dir), out, params))
 
 
 @task(name="erase", cache_policy=NO_CACHE)
