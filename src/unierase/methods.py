@@ -22,10 +22,8 @@ def _unierase(*_args, **_kwargs) -> None:
 
 
 def _baseline_methods() -> dict[str, Method]:
-    try:
-        from unierase.baselines import BASELINES
-    except ImportError:  # the baselines package is optional at import time of the core
-        return {}
+    from unierase.baselines import BASELINES
+
     return {
         name: (lambda model, tok, forget, retain, params, fn=fn: fn(model, tok, forget, retain, params.baselines))
         for name, fn in BASELINES.items()

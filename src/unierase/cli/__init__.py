@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, KeyError) as err:
+    except (ValueError, FileNotFoundError, FileExistsError, KeyError) as err:
         # Bad input: a clear one-line message naming the problem, no traceback.
         print(f"unierase {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -1,0 +1,72 @@
+"""The ``unierase erase`` command-line contract on a tiny model: outputs, report keys, bad input.
+
+    pytest tests/test_cli_erase.py
+"""
+
+import json
+
+import yaml
+
+from unierase.cli import main
+from unierase.config import Params
+from unierase.facts import Fact, write_facts
+
+FORGET = [Fact(question="What is the capital of France?", answer="Paris.", subject="France")]
+RETAIN = [Fact(question="What is the capital of Japan?", answer="Tokyo.", subject="Japan")]
+
+
+def _params(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(f"Line {i} of plain prose about trains and bread." for i in range(40)))
+    params = Params().model_dump(mode="json")
+    params["token"].update(stage1_epochs=1, stage2_epochs=1, robust_epochs=0, num_general_questions=4)
+    params["edit"].update(layers=[1, 2], v_steps=2, num_context_prefixes=1, nullspace_threshold=0.5)
+    params["covariance"].update(corpus=str(corpus), num_samples=40)
+    params["erase"].update(max_new_tokens=4)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def test_erase_writes_model_delta_and_report(tiny_llama_dir, tmp_path):
+    forget, retain = write_facts(FORGET, tmp_path / "f.jsonl"), write_facts(RETAIN, tmp_path / "r.jsonl")
+    out = tmp_path / "out"
+    args = ["erase", "--forget", str(forget), "--retain", str(retain), "--model", str(tiny_llama_dir)]
+    args += ["--params", str(_params(tmp_path)), "--cache-dir", str(tmp_path / "cache"), "--output", str(out)]
+    assert main(args) == 0
+    assert (out / "model" / "config.json").is_file() and (out / "model" / "edit_state.safetensors").is_file()
+    report = json.loads((out / "report.json").read_text())
+    for key in ("before", "after", "params_changed", "params_changed_share", "delta_sha256", "timings_s"):
+        assert key in report
+    assert {"forget_rougeL_recall", "retain_rougeL_recall", "forget_refusal_rate"} <= set(report["after"])
+    assert {"token_s", "covariance_s", "edit_s"} <= set(report["timings_s"])
+    assert report["changed_tensors"] == [
+        "model.embed_tokens.weight",
+        "model.layers.1.mlp.down_proj.weight",
+        "model.layers.2.mlp.down_proj.weight",
+    ]
+
+
+def test_baseline_method_runs_through_the_same_command(tiny_llama_dir, tmp_path):
+    forget, retain = write_facts(FORGET, tmp_path / "f.jsonl"), write_facts(RETAIN, tmp_path / "r.jsonl")
+    params = _params(tmp_path)
+    raw = yaml.safe_load(params.read_text())
+    raw["baselines"].update(epochs=1)
+    params.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "ga"
+    args = ["erase", "--method", "grad_ascent", "--forget", str(forget), "--retain", str(retain)]
+    args += ["--model", str(tiny_llama_dir), "--params", str(params), "--output", str(out)]
+    assert main(args) == 0
+    assert json.loads((out / "report.json").read_text())["method"] == "grad_ascent"
+
+
+def test_bad_input_is_a_clear_error_and_writes_nothing(tiny_llama_dir, tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "What is it?"}\n')
+    out = tmp_path / "out"
+    code = main(["erase", "--forget", str(bad), "--model", str(tiny_llama_dir), "--output", str(out)])
+    assert code == 2
+    assert "bad.jsonl:1: answer" in capsys.readouterr().err
+    assert not out.exists()
+    code = main(["erase", "--forget", str(bad), "--method", "nope", "--model", str(tiny_llama_dir), "--output", str(out)])
+    assert code == 2 and "unknown method 'nope'" in capsys.readouterr().err
