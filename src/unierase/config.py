@@ -88,7 +88,13 @@ class EditConfig(_Frozen):
     layers: list[int] = Field(
         default=[4, 5, 6, 7, 8], min_length=1, description="Layers whose MLP output projection is edited (paper: 4-8)."
     )
-    v_lr: float = Field(default=0.1, gt=0, description="Adam lr of the value-vector optimisation (AlphaEdit: 0.1).")
+    v_lr: float = Field(
+        default=0.5,
+        gt=0,
+        description="Adam lr of the value-vector optimisation. AlphaEdit's 0.1 left the target's NLL at 8-9 after 25 "
+        "steps on SmolLM2, whose residual norms are about 150 (the delta reached a third of its clamp); MEMIT's 0.5 "
+        "reaches NLL 0.03 in 25 steps.",
+    )
     v_steps: int = Field(default=25, ge=1, description="Optimisation steps per value vector (AlphaEdit: 10-25).")
     v_weight_decay: float = Field(default=0.5, ge=0, description="Weight decay on the value delta (MEMIT: 0.5).")
     kl_factor: float = Field(
