@@ -23,7 +23,7 @@ from unierase.config import FinetuneConfig, config_hash
 from unierase.datasets import load_split
 from unierase.delta import file_sha256
 from unierase.facts import Fact
-from unierase.qa_loss import collate, encode_example, make_optimizer, mean_token_nll
+from unierase.qa_loss import collate, encode_example, make_optimizer, mean_token_nll, optimizer_step
 
 logger = logging.getLogger(__name__)
 
@@ -75,12 +75,7 @@ def finetune_model(
             for start in range(0, len(order), config.batch_size):
                 batch = collate([examples[i] for i in order[start : start + config.batch_size]], pad)
                 loss = mean_token_nll(model, batch)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                losses.append(float(loss.detach()))
+                losses.append(optimizer_step(model, loss, optimizer, scheduler, config.max_grad_norm))
                 bar.update(1)
                 bar.set_postfix(loss=f"{losses[-1]:.3f}")
             epoch_losses.append(sum(losses[start_step:]) / (len(losses) - start_step))

@@ -73,13 +73,3 @@ _TASKS: tuple[str, ...] = (
 def general_questions() -> list[str]:
     """About 140 ordinary questions: explanations of common topics and everyday how-tos."""
     return [form.format(topic) for topic in _TOPICS for form in _FORMS] + list(_TASKS)
-
-
-def exclude_overlaps(questions: list[str], forget_questions: list[str], subjects: list[str]) -> list[str]:
-    """Drops questions equal to a forget question or naming a forget subject (case-insensitive):
-    their keys must not be preserved, or the edit could not move them."""
-    banned = {" ".join(q.lower().split()) for q in forget_questions}
-    needles = [s.lower() for s in subjects if s]
-    return [
-        q for q in questions if " ".join(q.lower().split()) not in banned and not any(n in q.lower() for n in needles)
-    ]

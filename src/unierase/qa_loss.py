@@ -74,3 +74,19 @@ def make_optimizer(
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
 
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def optimizer_step(
+    model: PreTrainedModel,
+    loss: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LambdaLR,
+    max_grad_norm: float,
+) -> float:
+    """One training step shared by fine-tuning and the baselines: backward, clip, step, schedule."""
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return float(loss.detach())

@@ -24,8 +24,8 @@ from unierase.default_model import default_cache_dir, ensure_default_model
 from unierase.delta import diff_models, save_delta, snapshot
 from unierase.edit_state import load_state, save_state
 from unierase.erasure import erase_facts
-from unierase.facts import Fact, load_facts
-from unierase.general_questions import exclude_overlaps, general_questions
+from unierase.facts import load_facts
+from unierase.general_questions import general_questions
 from unierase.generation import generate_answers
 from unierase.preserved import cached_preserved_moments
 from unierase.report import measure_answers
@@ -62,8 +62,10 @@ def has_unlearning_token(tokenizer: PreTrainedTokenizerBase, params: Params) -> 
     return all(name in vocab for name in token_names(params.token))
 
 
-def _token_training_questions(params: Params, exclude: list[Fact]) -> list[str]:
-    questions = exclude_overlaps(general_questions(), [f.question for f in exclude], [f.subject or "" for f in exclude])
+def _token_training_questions(params: Params) -> list[str]:
+    # The token is learned once per base model and reused by every request, so it is trained on
+    # ordinary questions only, never on a forget set.
+    questions = general_questions()
     random.Random(params.token.seed).shuffle(questions)
     return questions[: params.token.num_general_questions]
 
@@ -72,7 +74,7 @@ def learn_token(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, params: Params, progress: bool = True
 ) -> object:
     """Learns the unlearning token on ordinary questions, with the model's own answers as anchors."""
-    questions = _token_training_questions(params, exclude=[])
+    questions = _token_training_questions(params)
     anchors = [g.text for g in generate_answers(model, tokenizer, questions, max_new_tokens=32, progress=progress)]
     mlps = [get_module(model, params.model.mlp_out_template.format(layer)) for layer in params.edit.layers]
     return learn_unlearning_token(model, tokenizer, questions, anchors, params.token, mlps, progress)

@@ -17,7 +17,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from unierase.config import BaselineConfig
 from unierase.facts import Fact
-from unierase.qa_loss import collate, encode_example, make_optimizer
+from unierase.qa_loss import collate, encode_example, make_optimizer, mean_token_nll, optimizer_step
 
 logger = logging.getLogger(__name__)
 
@@ -75,12 +75,7 @@ def run_unlearning(
                 forget_batch = collate([forget_ex[i] for i in idx], pad)
                 retain_batch = collate([rng.choice(retain_ex) for _ in idx], pad) if retain_ex else None
                 loss = loss_fn(model, forget_batch, retain_batch, idx)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                losses.append(float(loss.detach()))
+                losses.append(optimizer_step(model, loss, optimizer, scheduler, config.max_grad_norm))
                 bar.update(1)
                 bar.set_postfix(loss=f"{losses[-1]:.3f}")
     finally:
@@ -94,3 +89,10 @@ def require_retain(retain: Sequence[Fact], config: BaselineConfig, method: str) 
     """Raises ValueError when a method with a retain term gets no retain items."""
     if config.retain_weight > 0 and not retain:
         raise ValueError(f"{method} has a retain term (retain_weight={config.retain_weight}) but no retain items")
+
+
+def retain_term(model: PreTrainedModel, retain_batch: dict | None, config: BaselineConfig) -> torch.Tensor | float:
+    """``retain_weight * NLL(retain)``, the retain term GradDiff, NPO and IdkSFT share (0 without one)."""
+    if retain_batch is None or config.retain_weight <= 0:
+        return 0.0
+    return config.retain_weight * mean_token_nll(model, retain_batch)

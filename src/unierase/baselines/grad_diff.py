@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from unierase.baselines._loop import require_retain, run_unlearning
+from unierase.baselines._loop import require_retain, retain_term, run_unlearning
 from unierase.config import BaselineConfig
 from unierase.facts import Fact
 from unierase.qa_loss import mean_token_nll
@@ -27,8 +27,6 @@ def grad_diff(
 
     def loss(model, forget_batch, retain_batch, idx):
         value = -config.forget_weight * mean_token_nll(model, forget_batch)
-        if retain_batch is not None and config.retain_weight > 0:
-            value = value + config.retain_weight * mean_token_nll(model, retain_batch)
-        return value
+        return value + retain_term(model, retain_batch, config)
 
     run_unlearning(model, tokenizer, forget, retain, config, loss, name="GradDiff")

@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from unierase.baselines._loop import encode_facts, require_retain, run_unlearning
+from unierase.baselines._loop import encode_facts, require_retain, retain_term, run_unlearning
 from unierase.config import BaselineConfig
 from unierase.facts import Fact
-from unierase.qa_loss import batch_nll, collate, mean_token_nll
+from unierase.qa_loss import batch_nll, collate
 
 
 @torch.no_grad()
@@ -52,8 +52,6 @@ def npo(
         current, _ = batch_nll(model, forget_batch)
         log_ratio = current - reference[idx].to(current.device)
         value = config.forget_weight * (-2.0 / beta) * F.logsigmoid(beta * log_ratio).mean()
-        if retain_batch is not None and config.retain_weight > 0:
-            value = value + config.retain_weight * mean_token_nll(model, retain_batch)
-        return value
+        return value + retain_term(model, retain_batch, config)
 
     run_unlearning(model, tokenizer, forget, retain, config, loss, name="NPO")
