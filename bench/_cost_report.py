@@ -1,0 +1,194 @@
+"""The cost part's derived figures (ratios in the same run, growth with the forget-set size), tables and plot."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from unierase.benchmark.output import line_plots, markdown_table, write_markdown
+
+ONCE = ("token_learning", "covariance_cold", "covariance_cached")  # phases independent of the forget set
+
+
+def _find(phases: Sequence[Mapping], phase: str, method: str, size: int | None) -> Mapping | None:
+    return next((r for r in phases if (r["phase"], r["method"], r["forget_size"]) == (phase, method, size)), None)
+
+
+def ratios(phases: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Each baseline against UniErase on the same forget set in the same run: time and peak memory of
+    its unlearning over UniErase's edit, and its time over UniErase's first request (token learning,
+    cold statistics and edit)."""
+    once = sum(r["seconds"] for r in phases if r["phase"] in ("token_learning", "covariance_cold"))
+    out = []
+    for row in phases:
+        if row["phase"] != "unlearn":
+            continue
+        edit = _find(phases, "edit", "unierase", row["forget_size"])
+        if edit is None:
+            continue
+        out.append(
+            {
+                "method": row["method"],
+                "forget_size": row["forget_size"],
+                "seconds": row["seconds"],
+                "unierase_edit_seconds": edit["seconds"],
+                "time_ratio": row["seconds"] / edit["seconds"] if edit["seconds"] else None,
+                "time_ratio_first_request": row["seconds"] / (edit["seconds"] + once),
+                "peak_rss_ratio": row["peak_rss_mb"] / edit["peak_rss_mb"] if edit["peak_rss_mb"] else None,
+                "peak_increase_mb": row["peak_rss_increase_mb"],
+                "unierase_edit_peak_increase_mb": edit["peak_rss_increase_mb"],
+            }
+        )
+    return out
+
+
+def _slope(points: Sequence[tuple[float, float]]) -> float | None:
+    """Least-squares slope of log(seconds) on log(items): 1 is linear growth, 0 flat."""
+    pts = [(math.log(x), math.log(y)) for x, y in points if x > 0 and y > 0]
+    if len({x for x, _ in pts}) < 2:
+        return None
+    mx, my = sum(x for x, _ in pts) / len(pts), sum(y for _, y in pts) / len(pts)
+    return sum((x - mx) * (y - my) for x, y in pts) / sum((x - mx) ** 2 for x, _ in pts)
+
+
+def growth(phases: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """How each size-dependent phase's time grows with the number of items (log-log slope), and its
+    seconds per item at the largest size."""
+    series: dict[tuple[str, str], list[tuple[int, float]]] = {}
+    for r in phases:
+        if r["forget_size"] is not None:
+            series.setdefault((r["phase"], r["method"]), []).append((r["forget_size"], r["seconds"]))
+    out = []
+    for (phase, method), pts in series.items():
+        largest = max(pts)
+        out.append(
+            {
+                "phase": phase,
+                "method": method,
+                "sizes": [n for n, _ in sorted(pts)],
+                "loglog_slope": _slope(pts),
+                "seconds_per_item_at_largest": largest[1] / largest[0],
+            }
+        )
+    return out
+
+
+PHASE_COLUMNS = [
+    ("phase", "phase"),
+    ("method", "method"),
+    ("forget_size", "items"),
+    ("seconds", "seconds"),
+    ("peak_rss_mb", "peak RSS MiB"),
+    ("peak_rss_increase_mb", "peak increase MiB"),
+    ("cache_hit", "cache hit"),
+]
+RATIO_COLUMNS = [
+    ("method", "baseline"),
+    ("forget_size", "items"),
+    ("time_ratio", "time / UniErase edit"),
+    ("time_ratio_first_request", "time / UniErase first request"),
+    ("peak_rss_ratio", "peak RSS / UniErase edit"),
+]
+STORAGE_COLUMNS = [
+    ("method", "method"),
+    ("forget_size", "items"),
+    ("delta_bytes", "delta bytes"),
+    ("full_model_bytes", "full copy bytes"),
+    ("delta_to_full", "delta / full"),
+    ("params_changed_share", "params changed"),
+    ("changed_tensors", "tensors changed"),
+]
+GROWTH_COLUMNS = [
+    ("phase", "phase"),
+    ("method", "method"),
+    ("loglog_slope", "log-log slope (1 = linear)"),
+    ("seconds_per_item_at_largest", "seconds per item (largest)"),
+]
+
+
+def _pipeline_rows(pipeline: Mapping[str, Any] | None) -> str:
+    if not pipeline:
+        return "(not measured: --no-pipeline, or UniErase not among the methods)"
+    keys = (
+        "forget_size",
+        "core_seconds",
+        "flow_seconds",
+        "overhead_seconds",
+        "overhead_share",
+        "prefect_server_startup_seconds",
+        "core_peak_rss_mb",
+        "flow_peak_rss_mb",
+        "status",
+    )
+    rows = [{"figure": k, "value": pipeline.get(k)} for k in keys]
+    for record in pipeline.get("version_storage", []):
+        rows += [
+            {"figure": f"registered version {record['version']}: {k}", "value": v}
+            for k, v in record.items()
+            if k != "version"
+        ]
+    return markdown_table(rows, [("figure", "figure"), ("value", "value")])
+
+
+def cost_tables(data: Mapping[str, Any]) -> str:
+    """Every table of the cost part, as markdown."""
+    return "\n\n".join(
+        [
+            "Phases\n\n" + markdown_table(data["phases"], PHASE_COLUMNS),
+            "Baselines against UniErase (same run)\n\n" + markdown_table(data["ratios"], RATIO_COLUMNS),
+            "Growth with the forget-set size\n\n" + markdown_table(data["growth"], GROWTH_COLUMNS),
+            "Storage per version\n\n" + markdown_table(data["storage"], STORAGE_COLUMNS),
+            "Pipeline overhead\n\n" + _pipeline_rows(data.get("pipeline")),
+        ]
+    )
+
+
+def write_cost_outputs(data: Mapping[str, Any], out: Path, plot: bool = True) -> None:
+    """``cost.md`` and, with ``plot``, ``cost.png`` from the measurements so far."""
+    sections = [
+        ("Phases (time and peak resident memory)", markdown_table(data["phases"], PHASE_COLUMNS)),
+        ("Baselines against UniErase, same run", markdown_table(data["ratios"], RATIO_COLUMNS)),
+        ("Growth with the forget-set size", markdown_table(data["growth"], GROWTH_COLUMNS)),
+        ("Storage per version", markdown_table(data["storage"], STORAGE_COLUMNS)),
+        ("Pipeline overhead (Prefect flow against erase_stage alone, same request)", _pipeline_rows(data["pipeline"])),
+        (
+            "Notes",
+            "Token learning and the preserved-key statistics do not depend on the forget set and are measured "
+            "once; `time / UniErase first request` adds them to the edit. The edit is `erase_facts` (subjects, "
+            "projection, value optimisation, solve); evaluation is the full protocol with the leak audits. A "
+            "delta holds every changed tensor before and after (a baseline changes all of them); the full copy "
+            "is a saved model directory. Peak memory is the process's resident set during the phase.",
+        ),
+    ]
+    write_markdown(out / "cost.md", "Cost: time, memory and storage", sections, data["machine"])
+    if not plot:
+        return
+    phases = data["phases"]
+    sizes = sorted({r["forget_size"] for r in phases if r["forget_size"] is not None})
+    if not sizes:
+        return
+    time_panel: dict[str, tuple] = {}
+    memory_panel: dict[str, tuple] = {}
+    for phase, method in sorted({(r["phase"], r["method"]) for r in phases}):
+        label = method if phase == "unlearn" else f"{method} {phase}"
+        if phase in ONCE:
+            row = _find(phases, phase, method, None)
+            xs, picked = sizes, [row] * len(sizes)  # a flat line: the same cost at every size
+        else:
+            picked = [_find(phases, phase, method, n) for n in sizes]
+            xs = sizes
+        time_panel[label] = (xs, [r["seconds"] if r else None for r in picked])
+        memory_panel[label] = (xs, [r["peak_rss_increase_mb"] if r else None for r in picked])
+    storage_panel: dict[str, tuple] = {}
+    for method in dict.fromkeys(r["method"] for r in data["storage"]):
+        rows = [
+            next((r for r in data["storage"] if (r["method"], r["forget_size"]) == (method, n)), None) for n in sizes
+        ]
+        storage_panel[f"{method} delta"] = (sizes, [r["delta_bytes"] if r else None for r in rows])
+    full = next((r["full_model_bytes"] for r in data["storage"] if r.get("full_model_bytes")), None)
+    if full:
+        storage_panel["full model copy"] = (sizes, [full] * len(sizes))
+    panels = {"seconds": time_panel, "peak RSS increase (MiB)": memory_panel, "bytes per version": storage_panel}
+    line_plots(out / "cost.png", panels, "forget-set size (items)", "Cost against forget-set size (log-log)", log=True)

@@ -1,0 +1,152 @@
+"""The quality part's table, headline comparisons, leak counts and scatter plot."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from unierase.benchmark.output import format_value, markdown_table, scatter_plot, write_markdown
+from unierase.benchmark.runs import LEAK_COLUMNS
+
+COLUMNS = [
+    ("method", "method"),
+    ("forget_authors", "authors"),
+    ("forget_size", "items"),
+    ("forget_share", "share"),
+    ("forget_efficacy", "forget efficacy"),
+    ("model_ability", "model ability"),
+    ("forget_quality", "forget quality"),
+    ("model_utility", "model utility"),
+    ("forget_rougeL_recall", "forget ROUGE-L"),
+    ("seconds", "seconds"),
+    ("peak_rss_mb", "peak RSS MiB"),
+    ("params_changed_share", "params changed"),
+]
+AUDIT_COLUMNS = [
+    ("method", "method"),
+    ("forget_authors", "authors"),
+    ("audit_paraphrase_rougeL_recall", "paraphrase ROUGE-L"),
+    ("audit_strip_special_rougeL_recall", "strip special ROUGE-L"),
+    ("audit_ban_token_rougeL_recall", "ban token ROUGE-L"),
+    ("audit_suppress_token_rougeL_recall", "suppress token ROUGE-L"),
+    ("audit_membership_auc", "membership AUC"),
+]
+
+
+def _sorted(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    return sorted(rows, key=lambda r: (r["forget_authors"], not r.get("reference"), 0))
+
+
+def quality_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The main table (every method and reference model on every forget size)."""
+    return markdown_table(_sorted(rows), COLUMNS)
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def headline(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Per forget size: UniErase's model ability against the strongest-forgetting baseline's, and its
+    forget efficacy against the strongest-retaining baseline's (the paper's headline comparison)."""
+    out = []
+    for k in sorted({r["forget_authors"] for r in rows}):
+        ours = next((r for r in rows if r["method"] == "unierase" and r["forget_authors"] == k), None)
+        base = [r for r in rows if r["forget_authors"] == k and not r.get("reference") and r["method"] != "unierase"]
+        base = [r for r in base if r.get("forget_efficacy") is not None and r.get("model_ability") is not None]
+        if ours is None or not base:
+            continue
+        forgetter = max(base, key=lambda r: r["forget_efficacy"])
+        keeper = max(base, key=lambda r: r["model_ability"])
+        out.append(
+            {
+                "forget_authors": k,
+                "strongest_forgetting": forgetter["method"],
+                "ability_ratio": _ratio(ours["model_ability"], forgetter["model_ability"]),
+                "efficacy_vs_forgetting": _ratio(ours["forget_efficacy"], forgetter["forget_efficacy"]),
+                "strongest_retaining": keeper["method"],
+                "efficacy_ratio": _ratio(ours["forget_efficacy"], keeper["forget_efficacy"]),
+                "ability_vs_retaining": _ratio(ours["model_ability"], keeper["model_ability"]),
+            }
+        )
+    columns = [
+        ("forget_authors", "authors"),
+        ("strongest_forgetting", "strongest-forgetting baseline"),
+        ("ability_ratio", "UniErase ability / its ability"),
+        ("efficacy_vs_forgetting", "UniErase efficacy / its efficacy"),
+        ("strongest_retaining", "strongest-retaining baseline"),
+        ("efficacy_ratio", "UniErase efficacy / its efficacy"),
+        ("ability_vs_retaining", "UniErase ability / its ability"),
+    ]
+    return markdown_table(out, columns) if out else "(needs UniErase and at least one baseline)"
+
+
+def leak_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Forget items still answered, per method and size, in the main generation and under each audit."""
+    cells = []
+    for r in _sorted(rows):
+        counts = r.get("leaked_items") or {}
+        cells.append({"method": r["method"], "forget_size": r["forget_size"], **counts})
+    columns = [("method", "method"), ("forget_size", "items")]
+    columns += [(name, name.replace("_", " ")) for name in LEAK_COLUMNS] + [("any", "any")]
+    return markdown_table(cells, columns)
+
+
+def unierase_leaks(out: Path, rows: Sequence[Mapping[str, Any]], threshold: float) -> str:
+    """UniErase's forget items that still give the answer somewhere, from the per-item results."""
+    lines = []
+    for r in _sorted(rows):
+        if r["method"] != "unierase":
+            continue
+        path = out / "quality_items" / f"unierase-authors{r['forget_authors']}" / "items" / "forget.jsonl"
+        if not path.is_file():
+            continue
+        for item in (json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()):
+            probes = [n for n, c in LEAK_COLUMNS.items() if item.get(c) is not None and item[c] >= threshold]
+            if probes:
+                lines.append(
+                    f"- {r['forget_authors']} author(s): {item['question']!r} answered via {', '.join(probes)}; "
+                    f"generation {item.get('generation', '')!r}"
+                )
+    return "\n".join(lines) or f"(no UniErase forget item reaches ROUGE-L recall {threshold} under any probe)"
+
+
+def write_quality_outputs(
+    rows: Sequence[Mapping[str, Any]], out: Path, machine: Mapping[str, Any], threshold: float, plot: bool = True
+) -> None:
+    """``quality.md`` and, with ``plot``, ``quality_scatter.png`` from the rows measured so far."""
+    sections = [
+        ("Results", quality_table(rows)),
+        (
+            "Leak audits (mean ROUGE-L recall of the true answer; membership AUC)",
+            markdown_table(_sorted(rows), AUDIT_COLUMNS),
+        ),
+        ("UniErase against the baselines", headline(rows)),
+        (f"Forget items still answered (ROUGE-L recall >= {format_value(threshold)})", leak_table(rows)),
+        ("UniErase items that leak", unierase_leaks(out, rows, threshold)),
+        (
+            "Notes",
+            "Forget sets are nested (the first k authors of one block); one retain-reference model, "
+            "fine-tuned without the largest block, gives forget quality for every size. `seconds` is the "
+            "method's own time: for UniErase the token install, preserved-key statistics (cached after the "
+            "first size), subjects, projection and edit of `erase_stage` (the token is learned once, "
+            "`token_learning_seconds`); for a baseline its optimisation. `peak_rss_mb` is the process's "
+            "peak resident memory over the whole `erase_stage` call (UniErase) or loading plus unlearning "
+            "(baselines). Per-item results: `quality_items/`.",
+        ),
+    ]
+    write_markdown(out / "quality.md", "Quality: UniErase against the baselines", sections, machine)
+    if not plot:
+        return
+    measured = [r for r in rows if r.get("forget_efficacy") is not None and r.get("model_ability") is not None]
+    scatter_plot(
+        out / "quality_scatter.png",
+        measured,
+        "forget_efficacy",
+        "model_ability",
+        "method",
+        lambda r: f"{r['forget_size']}",
+        "Forget efficacy against model ability (label: forget items)",
+    )

@@ -1,0 +1,199 @@
+"""Quality: UniErase and every baseline on one fine-tuned target and the same nested forget sets,
+scored by one evaluation (forget efficacy, model ability, forget quality, model utility, leak audits).
+
+    python -m bench.quality                                   # SmolLM2; 40 authors x 3 questions; 1%, 5%, 10%
+    python -m bench.quality --set evaluation.max_new_tokens=48 --resume
+    python -m bench.quality --model DIR --authors 3 --questions-per-author 2 --shares 0.3 --out /tmp/q
+
+Writes ``quality.json`` (one row per method and forget size, rewritten after each), ``quality.md``,
+``quality_scatter.png`` and the per-item results ``quality_items/<method>-authors<k>/`` under ``--out``;
+models, caches and the generated data go under ``--work``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from bench._cli import ROOT, base_model, common_parser, floats, resolve_methods, resolve_params, setup_logging
+from bench._quality_report import quality_table, write_quality_outputs
+from unierase.benchmark.measure import machine_info, measure
+from unierase.benchmark.output import RowLog
+from unierase.benchmark.runs import (
+    Evaluator,
+    apply_baseline,
+    changed_parameters,
+    ensure_finetuned,
+    ensure_token,
+    evaluation_fields,
+    leaked_items,
+    unierase_seconds,
+)
+from unierase.benchmark.workload import (
+    author_count,
+    build_author_workload,
+    forget_author_counts,
+    general_splits,
+    write_splits,
+)
+from unierase.evaluate_stage import load_model
+from unierase.evaluation import forget_truth_ratios
+from unierase.facts import write_facts
+
+
+def parse_args(argv: list[str] | None = None):
+    """The flags of this part (shared ones in `bench._cli.common_parser`)."""
+    p = common_parser(__doc__)
+    p.add_argument("--authors", type=int, default=40, help="fictitious authors the target is fine-tuned on")
+    p.add_argument("--questions-per-author", type=int, default=3, help="questions per author (at most 8)")
+    p.add_argument("--shares", type=floats, default=[0.01, 0.05, 0.10], help="forget shares of the authors")
+    p.add_argument("--holdout-authors", type=int, default=2, help="authors never trained on (membership audit)")
+    p.add_argument("--retain-eval-items", type=int, default=12, help="retain questions in the evaluation")
+    p.add_argument("--leak-threshold", type=float, default=0.5, help="ROUGE-L recall counted as a leaked answer")
+    p.add_argument("--keep-models", action="store_true", help="keep each erased model under --work")
+    p.add_argument("--resume", action="store_true", help="keep the rows in quality.json and skip them")
+    return p.parse_args(argv)
+
+
+def run(args) -> list[dict]:
+    """Runs every method on every forget size; returns the rows (also written under ``args.out``)."""
+    params, methods, progress = resolve_params(args), resolve_methods(args), not args.no_progress
+    base, work, out = base_model(args), Path(args.work), Path(args.out)
+    counts = forget_author_counts(args.authors, args.shares)
+    workload = build_author_workload(
+        args.authors, args.questions_per_author, max(counts), args.holdout_authors, args.seed
+    )
+    files = workload.write(work / "authors")
+    # One target for every method and size, and one retain-reference model trained without the
+    # largest forget set: forget sets are nested (the first k authors of one block), so that model has
+    # seen none of the forget authors of any size and serves forget quality for all of them.
+    target, _ = ensure_finetuned(base, files["full"], work / "target", params.finetune, args.device, progress)
+    retain_dir, _ = ensure_finetuned(
+        base, files["retain"], work / "retain_model", params.finetune, args.device, progress
+    )
+
+    general = general_splits(args.tofu, args.general_items)
+    eval_splits, forget_files = {}, {}
+    for k in counts:
+        forget = workload.first_authors(k)
+        eval_splits[k] = {
+            "forget": forget,
+            "retain": workload.splits["retain"][: args.retain_eval_items],
+            "holdout": workload.splits["holdout"],
+            **general,
+        }
+        write_splits(eval_splits[k], work / "eval" / f"authors-{k}")  # what each evaluation read
+        forget_files[k] = write_facts(forget, work / "forget" / f"authors-{k}.jsonl")
+
+    retain_model, retain_tok = load_model(retain_dir, args.device)
+    retain_ratios = {
+        k: forget_truth_ratios(retain_model, retain_tok, s, params.evaluation, progress) for k, s in eval_splits.items()
+    }
+    del retain_model
+    evaluator = Evaluator(params, args.device, progress)
+    log = RowLog(out / "quality.json", resume=args.resume)
+    machine = machine_info(ROOT)
+
+    def record(method: str, k: int, model, tok, fields: dict) -> None:
+        items_dir = out / "quality_items" / f"{method}-authors{k}"
+        provenance = {"method": method, "target": str(target), "forget_authors": k, "seed": args.seed}
+        report = evaluator.evaluate(model, tok, eval_splits[k], retain_ratios[k], items_dir, provenance)
+        row = {
+            "method": method,
+            "forget_authors": k,
+            "forget_size": len(eval_splits[k]["forget"]),
+            "forget_share": k / args.authors,
+            "forget_shares_requested": [s for s in args.shares if author_count(args.authors, s) == k],
+            **fields,
+            **evaluation_fields(report),
+            "leaked_items": leaked_items(report.items["forget"], args.leak_threshold),
+        }
+        log.add(row)
+        write_quality_outputs(log.rows, out, machine, args.leak_threshold, plot=False)
+
+    try:
+        for k in counts:
+            for ref, model_dir in (("target", target), ("retain_model", retain_dir)):
+                if not log.find(method=ref, forget_authors=k):
+                    record(ref, k, *load_model(model_dir, args.device), {"reference": True, "seconds": None})
+        token = ensure_token(target, work / "tokens", params, progress) if "unierase" in methods else None
+        for k in counts:
+            for method in methods:
+                if log.find(method=method, forget_authors=k):
+                    continue
+                if method == "unierase":
+                    model, tok, fields = _unierase(
+                        args, params, target, files["retain"], forget_files[k], token, k, progress
+                    )
+                else:
+                    model, tok, fields = _baseline(args, params, method, target, workload, eval_splits[k]["forget"])
+                record(method, k, model, tok, {"reference": False, **fields})
+                del model
+                if method == "unierase" and not args.keep_models:
+                    shutil.rmtree(work / "runs" / f"unierase-authors{k}" / "model", ignore_errors=True)
+    finally:  # the plot once, at the end, also of a run cut short
+        if log.rows:
+            write_quality_outputs(log.rows, out, machine, args.leak_threshold, plot=True)
+    return log.rows
+
+
+def _unierase(args, params, target, retain_file, forget_file, token, k, progress):
+    """UniErase through erase_stage with the token learned once on the target and a shared statistics cache."""
+    from unierase.stages import erase_stage
+
+    token_path, token_cost = token
+    run_dir = Path(args.work) / "runs" / f"unierase-authors{k}"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    p = params.model_copy(update={"erase": params.erase.model_copy(update={"method": "unierase", "mode": "batch"})})
+    with measure() as m:
+        report = erase_stage(
+            forget_file, run_dir, p, target, retain_file, token_path, Path(args.work) / "cache", progress=progress
+        )
+    fields = {
+        "seconds": unierase_seconds(report),
+        "wall_seconds": m.seconds,
+        "peak_rss_mb": m.peak_rss_mb,
+        "start_rss_mb": m.start_rss_mb,
+        "token_learning_seconds": token_cost["seconds"],
+        "token_learning_peak_rss_mb": token_cost["peak_rss_mb"],
+        "covariance_cache_hit": report["diagnostics"]["covariance"]["cache_hit"],
+        "timings_s": report["timings_s"],
+        "params_changed": report["params_changed"],
+        "params_changed_share": report["params_changed_share"],
+        "delta_bytes": report["delta_bytes"],
+    }
+    return *load_model(run_dir / "model", args.device), fields
+
+
+def _baseline(args, params, method, target, workload, forget):
+    """A baseline on a fresh copy of the target, in memory (the whole retain split as its retain set)."""
+    with measure() as wall:  # one measurement: a nested one would reset this one's memory peak
+        model, tok = load_model(target, args.device)
+        started = time.perf_counter()
+        apply_baseline(method, model, tok, forget, workload.splits["retain"], params)
+        fit_seconds = time.perf_counter() - started
+    model.eval()
+    reference, _ = load_model(target, args.device)
+    changed = changed_parameters(dict(reference.named_parameters()), model)
+    del reference
+    fields = {
+        "seconds": fit_seconds,
+        "wall_seconds": wall.seconds,
+        "peak_rss_mb": wall.peak_rss_mb,
+        "start_rss_mb": wall.start_rss_mb,
+        **changed,
+    }
+    return model, tok, fields
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line (see the module docstring)."""
+    print(quality_table(run(parse_args(argv))))
+    return 0
+
+
+if __name__ == "__main__":
+    setup_logging()
+    sys.exit(main())

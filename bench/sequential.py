@@ -1,0 +1,217 @@
+"""Sequential: N erasure requests in a row on the same target, UniErase against each baseline; after
+every step, the forget efficacy of each earlier request and the model ability.
+
+    python -m bench.sequential                         # SmolLM2; 10 requests of one author each
+    python -m bench.sequential --model DIR --authors 4 --questions-per-author 2 --requests 2 --out /tmp/s
+
+UniErase: each request is one `erase_stage` call on the previous step's model, whose edit state (the
+keys of every earlier edit) and token it carries, so the new edit is solved against the earlier ones
+(the README's sequential erasure across runs). A baseline is applied cumulatively to one model in
+memory. With the same ``--authors``, ``--questions-per-author``, ``--holdout-authors`` and ``--seed``
+as the quality part, the fine-tuned target under ``--work`` is reused. The leak audits are off here
+(``--audits`` turns them on): this part measures how forgetting and ability hold up over requests.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+from bench._cli import ROOT, base_model, common_parser, resolve_methods, resolve_params, setup_logging
+from unierase.benchmark.measure import machine_info, measure
+from unierase.benchmark.output import RowLog, line_plots, markdown_table, write_markdown
+from unierase.benchmark.runs import (
+    Evaluator,
+    apply_baseline,
+    ensure_finetuned,
+    ensure_token,
+    split_forget_efficacy,
+    unierase_seconds,
+)
+from unierase.benchmark.workload import build_author_workload, general_splits
+from unierase.evaluate_stage import load_model
+from unierase.facts import write_facts
+from unierase.stages import erase_stage
+
+COLUMNS = [
+    ("method", "method"),
+    ("step", "step"),
+    ("forgotten_items", "items forgotten"),
+    ("mean_forget_efficacy", "forget efficacy (mean, requests so far)"),
+    ("first_request_forget_efficacy", "forget efficacy (request 1)"),
+    ("latest_request_forget_efficacy", "forget efficacy (latest)"),
+    ("model_ability", "model ability"),
+    ("model_utility", "model utility"),
+    ("seconds", "seconds"),
+    ("peak_rss_mb", "peak RSS MiB"),
+]
+
+
+def parse_args(argv: list[str] | None = None):
+    """The flags of this part (shared ones in `bench._cli.common_parser`)."""
+    p = common_parser(__doc__)
+    p.add_argument("--authors", type=int, default=40, help="fictitious authors the target is fine-tuned on")
+    p.add_argument("--questions-per-author", type=int, default=3, help="questions per author (at most 8)")
+    p.add_argument("--holdout-authors", type=int, default=2, help="authors never trained on")
+    p.add_argument("--requests", type=int, default=10, help="requests applied one after another")
+    p.add_argument("--authors-per-request", type=int, default=1, help="authors forgotten by each request")
+    p.add_argument("--retain-eval-items", type=int, default=12, help="retain questions in the evaluation")
+    p.add_argument("--audits", action="store_true", help="run the leak audits at every step too")
+    p.add_argument("--keep-models", action="store_true", help="keep each step's UniErase model under --work")
+    return p.parse_args(argv)
+
+
+def _name(i: int) -> str:
+    return f"forget_r{i + 1:02d}"
+
+
+def run(args) -> list[dict]:
+    """Applies the requests with every method; returns the rows (also written under ``args.out``)."""
+    params, methods, progress = resolve_params(args), resolve_methods(args), not args.no_progress
+    if not args.audits:
+        params = params.model_copy(update={"evaluation": params.evaluation.model_copy(update={"audits": []})})
+    base, work, out = base_model(args), Path(args.work), Path(args.out)
+    num_forget = args.requests * args.authors_per_request
+    workload = build_author_workload(
+        args.authors, args.questions_per_author, num_forget, args.holdout_authors, args.seed
+    )
+    files = workload.write(work / "sequential" / "authors")
+    requests = workload.author_blocks(args.authors_per_request)[: args.requests]
+    request_files = [
+        write_facts(r, work / "sequential" / "requests" / f"{_name(i)}.jsonl") for i, r in enumerate(requests)
+    ]
+    target, _ = ensure_finetuned(base, files["full"], work / "target", params.finetune, args.device, progress)
+    shared = {
+        "retain": workload.splits["retain"][: args.retain_eval_items],
+        **general_splits(args.tofu, args.general_items),
+    }
+    evaluator = Evaluator(params, args.device, progress)
+    log = RowLog(out / "sequential.json")
+    machine = machine_info(ROOT)
+
+    def record(method: str, step: int, model, tok, fields: dict) -> None:
+        # Step 0 (the target) is scored on every request; step s on the requests applied so far.
+        shown = range(len(requests)) if step == 0 else range(step)
+        report = evaluator.evaluate(model, tok, {**{_name(i): requests[i] for i in shown}, **shared})
+        efficacy = [split_forget_efficacy(report, _name(i)) for i in shown]
+        earlier = efficacy if step else []
+        log.add(
+            {
+                "method": method,
+                "step": step,
+                "forgotten_items": sum(len(r) for r in requests[:step]),
+                "forget_efficacy_by_request": efficacy,
+                "mean_forget_efficacy": sum(earlier) / len(earlier) if earlier else None,
+                "first_request_forget_efficacy": efficacy[0],
+                "latest_request_forget_efficacy": efficacy[step - 1] if step else None,
+                "model_ability": report.aggregates["model_ability"],
+                "model_utility": report.aggregates["model_utility"],
+                **fields,
+            }
+        )
+        _write_outputs(log.rows, out, machine, len(requests), plot=False)
+
+    try:
+        record("target", 0, *load_model(target, args.device), {"seconds": None, "peak_rss_mb": None})
+        for method in methods:
+            if method == "unierase":
+                token_path, _ = ensure_token(target, work / "tokens", params, progress)
+                for step, model_dir, fields in _unierase_steps(
+                    args, params, target, request_files, files["retain"], token_path
+                ):
+                    record(method, step, *load_model(model_dir, args.device), fields)
+                continue
+            model, tok = load_model(target, args.device)
+            for i, request in enumerate(requests):
+                with measure() as m:
+                    apply_baseline(method, model, tok, request, workload.splits["retain"], params)
+                model.eval()
+                record(
+                    method,
+                    i + 1,
+                    model,
+                    tok,
+                    {"seconds": m.seconds, "wall_seconds": m.seconds, "peak_rss_mb": m.peak_rss_mb},
+                )
+            del model
+    finally:  # the plot once, at the end, also of a run cut short
+        if log.rows:
+            _write_outputs(log.rows, out, machine, len(requests), plot=True)
+    return log.rows
+
+
+def _unierase_steps(args, params, target: Path, request_files: list[Path], retain: Path, token: Path):
+    """Yields (step, erased model directory, measured fields) after each request; each step edits the
+    previous step's model, whose edit state carries the earlier requests."""
+    p = params.model_copy(update={"erase": params.erase.model_copy(update={"method": "unierase", "mode": "batch"})})
+    work, previous = Path(args.work), target
+    for i, request_file in enumerate(request_files):
+        run_dir = work / "sequential" / "runs" / f"unierase-step{i + 1:02d}"
+        shutil.rmtree(run_dir, ignore_errors=True)
+        with measure() as m:
+            report = erase_stage(
+                request_file, run_dir, p, previous, retain, token, work / "cache", progress=not args.no_progress
+            )
+        fields = {
+            "seconds": unierase_seconds(report),
+            "wall_seconds": m.seconds,
+            "peak_rss_mb": m.peak_rss_mb,
+            "covariance_cache_hit": report["diagnostics"]["covariance"]["cache_hit"],
+            "edit_state_requests": report["edit_state_requests"],
+        }
+        yield i + 1, run_dir / "model", fields
+        if previous != target and not args.keep_models:
+            shutil.rmtree(previous, ignore_errors=True)  # the report and delta stay
+        previous = run_dir / "model"
+
+
+def _write_outputs(rows: list[dict], out: Path, machine: dict, num_requests: int, plot: bool) -> None:
+    methods = list(dict.fromkeys(r["method"] for r in rows if r["method"] != "target"))
+    target = next(r for r in rows if r["method"] == "target")
+    sections = [("Results", markdown_table(rows, COLUMNS))]
+    for method in methods:
+        steps = [r for r in rows if r["method"] == method]
+        matrix = [
+            {"step": r["step"], **{f"r{i + 1}": v for i, v in enumerate(r["forget_efficacy_by_request"])}}
+            for r in steps
+        ]
+        columns = [("step", "step")] + [(f"r{i + 1}", f"request {i + 1}") for i in range(num_requests)]
+        sections.append(
+            (f"{method}: forget efficacy of each earlier request after every step", markdown_table(matrix, columns))
+        )
+    sections.append(
+        (
+            "Notes",
+            "Step 0 is the fine-tuned target before any request. UniErase: one `erase_stage` call per request on the "
+            "previous step's model (its edit state carries the earlier edits); `seconds` is the token install, "
+            "preserved-key statistics, subjects, projection and edit. Baselines: applied cumulatively; `seconds` "
+            "is the request's optimisation.",
+        )
+    )
+    write_markdown(out / "sequential.md", "Sequential requests", sections, machine)
+    if not plot:
+        return
+    panels: dict[str, dict] = {
+        "forget efficacy, mean of requests so far": {},
+        "forget efficacy of request 1": {},
+        "model ability": {},
+    }
+    for method in methods:
+        steps = [target] + [r for r in rows if r["method"] == method]
+        xs = [r["step"] for r in steps]
+        panels["forget efficacy, mean of requests so far"][method] = (xs, [r["mean_forget_efficacy"] for r in steps])
+        panels["forget efficacy of request 1"][method] = (xs, [r["first_request_forget_efficacy"] for r in steps])
+        panels["model ability"][method] = (xs, [r["model_ability"] for r in steps])
+    line_plots(out / "sequential.png", panels, "requests applied", "Sequential requests (step 0: the target)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line (see the module docstring)."""
+    print(markdown_table(run(parse_args(argv)), COLUMNS))
+    return 0
+
+
+if __name__ == "__main__":
+    setup_logging()
+    sys.exit(main())

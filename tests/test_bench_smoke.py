@@ -1,0 +1,128 @@
+"""Smoke run of the benchmark suite on the tiny random Llama: every part end to end on tiny sizes, its
+JSON rows complete and finite, its plots written. Benchmarks are not tests: nothing here checks a timing.
+
+    .venv/bin/pytest tests/test_bench_smoke.py
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+from flow_repo import TINY_PARAMS  # also puts the repo root on sys.path, for bench/, flows/ and tasks/
+
+from unierase.config import Params
+
+# Tiny everything: one epoch or step where a method trains, a few tokens of generation.
+SMOKE_PARAMS = {
+    **TINY_PARAMS,
+    "evaluation": {"max_new_tokens": 4, "similarity": False},
+    "baselines": {"epochs": 1, "batch_size": 2},
+    "finetune": {"epochs": 1, "batch_size": 8},
+}
+QUALITY_KEYS = (
+    "method",
+    "forget_size",
+    "forget_share",
+    "forget_efficacy",
+    "model_ability",
+    "forget_quality",
+    "model_utility",
+    "seconds",
+    "peak_rss_mb",
+)
+AUDITS = ("paraphrase", "strip_special", "ban_token", "suppress_token")
+
+
+def _finite(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@pytest.fixture(scope="module")
+def dirs(tmp_path_factory: pytest.TempPathFactory, tiny_llama_dir: Path) -> dict:
+    root = tmp_path_factory.mktemp("bench")
+    params = root / "params.yaml"
+    params.write_text(yaml.safe_dump(Params.model_validate(SMOKE_PARAMS).model_dump(mode="json")))
+    common = ["--model", str(tiny_llama_dir), "--params", str(params), "--out", str(root / "out")]
+    common += ["--work", str(root / "work"), "--no-progress", "--general-items", "1", "--retain-eval-items", "2"]
+    return {"out": root / "out", "common": common}
+
+
+@pytest.fixture(scope="module")
+def quality(dirs) -> list[dict]:
+    from bench import quality
+
+    args = ["--authors", "3", "--questions-per-author", "2", "--shares", "0.3", "--holdout-authors", "1"]
+    assert quality.main(dirs["common"] + args) == 0
+    return json.loads((dirs["out"] / "quality.json").read_text())
+
+
+def test_quality_rows(quality, dirs) -> None:
+    from unierase.baselines import BASELINES
+
+    rows = [r for r in quality if not r["reference"]]
+    assert sorted(r["method"] for r in rows) == sorted(["unierase", *BASELINES])
+    for row in rows:
+        assert (row["forget_size"], row["forget_authors"], row["forget_share"]) == (2, 1, 1 / 3)
+        for key in QUALITY_KEYS[1:]:
+            assert _finite(row[key]), (row["method"], key, row[key])
+        assert _finite(row["audit_paraphrase_rougeL_recall"]) and _finite(row["audit_membership_auc"])
+    unierase = next(r for r in rows if r["method"] == "unierase")
+    assert all(_finite(unierase[f"audit_{a}_rougeL_recall"]) for a in AUDITS)
+    assert 0 < unierase["params_changed_share"] < 1 and unierase["delta_bytes"] > 0
+    assert {r["method"] for r in quality if r["reference"]} == {"target", "retain_model"}
+    assert (dirs["out"] / "quality_scatter.png").stat().st_size > 0
+    assert "| unierase |" in (dirs["out"] / "quality.md").read_text()
+    items = dirs["out"] / "quality_items" / "unierase-authors1" / "items" / "forget.jsonl"
+    assert len(items.read_text().splitlines()) == 2
+
+
+def test_sequential_rows(quality, dirs) -> None:  # after quality: reuses its target and token
+    from bench import sequential
+
+    args = ["--authors", "3", "--questions-per-author", "2", "--holdout-authors", "1", "--requests", "2"]
+    args += ["--methods", "unierase,grad_diff", "--general-items", "0"]
+    assert sequential.main(dirs["common"] + args) == 0
+    rows = json.loads((dirs["out"] / "sequential.json").read_text())
+    assert [(r["method"], r["step"]) for r in rows] == [
+        ("target", 0),
+        ("unierase", 1),
+        ("unierase", 2),
+        ("grad_diff", 1),
+        ("grad_diff", 2),
+    ]
+    for row in rows[1:]:
+        assert len(row["forget_efficacy_by_request"]) == row["step"]
+        assert all(_finite(v) for v in row["forget_efficacy_by_request"])
+        assert _finite(row["model_ability"]) and _finite(row["seconds"]) and _finite(row["peak_rss_mb"])
+    assert [r["edit_state_requests"] for r in rows[1:3]] == [1, 2]  # the edit state carried over
+    assert (dirs["out"] / "sequential.png").stat().st_size > 0
+
+
+def test_cost_rows(dirs, prefect_harness) -> None:
+    from bench import cost
+
+    args = ["--sizes", "1,2", "--retain-authors", "2", "--holdout-authors", "1", "--methods", "unierase,npo"]
+    assert cost.main(dirs["common"] + args + ["--general-items", "0", "--no-harness"]) == 0
+    data = json.loads((dirs["out"] / "cost.json").read_text())
+    phases = {(r["phase"], r["method"], r["forget_size"]) for r in data["phases"]}
+    assert {("token_learning", "unierase", None), ("covariance_cold", "unierase", None)} <= phases
+    assert {("edit", "unierase", 2), ("evaluation", "unierase", 2), ("unlearn", "npo", 1)} <= phases
+    for row in data["phases"]:
+        assert _finite(row["seconds"]) and _finite(row["peak_rss_mb"]), row
+    cache = {r["phase"]: r.get("cache_hit") for r in data["phases"] if r["phase"].startswith("covariance")}
+    assert cache == {"covariance_cold": False, "covariance_cached": True}
+    assert [(r["method"], r["forget_size"]) for r in data["ratios"]] == [("npo", 1), ("npo", 2)]
+    assert all(_finite(r["time_ratio"]) for r in data["ratios"])
+    for row in data["storage"]:
+        assert row["delta_bytes"] > 0 and row["full_model_bytes"] > 0 and 0 < row["params_changed_share"] <= 1
+    pipeline = data["pipeline"]
+    assert (
+        _finite(pipeline["core_seconds"]) and _finite(pipeline["flow_seconds"]) and _finite(pipeline["overhead_share"])
+    )
+    assert [s["version"] for s in pipeline["version_storage"]] == ["1", "2"]
+    assert all(s["model_bytes"] > 0 for s in pipeline["version_storage"])
+    assert (dirs["out"] / "cost.png").stat().st_size > 0
