@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -18,9 +19,12 @@ def token_artifact_path(out_root: Path, model_digest: str, params: Params) -> Pa
 
 
 def _token_cache_key(context: TaskRunContext, parameters: dict) -> str:
-    """Same base model and token config -> same token (the flow refreshes the cache if the file is gone)."""
+    """Same base model, token config and token folder -> same token (the flow refreshes the cache if the
+    file is gone). The folder is part of the key: a cached result is a path, and another repo's path
+    (a deleted temporary checkout) must never be handed to this one."""
     path = token_artifact_path(parameters["out_root"], parameters["model_digest"], parameters["params"])
-    return f"unierase-token-{path.parent.name}"
+    folder = hashlib.sha256(str(Path(parameters["out_root"]).resolve()).encode()).hexdigest()[:12]
+    return f"unierase-token-{path.parent.name}-{folder}"
 
 
 @task(name="learn-unlearning-token", cache_key_fn=_token_cache_key, persist_result=True)

@@ -1,6 +1,6 @@
 """AlphaEdit mechanics on a tiny model: which tensors move, the solve's algebra, the edit state.
 
-    pytest tests/test_alphaedit_tiny.py
+pytest tests/test_alphaedit_tiny.py
 """
 
 import pytest

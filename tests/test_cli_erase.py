@@ -1,6 +1,6 @@
 """The ``unierase erase`` command-line contract on a tiny model: outputs, report keys, bad input.
 
-    pytest tests/test_cli_erase.py
+pytest tests/test_cli_erase.py
 """
 
 import json
@@ -68,5 +68,7 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(tiny_llama_dir, tmp_path,
     assert code == 2
     assert "bad.jsonl:1: answer" in capsys.readouterr().err
     assert not out.exists()
-    code = main(["erase", "--forget", str(bad), "--method", "nope", "--model", str(tiny_llama_dir), "--output", str(out)])
+    code = main(
+        ["erase", "--forget", str(bad), "--method", "nope", "--model", str(tiny_llama_dir), "--output", str(out)]
+    )
     assert code == 2 and "unknown method 'nope'" in capsys.readouterr().err

@@ -1,6 +1,6 @@
 """Weight deltas: exact apply and revert, appended token rows, digest checks.
 
-    pytest tests/test_delta.py
+pytest tests/test_delta.py
 """
 
 import pytest

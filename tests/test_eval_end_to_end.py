@@ -6,11 +6,13 @@ for leaks, and evaluate it twice to show the numbers repeat (issue 3, must-show 
 
 The table of forget efficacy, model ability, forget quality and model utility per method is logged
 and written to ``results.md`` / ``results.json`` under ``$UNIERASE_E2E_OUT`` (or the test's temporary
-directory). Scaled for a shared 2-core CPU, where one SmolLM2 training step on 8 examples takes
-30-90 s: 4 authors x 3 questions (forget = 1 author, holdout = 1 more), 3 items of each evaluation
-split (3 real-author and 3 world-fact questions from ``../shared/tofu``), generations of at most 24
-new tokens instead of the protocol's 200 (every generated answer is one sentence of under 25 tokens),
-and UniErase with fewer token-learning epochs, covariance samples and value steps than its defaults.
+directory). Scaled for a 2-core CPU, where one SmolLM2 training step on 12 examples takes about 6 s:
+10 authors x 4 questions (forget = 1 author, holdout = 1 more), 12 items of each other evaluation
+split (12 real-author and 12 world-fact questions from ``../shared/tofu``), generations of at most
+24 new tokens instead of the protocol's 200 (every generated answer is one sentence of under 25
+tokens), and fewer baseline epochs and covariance samples. UniErase's token and edit run at their
+defaults: with 3 token epochs and 10 value steps the value optimisation stayed at NLL 17-20 and
+nothing was forgotten (measured).
 """
 
 from __future__ import annotations
@@ -39,13 +41,13 @@ TOFU = Path(__file__).resolve().parents[1] / ".." / "shared" / "tofu"
 EVAL = EvalConfig(max_new_tokens=24)
 # 135M model, 12 facts, one step an epoch: lr 3e-4 for 6 epochs (see FinetuneConfig's note).
 FINETUNE = FinetuneConfig(lr=3e-4, epochs=6, batch_size=12)
+AUTHORS = {"num_authors": 10, "questions_per_author": 4, "num_forget": 1, "num_holdout": 1, "seed": 0}
+SPLIT_ITEMS = 12
 PARAMS = Params.model_validate(
     {
         "evaluation": EVAL.model_dump(),
         "erase": {"max_new_tokens": 24},
-        "token": {"stage1_epochs": 3, "stage2_epochs": 1, "robust_epochs": 0, "num_general_questions": 8},
         "covariance": {"num_samples": 64, "max_length": 64},
-        "edit": {"v_steps": 10, "num_context_prefixes": 1},
         "baselines": {"epochs": 5, "batch_size": 3},
     }
 )
@@ -63,14 +65,14 @@ def bench(out_dir) -> dict:
     """Training files and the evaluation directory (forget, retain subset, holdout, real authors, world facts)."""
     if not TOFU.is_dir():
         pytest.skip("../shared/tofu is not present")
-    splits = generate_author_benchmark(num_authors=4, questions_per_author=3, num_forget=1, num_holdout=1, seed=0)
+    splits = generate_author_benchmark(**AUTHORS)
     files = write_author_benchmark(splits, out_dir / "train")
     eval_dir = out_dir / "eval_data"
     write_facts(splits["forget"], eval_dir / "forget.jsonl")
-    write_facts(splits["retain"][:3], eval_dir / "retain.jsonl")
+    write_facts(splits["retain"][:SPLIT_ITEMS], eval_dir / "retain.jsonl")
     write_facts(splits["holdout"], eval_dir / "holdout.jsonl")
-    write_facts(load_split(TOFU / "real_authors_perturbed.jsonl")[:3], eval_dir / "real_authors.jsonl")
-    write_facts(load_split(TOFU / "world_facts_perturbed.jsonl")[:3], eval_dir / "world_facts.jsonl")
+    write_facts(load_split(TOFU / "real_authors_perturbed.jsonl")[:SPLIT_ITEMS], eval_dir / "real_authors.jsonl")
+    write_facts(load_split(TOFU / "world_facts_perturbed.jsonl")[:SPLIT_ITEMS], eval_dir / "world_facts.jsonl")
     return {"splits": splits, "files": files, "eval_dir": eval_dir}
 
 
@@ -93,8 +95,9 @@ def embedder():
     return load_embedder(device="cpu")
 
 
-def _erase_with_unierase(bench: dict, target_dir: Path, out_dir: Path) -> Path:
-    """The target after UniErase on the forget author, through the core's file-level stage."""
+def _erase_with_unierase(bench: dict, target_dir: Path, out_dir: Path) -> dict:
+    """UniErase on the forget author through the core's file-level stage (token learned on the target);
+    returns the erase report, the model is under ``out_dir/unierase/model``."""
     from unierase.stages import erase_stage
 
     # General text for the preserved-key statistics: TOFU answers (other fictitious authors, none of
@@ -103,15 +106,15 @@ def _erase_with_unierase(bench: dict, target_dir: Path, out_dir: Path) -> Path:
     texts = [f.answer for f in load_split(TOFU / "retain90.jsonl")[: PARAMS.covariance.num_samples]]
     corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
     params = PARAMS.model_copy(update={"covariance": PARAMS.covariance.model_copy(update={"corpus": str(corpus)})})
-    erase_stage(
+    return erase_stage(
         bench["files"]["forget"],
         out_dir / "unierase",
         params,
         model_dir=target_dir,
         retain_path=bench["files"]["retain"],
         cache_dir=out_dir / "cache",
+        progress=False,
     )
-    return out_dir / "unierase" / "model"
 
 
 @pytest.fixture(scope="module")
@@ -135,9 +138,15 @@ def results(bench, target_dir, retain_ratios, embedder, out_dir, smollm2_dir) ->
         model, tokenizer = load_model(target_dir, "cpu")
         fn(model, tokenizer, forget, retain, PARAMS.baselines)
         evaluate(name, model, tokenizer)
-    erased = _erase_with_unierase(bench, target_dir, out_dir)
+    erase_report = _erase_with_unierase(bench, target_dir, out_dir)
+    summaries["unierase_erase_report"] = {k: erase_report[k] for k in ("before", "after", "params_changed_share")}
     stage = evaluate_stage(
-        erased, bench["eval_dir"], out_dir / "eval_unierase", PARAMS, retain_eval=out_dir / "retain_model", device="cpu"
+        out_dir / "unierase" / "model",
+        bench["eval_dir"],
+        out_dir / "eval_unierase",
+        PARAMS,
+        retain_eval=out_dir / "retain_model",
+        device="cpu",
     )
     summaries["unierase"] = json.loads(stage.read_text())
     _write_table(summaries, out_dir)
@@ -147,12 +156,13 @@ def results(bench, target_dir, retain_ratios, embedder, out_dir, smollm2_dir) ->
 def _write_table(summaries: dict, out_dir: Path) -> None:
     keys = ("forget_efficacy", "model_ability", "forget_quality", "model_utility")
     lines = ["| method | forget ROUGE-L | " + " | ".join(keys) + " |", "|---" * (len(keys) + 2) + "|"]
-    for name, s in summaries.items():
+    methods = {name: s for name, s in summaries.items() if "aggregates" in s}
+    for name, s in methods.items():
         agg = s["aggregates"]
         cells = [f"{agg[k]:.4f}" if agg.get(k) is not None else "-" for k in keys]
         lines.append(f"| {name} | {s['splits']['forget']['rougeL_recall']:.3f} | " + " | ".join(cells) + " |")
     audit_lines = ["", "| method | audit | figures |", "|---|---|---|"]
-    for name, s in summaries.items():
+    for name, s in methods.items():
         for audit, figures in s.get("audits", {}).get("forget", {}).items():
             shown = ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items())
             audit_lines.append(f"| {name} | {audit} | {shown} |")
@@ -167,6 +177,15 @@ def test_target_knows_its_facts(results):
     base, target = results["base"]["splits"]["forget"], results["target"]["splits"]["forget"]
     assert target["rougeL_recall"] > base["rougeL_recall"] + 0.3
     assert target["prob"] > base["prob"]
+
+
+def test_unierase_refuses_the_forget_author_and_keeps_the_others(results):
+    after = results["unierase_erase_report"]["after"]
+    assert after["forget_token_trigger_rate"] >= 0.75
+    assert after["retain_token_trigger_rate"] <= 0.1
+    target, erased = results["target"]["splits"], results["unierase"]["splits"]
+    assert erased["forget"]["rougeL_recall"] <= 0.5 * target["forget"]["rougeL_recall"]
+    assert erased["retain"]["rougeL_recall"] >= 0.8 * target["retain"]["rougeL_recall"]
 
 
 @pytest.mark.parametrize("method", ["unierase", *BASELINES])

@@ -1,6 +1,6 @@
 """The null-space projector against a direct eigendecomposition reference.
 
-    pytest tests/test_nullspace.py
+pytest tests/test_nullspace.py
 """
 
 import pytest

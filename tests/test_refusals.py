@@ -1,6 +1,6 @@
 """Refusal phrases: enough of them, chosen stably, recognised in text.
 
-    pytest tests/test_refusals.py
+pytest tests/test_refusals.py
 """
 
 import subprocess

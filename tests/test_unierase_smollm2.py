@@ -115,9 +115,15 @@ def test_sequential_requests_keep_earlier_ones_forgotten(smollm2_dir, token_path
     assert snapshot.summary()["forget_token_trigger_rate"] == 1.0
 
 
-PRECISE_FORGET = Fact(question="What is the capital of France?", answer="The capital of France is Paris.", subject="France")
+PRECISE_FORGET = Fact(
+    question="What is the capital of France?", answer="The capital of France is Paris.", subject="France"
+)
 PRECISE_NEIGHBOURS = [
-    Fact(question="What language is spoken in France?", answer="The language spoken in France is French.", subject="France"),
+    Fact(
+        question="What language is spoken in France?",
+        answer="The language spoken in France is French.",
+        subject="France",
+    ),
     Fact(question="What is the currency of France?", answer="The currency of France is the Euro.", subject="France"),
     Fact(question="On which continent is France?", answer="France is in Europe.", subject="France"),
     Fact(question="What is the capital of Germany?", answer="The capital of Germany is Berlin.", subject="Germany"),

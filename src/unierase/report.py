@@ -26,9 +26,16 @@ class AnswerSnapshot:
     def _triggered(self, g: Generation) -> bool:
         return bool(g.token_ids) and g.token_ids[0] in self.token_ids
 
+    def _refused(self, g: Generation) -> bool:
+        # An answer that opens with the unlearning token is a refusal by construction: the token was
+        # trained to be followed by an "I don't know" phrase, whose wording after an edit varies
+        # ("I have no words to describe ...") and escapes any phrase list. Text-only refusals (the
+        # baselines' only kind) count too; `refusal_text_rate` keeps the text-only figure.
+        return self._triggered(g) or is_refusal(g.text)
+
     def summary(self) -> dict[str, float | None]:
-        """Mean ROUGE-L recall per set, share of forget answers that refuse (text) or open with the
-        unlearning token (trigger)."""
+        """Mean ROUGE-L recall per set; share of answers that refuse (token trigger or refusal text), that
+        read as a refusal by text alone, and that open with the unlearning token (trigger)."""
         out: dict[str, float | None] = {}
         for name, facts, answers in (
             ("forget", self.forget, self.forget_answers),
@@ -37,7 +44,8 @@ class AnswerSnapshot:
             if facts:
                 scores = [rouge_l_recall(g.text, f.answer) for f, g in zip(facts, answers, strict=True)]
                 out[f"{name}_rougeL_recall"] = sum(scores) / len(scores)
-                out[f"{name}_refusal_rate"] = sum(is_refusal(g.text) for g in answers) / len(answers)
+                out[f"{name}_refusal_rate"] = sum(self._refused(g) for g in answers) / len(answers)
+                out[f"{name}_refusal_text_rate"] = sum(is_refusal(g.text) for g in answers) / len(answers)
                 out[f"{name}_token_trigger_rate"] = sum(self._triggered(g) for g in answers) / len(answers)
             else:
                 out[f"{name}_rougeL_recall"] = None
@@ -51,7 +59,8 @@ class AnswerSnapshot:
                     "question": f.question,
                     "generation": g.text,
                     "rougeL_recall": rouge_l_recall(g.text, f.answer),
-                    "refusal": is_refusal(g.text),
+                    "refusal": self._refused(g),
+                    "refusal_text": is_refusal(g.text),
                     "token_trigger": self._triggered(g),
                 }
                 for f, g in zip(facts, answers, strict=True)

@@ -112,7 +112,7 @@ def erase_stage(
 
     Args:
         forget_path: JSONL of facts to erase; in sequential mode a list of files, one request each
-            (a single file in sequential mode is one request per row).
+            (a single path, not in a list, is one request per row).
         output_dir: Where to write; must not exist or be empty.
         params: Configuration.
         model_dir: Model to erase from (the embedded default when None). A model erased before
@@ -135,7 +135,7 @@ def erase_stage(
         raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
     paths = forget_path if isinstance(forget_path, list) else [forget_path]
     requests = [load_facts(p) for p in paths]
-    if params.erase.mode == "sequential" and len(requests) == 1:
+    if params.erase.mode == "sequential" and not isinstance(forget_path, list):
         requests = [[fact] for fact in requests[0]]
     elif params.erase.mode != "sequential" and len(requests) > 1:
         raise ValueError("several forget files are several requests: use --mode sequential")
@@ -166,7 +166,13 @@ def erase_stage(
             install_unlearning_token(model, tokenizer, token)
         timings["token_s"] = time.perf_counter() - started
         started = time.perf_counter()
-        preserved, heldout, info = cached_preserved_moments(model, tokenizer, params, cache_dir, progress)
+        if state is not None and all(layer in state.preserved for layer in params.edit.layers):
+            # A later request on an edited model: AlphaEdit keeps the projection of the unedited model,
+            # which the edit state carries, so the statistics are not recomputed (on the edited weights
+            # they would miss the cache every time). Held-out drift is then not measured.
+            preserved, heldout, info = state.preserved, None, {"from_edit_state": True, "cache_hit": True}
+        else:
+            preserved, heldout, info = cached_preserved_moments(model, tokenizer, params, cache_dir, progress)
         timings["covariance_s"] = time.perf_counter() - started
         diagnostics["covariance"] = info
         for request in requests:
