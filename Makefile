@@ -1,7 +1,9 @@
 # unierase: the two commands of the README, and their parts.
 #   make demo   set up (if needed) and run the erasure flow on the embedded default model
-#   make test   set up (if needed) and run the test suite (tiny models, real services)
-#   make test-slow   the behaviour tests on the real SmolLM2 (about an hour on 2 cores)
+#   make test   set up (if needed) and run every test: tiny models, real services, and the behaviour
+#               tests on the real SmolLM2 (about 40 min on 2 cores; CI runs this)
+#   make test-fast   the tests without the SmolLM2 behaviour tests (about 4 min)
+#   make test-slow   only the SmolLM2 behaviour tests, with their figures printed
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
@@ -16,7 +18,7 @@ export DVC_NO_ANALYTICS=1
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=120
 export TOKENIZERS_PARALLELISM=false
 
-.PHONY: setup demo test test-slow lint bench clean
+.PHONY: setup demo test test-fast test-slow lint bench clean
 
 $(VENV)/.installed: pyproject.toml scripts/setup_venv.sh
 	bash scripts/setup_venv.sh $(VENV)
@@ -27,6 +29,9 @@ demo: setup
 	$(PY) -m flows.erasure
 
 test: setup
+	$(PY) -m pytest tests --durations=15
+
+test-fast: setup
 	$(PY) -m pytest tests -m "not slow"
 
 test-slow: setup
