@@ -7,17 +7,7 @@ memory, storage and pipeline overhead. Run from the repo root:
     python -m bench.cost
 """
 
-import os
+from unierase.offline import set_offline_defaults
 
 # Offline and quiet before anything imports transformers, mlflow or prefect (as the Makefile sets them).
-for _key, _value in {
-    "HF_HUB_OFFLINE": "1",
-    "HF_DATASETS_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "DO_NOT_TRACK": "true",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "DVC_NO_ANALYTICS": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-}.items():
-    os.environ.setdefault(_key, _value)
+set_offline_defaults()

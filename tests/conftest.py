@@ -7,21 +7,10 @@ tests, and offline settings for everything.
 
 from __future__ import annotations
 
-import os
+from unierase.offline import set_offline_defaults
 
 # Offline and quiet before anything imports transformers, mlflow or prefect.
-for _key, _value in {
-    "HF_HUB_OFFLINE": "1",
-    "HF_DATASETS_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "DO_NOT_TRACK": "true",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "DVC_NO_ANALYTICS": "1",
-    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
-    "TOKENIZERS_PARALLELISM": "false",
-}.items():
-    os.environ.setdefault(_key, _value)
+set_offline_defaults()
 
 from pathlib import Path  # noqa: E402
 
