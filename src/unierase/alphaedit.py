@@ -242,6 +242,11 @@ def _optimise_values(
         kl_ref = last_logprobs(slice(n_rw, None))
     nll = torch.zeros(n)
     handle = layer_module.register_forward_hook(add_delta)
+    # Only ``delta`` is optimised: with the weights frozen, backward computes no weight gradients and
+    # stops at the edited layer instead of running through the whole model (measured: ~2x per step).
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    for p in trainable:
+        p.requires_grad_(False)
     try:
         for _ in range(config.v_steps):
             logp = last_logprobs(slice(None))
@@ -260,6 +265,8 @@ def _optimise_values(
                 delta.mul_(torch.where(norms > max_norm, max_norm / norms, torch.ones_like(norms)))
     finally:
         handle.remove()
+        for p in trainable:
+            p.requires_grad_(True)
     return (z0 + delta).detach().cpu(), [float(x) for x in nll.detach().cpu()]
 
 
