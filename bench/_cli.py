@@ -37,6 +37,20 @@ def common_parser(doc: str) -> argparse.ArgumentParser:
     return p
 
 
+def add_target_flags(p: argparse.ArgumentParser) -> None:
+    """The fine-tuned target's workload; parts given the same values (and ``--seed``) share the target
+    under ``--work``."""
+    p.add_argument("--authors", type=int, default=40, help="fictitious authors the target is fine-tuned on")
+    add_workload_flags(p)
+
+
+def add_workload_flags(p: argparse.ArgumentParser) -> None:
+    """The generated-author workload every part evaluates on."""
+    p.add_argument("--questions-per-author", type=int, default=3, help="questions per author (at most 8)")
+    p.add_argument("--holdout-authors", type=int, default=2, help="authors never trained on (membership audit)")
+    p.add_argument("--retain-eval-items", type=int, default=12, help="retain questions in the evaluation")
+
+
 def _set(tree: dict[str, Any], assignment: str) -> None:
     key, sep, raw = assignment.partition("=")
     if not sep or not key:

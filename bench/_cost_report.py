@@ -132,6 +132,13 @@ def _pipeline_rows(pipeline: Mapping[str, Any] | None) -> str:
     return markdown_table(rows, [("figure", "figure"), ("value", "value")])
 
 
+def _not_measured(data: Mapping[str, Any]) -> str:
+    rows = data.get("not_measured") or []
+    if not rows:
+        return "Every method ran at every size."
+    return markdown_table(rows, [("method", "method"), ("forget_size", "items"), ("why", "why")])
+
+
 def cost_tables(data: Mapping[str, Any]) -> str:
     """Every table of the cost part, as markdown."""
     return "\n\n".join(
@@ -141,6 +148,7 @@ def cost_tables(data: Mapping[str, Any]) -> str:
             "Growth with the forget-set size\n\n" + markdown_table(data["growth"], GROWTH_COLUMNS),
             "Storage per version\n\n" + markdown_table(data["storage"], STORAGE_COLUMNS),
             "Pipeline overhead\n\n" + _pipeline_rows(data.get("pipeline")),
+            "Not measured\n\n" + _not_measured(data),
         ]
     )
 
@@ -153,6 +161,7 @@ def write_cost_outputs(data: Mapping[str, Any], out: Path, plot: bool = True) ->
         ("Growth with the forget-set size", markdown_table(data["growth"], GROWTH_COLUMNS)),
         ("Storage per version", markdown_table(data["storage"], STORAGE_COLUMNS)),
         ("Pipeline overhead (Prefect flow against erase_stage alone, same request)", _pipeline_rows(data["pipeline"])),
+        ("Not measured in this run", _not_measured(data)),
         (
             "Notes",
             "Token learning and the preserved-key statistics do not depend on the forget set and are measured "

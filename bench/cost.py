@@ -19,7 +19,16 @@ import shutil
 import sys
 from pathlib import Path
 
-from bench._cli import ROOT, base_model, common_parser, ints, resolve_methods, resolve_params, setup_logging
+from bench._cli import (
+    ROOT,
+    add_workload_flags,
+    base_model,
+    common_parser,
+    ints,
+    resolve_methods,
+    resolve_params,
+    setup_logging,
+)
 from bench._cost_report import cost_tables, growth, ratios, write_cost_outputs
 from unierase.benchmark.measure import machine_info, measure
 from unierase.benchmark.output import write_json
@@ -36,10 +45,14 @@ def parse_args(argv: list[str] | None = None):
     """The flags of this part (shared ones in `bench._cli.common_parser`)."""
     p = common_parser(__doc__)
     p.add_argument("--sizes", type=ints, default=[1, 10, 40, 200], help="forget-set sizes in items")
-    p.add_argument("--questions-per-author", type=int, default=3, help="questions per generated author")
+    p.add_argument(
+        "--baseline-sizes",
+        type=ints,
+        default=None,
+        help="sizes at which the baselines run too (default: every size); the others are listed as not measured",
+    )
+    add_workload_flags(p)
     p.add_argument("--retain-authors", type=int, default=10, help="authors in the retain set")
-    p.add_argument("--holdout-authors", type=int, default=2, help="authors never seen (membership audit)")
-    p.add_argument("--retain-eval-items", type=int, default=12, help="retain questions in the evaluation")
     p.add_argument("--no-pipeline", action="store_true", help="leave out the Prefect-flow overhead")
     p.add_argument("--pipeline-size", type=int, default=None, help="items of the overhead request (default: smallest)")
     p.add_argument("--no-harness", action="store_true", help="a Prefect server is already active (tests)")
@@ -54,6 +67,7 @@ class _CostLog:
         self.phases: list[dict] = []
         self.storage: list[dict] = []
         self.pipeline: dict | None = None
+        self.not_measured: list[dict] = []
 
     def save(self, plot: bool = False) -> None:
         data = {
@@ -63,6 +77,7 @@ class _CostLog:
             "ratios": ratios(self.phases),
             "growth": growth(self.phases),
             "pipeline": self.pipeline,
+            "not_measured": self.not_measured,
         }
         write_json(data, self.path)
         write_cost_outputs(data, self.path.parent, plot)
@@ -87,6 +102,7 @@ def run(args) -> dict:
     general = general_splits(args.tofu, args.general_items)
     log = _CostLog(out, machine_info(ROOT))
     evaluator = Evaluator(params, args.device, progress)
+    baseline_sizes = set(sizes if args.baseline_sizes is None else args.baseline_sizes)
 
     try:
         if "unierase" in methods:
@@ -97,6 +113,9 @@ def run(args) -> dict:
             splits = {"forget": forget, "retain": retain[: args.retain_eval_items], **general}
             splits["holdout"] = workload.splits["holdout"]
             for method in methods:
+                if method != "unierase" and n not in baseline_sizes:
+                    log.not_measured.append({"method": method, "forget_size": n, "why": "not in --baseline-sizes"})
+                    continue
                 model, tok = load_model(base, args.device)
                 before = snapshot(model)  # as erase_stage: the version's delta includes the token's new row
                 if method == "unierase":
@@ -132,7 +151,7 @@ def run(args) -> dict:
             )
     finally:  # tables and the plot, also of a run cut short
         log.save(plot=True)
-    return {"phases": log.phases, "storage": log.storage, "pipeline": log.pipeline}
+    return {"phases": log.phases, "storage": log.storage, "pipeline": log.pipeline, "not_measured": log.not_measured}
 
 
 def _token_and_statistics(args, params, base: Path, work: Path, log: _CostLog, progress: bool):

@@ -17,7 +17,16 @@ import sys
 import time
 from pathlib import Path
 
-from bench._cli import ROOT, base_model, common_parser, floats, resolve_methods, resolve_params, setup_logging
+from bench._cli import (
+    ROOT,
+    add_target_flags,
+    base_model,
+    common_parser,
+    floats,
+    resolve_methods,
+    resolve_params,
+    setup_logging,
+)
 from bench._quality_report import quality_table, write_quality_outputs
 from unierase.benchmark.measure import machine_info, measure
 from unierase.benchmark.output import RowLog
@@ -46,11 +55,8 @@ from unierase.facts import write_facts
 def parse_args(argv: list[str] | None = None):
     """The flags of this part (shared ones in `bench._cli.common_parser`)."""
     p = common_parser(__doc__)
-    p.add_argument("--authors", type=int, default=40, help="fictitious authors the target is fine-tuned on")
-    p.add_argument("--questions-per-author", type=int, default=3, help="questions per author (at most 8)")
+    add_target_flags(p)
     p.add_argument("--shares", type=floats, default=[0.01, 0.05, 0.10], help="forget shares of the authors")
-    p.add_argument("--holdout-authors", type=int, default=2, help="authors never trained on (membership audit)")
-    p.add_argument("--retain-eval-items", type=int, default=12, help="retain questions in the evaluation")
     p.add_argument("--leak-threshold", type=float, default=0.5, help="ROUGE-L recall counted as a leaked answer")
     p.add_argument("--keep-models", action="store_true", help="keep each erased model under --work")
     p.add_argument("--resume", action="store_true", help="keep the rows in quality.json and skip them")

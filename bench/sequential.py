@@ -18,7 +18,15 @@ import shutil
 import sys
 from pathlib import Path
 
-from bench._cli import ROOT, base_model, common_parser, resolve_methods, resolve_params, setup_logging
+from bench._cli import (
+    ROOT,
+    add_target_flags,
+    base_model,
+    common_parser,
+    resolve_methods,
+    resolve_params,
+    setup_logging,
+)
 from unierase.benchmark.measure import machine_info, measure
 from unierase.benchmark.output import RowLog, line_plots, markdown_table, write_markdown
 from unierase.benchmark.runs import (
@@ -51,12 +59,9 @@ COLUMNS = [
 def parse_args(argv: list[str] | None = None):
     """The flags of this part (shared ones in `bench._cli.common_parser`)."""
     p = common_parser(__doc__)
-    p.add_argument("--authors", type=int, default=40, help="fictitious authors the target is fine-tuned on")
-    p.add_argument("--questions-per-author", type=int, default=3, help="questions per author (at most 8)")
-    p.add_argument("--holdout-authors", type=int, default=2, help="authors never trained on")
+    add_target_flags(p)
     p.add_argument("--requests", type=int, default=10, help="requests applied one after another")
     p.add_argument("--authors-per-request", type=int, default=1, help="authors forgotten by each request")
-    p.add_argument("--retain-eval-items", type=int, default=12, help="retain questions in the evaluation")
     p.add_argument("--audits", action="store_true", help="run the leak audits at every step too")
     p.add_argument("--keep-models", action="store_true", help="keep each step's UniErase model under --work")
     return p.parse_args(argv)

@@ -100,3 +100,19 @@ def test_subject_absent_from_question_is_an_error(tiny):
     bad = [Fact(question="Who wrote Hamlet?", answer="Shakespeare.", subject="Macbeth")]
     with pytest.raises(ValueError, match="does not occur"):
         erase_facts(model, tokenizer, bad, PARAMS, preserved, progress=False)
+
+
+def test_running_only_the_layers_above_reproduces_the_full_model(tiny):
+    from unierase.upper_layers import last_logprobs_from_stream, only_layers_above
+
+    model, tokenizer, _ = tiny
+    ids = tokenizer(["Paris is the capital of", "Hamlet was written by"], return_tensors="pt", padding=True)
+    positions = (ids.attention_mask.cumsum(1) - 1).clamp_min(0)
+    with torch.no_grad():
+        full = model(**ids, position_ids=positions, output_hidden_states=True)
+        stream = full.hidden_states[2]  # the output of layer 1 (index 0 is the embeddings)
+        with only_layers_above(model, "model.layers.{}", 1):
+            assert len(model.model.layers) == model.config.num_hidden_layers - 2
+            upper = last_logprobs_from_stream(model, stream, ids.attention_mask, positions)
+    assert len(model.model.layers) == model.config.num_hidden_layers  # restored
+    torch.testing.assert_close(upper, full.logits[:, -1].float().log_softmax(-1), atol=1e-5, rtol=1e-5)

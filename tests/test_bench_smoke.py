@@ -105,17 +105,21 @@ def test_sequential_rows(quality, dirs) -> None:  # after quality: reuses its ta
 def test_cost_rows(dirs, prefect_harness) -> None:
     from bench import cost
 
-    args = ["--sizes", "1,2", "--retain-authors", "2", "--holdout-authors", "1", "--methods", "unierase,npo"]
+    args = ["--sizes", "1,2", "--baseline-sizes", "1", "--retain-authors", "2", "--holdout-authors", "1"]
+    args += ["--methods", "unierase,npo"]
     assert cost.main(dirs["common"] + args + ["--general-items", "0", "--no-harness"]) == 0
     data = json.loads((dirs["out"] / "cost.json").read_text())
     phases = {(r["phase"], r["method"], r["forget_size"]) for r in data["phases"]}
     assert {("token_learning", "unierase", None), ("covariance_cold", "unierase", None)} <= phases
     assert {("edit", "unierase", 2), ("evaluation", "unierase", 2), ("unlearn", "npo", 1)} <= phases
+    assert ("unlearn", "npo", 2) not in phases  # above --baseline-sizes: skipped and said so
+    assert data["not_measured"] == [{"method": "npo", "forget_size": 2, "why": "not in --baseline-sizes"}]
+    assert "not in --baseline-sizes" in (dirs["out"] / "cost.md").read_text()
     for row in data["phases"]:
         assert _finite(row["seconds"]) and _finite(row["peak_rss_mb"]), row
     cache = {r["phase"]: r.get("cache_hit") for r in data["phases"] if r["phase"].startswith("covariance")}
     assert cache == {"covariance_cold": False, "covariance_cached": True}
-    assert [(r["method"], r["forget_size"]) for r in data["ratios"]] == [("npo", 1), ("npo", 2)]
+    assert [(r["method"], r["forget_size"]) for r in data["ratios"]] == [("npo", 1)]
     assert all(_finite(r["time_ratio"]) for r in data["ratios"])
     for row in data["storage"]:
         assert row["delta_bytes"] > 0 and row["full_model_bytes"] > 0 and 0 < row["params_changed_share"] <= 1
