@@ -51,6 +51,22 @@ def add_workload_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--retain-eval-items", type=int, default=12, help="retain questions in the evaluation")
 
 
+def add_resume_flags(p: argparse.ArgumentParser) -> None:
+    """Resuming a part from its JSON rows, optionally measuring some methods again."""
+    p.add_argument("--resume", action="store_true", help="keep the rows already written and skip them")
+    p.add_argument(
+        "--redo",
+        type=names,
+        default=[],
+        help="comma-separated methods whose rows are measured again (implies --resume)",
+    )
+
+
+def names(text: str) -> list[str]:
+    """A comma-separated list of names."""
+    return [n.strip() for n in text.split(",") if n.strip()]
+
+
 def _set(tree: dict[str, Any], assignment: str) -> None:
     key, sep, raw = assignment.partition("=")
     if not sep or not key:

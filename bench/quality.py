@@ -19,6 +19,7 @@ from pathlib import Path
 
 from bench._cli import (
     ROOT,
+    add_resume_flags,
     add_target_flags,
     base_model,
     common_parser,
@@ -59,7 +60,7 @@ def parse_args(argv: list[str] | None = None):
     p.add_argument("--shares", type=floats, default=[0.01, 0.05, 0.10], help="forget shares of the authors")
     p.add_argument("--leak-threshold", type=float, default=0.5, help="ROUGE-L recall counted as a leaked answer")
     p.add_argument("--keep-models", action="store_true", help="keep each erased model under --work")
-    p.add_argument("--resume", action="store_true", help="keep the rows in quality.json and skip them")
+    add_resume_flags(p)
     return p.parse_args(argv)
 
 
@@ -99,7 +100,7 @@ def run(args) -> list[dict]:
     }
     del retain_model
     evaluator = Evaluator(params, args.device, progress)
-    log = RowLog(out / "quality.json", resume=args.resume)
+    log = RowLog(out / "quality.json", resume=args.resume, redo=args.redo)
     machine = machine_info(ROOT)
 
     def record(method: str, k: int, model, tok, fields: dict) -> None:

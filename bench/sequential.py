@@ -20,6 +20,7 @@ from pathlib import Path
 
 from bench._cli import (
     ROOT,
+    add_resume_flags,
     add_target_flags,
     base_model,
     common_parser,
@@ -64,6 +65,7 @@ def parse_args(argv: list[str] | None = None):
     p.add_argument("--authors-per-request", type=int, default=1, help="authors forgotten by each request")
     p.add_argument("--audits", action="store_true", help="run the leak audits at every step too")
     p.add_argument("--keep-models", action="store_true", help="keep each step's UniErase model under --work")
+    add_resume_flags(p)
     return p.parse_args(argv)
 
 
@@ -92,7 +94,7 @@ def run(args) -> list[dict]:
         **general_splits(args.tofu, args.general_items),
     }
     evaluator = Evaluator(params, args.device, progress)
-    log = RowLog(out / "sequential.json")
+    log = RowLog(out / "sequential.json", resume=args.resume, redo=args.redo)
     machine = machine_info(ROOT)
 
     def record(method: str, step: int, model, tok, fields: dict) -> None:
@@ -118,8 +120,13 @@ def run(args) -> list[dict]:
         _write_outputs(log.rows, out, machine, len(requests), plot=False)
 
     try:
-        record("target", 0, *load_model(target, args.device), {"seconds": None, "peak_rss_mb": None})
+        if not log.find(method="target"):
+            record("target", 0, *load_model(target, args.device), {"seconds": None, "peak_rss_mb": None})
         for method in methods:
+            done = [r for r in log.rows if r["method"] == method]
+            if len(done) == len(requests):  # resumed: every step of this method is in the file
+                continue
+            log.rows = [r for r in log.rows if r["method"] != method]  # a method cut short starts again
             if method == "unierase":
                 token_path, _ = ensure_token(target, work / "tokens", params, progress)
                 for step, model_dir, fields in _unierase_steps(

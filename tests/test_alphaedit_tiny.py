@@ -116,3 +116,23 @@ def test_running_only_the_layers_above_reproduces_the_full_model(tiny):
             upper = last_logprobs_from_stream(model, stream, ids.attention_mask, positions)
     assert len(model.model.layers) == model.config.num_hidden_layers  # restored
     torch.testing.assert_close(upper, full.logits[:, -1].float().log_softmax(-1), atol=1e-5, rtol=1e-5)
+
+
+def test_unbound_facts_get_more_rounds_with_a_wider_clamp(tiny):
+    from unierase.alphaedit import compute_values, residual_at_keys
+    from unierase.erasure import build_requests, unlearning_token_id
+
+    model, tokenizer, _ = tiny
+    target = unlearning_token_id(tokenizer, PARAMS)
+    requests = build_requests(tokenizer, FORGET, ["France", "Hamlet"], target, PARAMS)
+    # A random model's next token is near uniform (NLL ~ ln V): no fact binds, every one is retried.
+    tight = PARAMS.edit.model_copy(update={"clamp_norm_factor": 0.02, "v_steps": 3, "value_retry_nll": 1e-3})
+    share = {}
+    for retries in (0, 2):
+        edit = tight.model_copy(update={"value_retries": retries})
+        z0 = residual_at_keys(model, requests, model.model.layers[2], tokenizer.pad_token_id)
+        z, nll, rounds = compute_values(model, requests, 2, edit, PARAMS.model, tokenizer.pad_token_id, progress=False)
+        assert rounds == [1 + retries] * len(FORGET)
+        share[retries] = ((z - z0).norm(dim=1) / z0.norm(dim=1)).tolist()
+    assert all(s <= 0.02 * 1.001 for s in share[0]), share  # the reference clamp holds
+    assert all(0.02 * 1.001 < s <= 0.08 * 1.001 for s in share[2]), share  # widened x2, then x4

@@ -101,6 +101,12 @@ def test_sequential_rows(quality, dirs) -> None:  # after quality: reuses its ta
     assert [r["edit_state_requests"] for r in rows[1:3]] == [1, 2]  # the edit state carried over
     assert (dirs["out"] / "sequential.png").stat().st_size > 0
 
+    # --redo measures one method again and keeps the other rows as they were.
+    assert sequential.main(dirs["common"] + args + ["--redo", "grad_diff"]) == 0
+    again = json.loads((dirs["out"] / "sequential.json").read_text())
+    assert again[:3] == rows[:3]
+    assert [(r["method"], r["step"]) for r in again[3:]] == [("grad_diff", 1), ("grad_diff", 2)]
+
 
 def test_cost_rows(dirs, prefect_harness) -> None:
     from bench import cost

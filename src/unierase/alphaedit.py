@@ -84,11 +84,13 @@ class EditOutcome:
         layers: Per-layer diagnostics.
         new_keys: Layer -> ``K Kᵀ`` of this edit's keys, to add to ``C_prev`` for later edits.
         value_losses: Final NLL of the target per fact after value optimisation.
+        value_rounds: Optimisation rounds per fact (1 + retries, see ``EditConfig.value_retries``).
     """
 
     layers: list[LayerReport] = field(default_factory=list)
     new_keys: dict[int, torch.Tensor] = field(default_factory=dict)
     value_losses: list[float] = field(default_factory=list)
+    value_rounds: list[int] = field(default_factory=list)
 
 
 def _pad(prompts: list[KeyedPrompt], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -186,7 +188,7 @@ def compute_values(
     model_config: ModelConfig,
     pad_id: int,
     progress: bool = True,
-) -> tuple[torch.Tensor, list[float]]:
+) -> tuple[torch.Tensor, list[float], list[int]]:
     """Target residual vectors (n, d_model) after ``layer``, the last edited one (MEMIT's ``compute_z``).
 
     Facts are optimised ``value_batch_size`` at a time: each has its own delta, and the summed loss
@@ -196,14 +198,50 @@ def compute_values(
     """
     layer_module = get_module(model, model_config.layer_template.format(layer))
     z0 = residual_at_keys(model, requests, layer_module, pad_id)
-    zs, losses = [], []
+    zs, losses, rounds = [], [], []
     chunks = range(0, len(requests), config.value_batch_size)
     for start in tqdm(chunks, desc="edit:values", disable=not progress or len(chunks) < 2, leave=False):
         chunk = requests[start : start + config.value_batch_size]
-        z, nll = _optimise_values(model, chunk, z0[start : start + len(chunk)], layer, config, model_config, pad_id)
+        z, nll, used = _bind(model, chunk, z0[start : start + len(chunk)], layer, config, model_config, pad_id)
         zs.append(z)
         losses += nll
-    return torch.cat(zs), losses
+        rounds += used
+    return torch.cat(zs), losses, rounds
+
+
+def _bind(
+    model: PreTrainedModel,
+    requests: list[EditRequest],
+    z0: torch.Tensor,
+    layer: int,
+    config: EditConfig,
+    model_config: ModelConfig,
+    pad_id: int,
+) -> tuple[torch.Tensor, list[float], list[int]]:
+    """The reference schedule, then up to ``value_retries`` rounds for the facts still unbound, each
+    continuing from its last delta with the clamp and the number of steps doubled."""
+    z, nll = _optimise_values(model, requests, z0, layer, config, model_config, pad_id)
+    rounds = [1] * len(requests)
+    for retry in range(1, config.value_retries + 1):
+        stuck = [i for i, x in enumerate(nll) if x > config.value_retry_nll]
+        if not stuck:
+            break
+        wider = config.model_copy(
+            update={"clamp_norm_factor": config.clamp_norm_factor * 2**retry, "v_steps": config.v_steps * 2**retry}
+        )
+        logger.info(
+            "value round %d for %d unbound facts (NLL %s)", retry + 1, len(stuck), [round(nll[i], 2) for i in stuck]
+        )
+        picked = torch.tensor(stuck)
+        z_new, nll_new = _optimise_values(
+            model, [requests[i] for i in stuck], z0[picked], layer, wider, model_config, pad_id, z[picked] - z0[picked]
+        )
+        z[picked] = z_new
+        for j, i in enumerate(stuck):
+            nll[i], rounds[i] = nll_new[j], retry + 1
+    if unbound := [round(x, 2) for x in nll if x > config.value_retry_nll]:
+        logger.warning("%d facts still unbound after %d rounds (target NLL %s)", len(unbound), max(rounds), unbound)
+    return z, nll, rounds
 
 
 @dataclass
@@ -242,6 +280,7 @@ def _optimise_values(
     config: EditConfig,
     model_config: ModelConfig,
     pad_id: int,
+    init_delta: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, list[float]]:
     device = next(model.parameters()).device
     n = len(requests)
@@ -255,7 +294,7 @@ def _optimise_values(
     target_t = torch.tensor([req.target_id for req in requests for _ in req.variants], device=device)
 
     z0 = z0.to(device)
-    delta = torch.zeros_like(z0, requires_grad=True)
+    delta = (torch.zeros_like(z0) if init_delta is None else init_delta.to(device).clone()).requires_grad_(True)
     optimizer = torch.optim.Adam([delta], lr=config.v_lr)
     max_norm = config.clamp_norm_factor * z0.norm(dim=1, keepdim=True)
     nll = torch.zeros(n)
@@ -342,8 +381,8 @@ def apply_alphaedit(
         raise ValueError("no facts to edit")
     layers = sorted(config.layers)
     last_layer = get_module(model, model_config.layer_template.format(layers[-1]))
-    zs, losses = compute_values(model, requests, layers[-1], config, model_config, pad_id, progress)
-    outcome = EditOutcome(value_losses=losses)
+    zs, losses, rounds = compute_values(model, requests, layers[-1], config, model_config, pad_id, progress)
+    outcome = EditOutcome(value_losses=losses, value_rounds=rounds)
     for i, layer in enumerate(tqdm(layers, desc="edit:layers", disable=not progress, leave=False)):
         module = get_module(model, model_config.mlp_out_template.format(layer))
         # Keys are recomputed after each layer's update: earlier edits move later layers' inputs.

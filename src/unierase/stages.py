@@ -185,6 +185,7 @@ def erase_stage(
                 timings[key] = timings.get(key, 0.0) + seconds
             diagnostics.setdefault("layers", []).append([vars(layer) for layer in result.outcome.layers])
             diagnostics.setdefault("value_nll", []).append(result.outcome.value_losses)
+            diagnostics.setdefault("value_rounds", []).append(result.outcome.value_rounds)
     else:
         started = time.perf_counter()
         METHODS[method](model, tokenizer, forget, retain, params)

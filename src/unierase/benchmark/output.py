@@ -44,14 +44,17 @@ class RowLog:
 
     Args:
         path: The JSON file.
-        resume: Start from the rows already in ``path`` (see `has`) instead of an empty list.
+        resume: Start from the rows already in ``path`` (see `find`) instead of an empty list.
+        redo: Methods whose rows are dropped on resuming, so they are measured again (after a change
+            to one method, the others' rows stay).
     """
 
-    def __init__(self, path: str | Path, resume: bool = False) -> None:
+    def __init__(self, path: str | Path, resume: bool = False, redo: list[str] | None = None) -> None:
         self.path = Path(path)
         self.rows: list[dict[str, Any]] = []
-        if resume and self.path.is_file():
-            self.rows = json.loads(self.path.read_text(encoding="utf-8"))
+        if (resume or redo) and self.path.is_file():
+            rows = json.loads(self.path.read_text(encoding="utf-8"))
+            self.rows = [r for r in rows if r.get("method") not in set(redo or [])]
 
     def add(self, row: dict[str, Any]) -> dict[str, Any]:
         """Appends a row and rewrites the file."""
