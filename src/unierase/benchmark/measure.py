@@ -16,6 +16,8 @@ import importlib.util
 import os
 import platform
 import re
+import shlex
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -181,4 +183,12 @@ def machine_info(repo: str | Path | None = None) -> dict[str, object]:
         "platform": platform.platform(),
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "git_commit": git_commit(Path(repo)) if repo else None,
+        "command": _command(),
     }
+
+
+def _command() -> str:
+    """The command line of this run, as typed for a ``python -m`` module (``bench/cost.py`` -> ``bench.cost``)."""
+    script = Path(sys.argv[0])
+    name = ".".join(script.with_suffix("").parts[-2:]) if script.suffix == ".py" else script.name
+    return " ".join(["python -m", name, *(shlex.quote(a) for a in sys.argv[1:])])
