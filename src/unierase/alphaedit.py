@@ -27,6 +27,7 @@ from transformers import PreTrainedModel
 
 from unierase.config import EditConfig, ModelConfig
 from unierase.covariance import _StopForward, capture_inputs, get_module, run_until_captured, weight_matrix
+from unierase.freezing import frozen_parameters
 from unierase.nullspace import NullSpace
 from unierase.subject import KeyedPrompt
 from unierase.upper_layers import last_logprobs_from_stream, only_layers_above
@@ -299,12 +300,11 @@ def _optimise_values(
     max_norm = config.clamp_norm_factor * z0.norm(dim=1, keepdim=True)
     nll = torch.zeros(n)
     # Only ``delta`` is optimised: with the weights frozen, backward computes no weight gradients.
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    for p in trainable:
-        p.requires_grad_(False)
-    try:
+    with frozen_parameters(model):
         with torch.no_grad():
-            out = model(input_ids=kl_group.ids, attention_mask=kl_group.mask, position_ids=kl_group.positions)
+            out = model(
+                input_ids=kl_group.ids, attention_mask=kl_group.mask, position_ids=kl_group.positions, logits_to_keep=1
+            )
             kl_ref = out.logits[:, -1].float().log_softmax(-1)
         # The layers up to the edited one never see delta: each step runs only the layers above it,
         # from their input computed once (checked against the full model on the KL prompts).
@@ -335,9 +335,6 @@ def _optimise_values(
                 with torch.no_grad():
                     norms = delta.norm(dim=1, keepdim=True).clamp_min(1e-12)
                     delta.mul_(torch.where(norms > max_norm, max_norm / norms, torch.ones_like(norms)))
-    finally:
-        for p in trainable:
-            p.requires_grad_(True)
     return (z0 + delta).detach().cpu(), [float(x) for x in nll.detach().cpu()]
 
 

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from unierase.config import TokenConfig
+from unierase.freezing import frozen_parameters
 from unierase.prompts import encode_prompt
 from unierase.refusals import pick_refusal
 
@@ -240,45 +241,41 @@ def learn_unlearning_token(
     anchors = build_anchor_examples(tokenizer, questions, anchor_answers)
 
     was_training = model.training
-    flags = {n: p.requires_grad for n, p in model.named_parameters()}
-    for p in model.parameters():
-        p.requires_grad_(False)
-    params, hooks = _trainable_rows(model, ids)
-    model.train()
-    pad = tokenizer.pad_token_id
-    losses: list[float] = []
-    try:
-        losses += _run_epochs(
-            model,
-            plain + anchors,
-            params,
-            config.stage1_lr,
-            config.stage1_epochs,
-            config,
-            pad,
-            rng,
-            "token:plain",
-            progress,
-        )
-        losses += _run_epochs(
-            model, plain + chat + anchors, params, config.stage2_lr, config.stage2_epochs, config, pad, rng,
-            "token:chat", progress,
-        )  # fmt: skip
-        if config.robust_epochs and perturb_modules:
-            originals = _perturb(perturb_modules, config.robust_noise, config.seed)
-            try:
-                losses += _run_epochs(
-                    model, chat + anchors, params, config.stage2_lr, config.robust_epochs, config, pad, rng,
-                    "token:robust", progress,
-                )  # fmt: skip
-            finally:
-                _restore(perturb_modules, originals)
-    finally:
-        for h in hooks:
-            h.remove()
-        for n, p in model.named_parameters():
-            p.requires_grad_(flags.get(n, False))
-        model.train(was_training)
+    with frozen_parameters(model):  # only the token's rows train (re-enabled by _trainable_rows)
+        params, hooks = _trainable_rows(model, ids)
+        model.train()
+        pad = tokenizer.pad_token_id
+        losses: list[float] = []
+        try:
+            losses += _run_epochs(
+                model,
+                plain + anchors,
+                params,
+                config.stage1_lr,
+                config.stage1_epochs,
+                config,
+                pad,
+                rng,
+                "token:plain",
+                progress,
+            )
+            losses += _run_epochs(
+                model, plain + chat + anchors, params, config.stage2_lr, config.stage2_epochs, config, pad, rng,
+                "token:chat", progress,
+            )  # fmt: skip
+            if config.robust_epochs and perturb_modules:
+                originals = _perturb(perturb_modules, config.robust_noise, config.seed)
+                try:
+                    losses += _run_epochs(
+                        model, chat + anchors, params, config.stage2_lr, config.robust_epochs, config, pad, rng,
+                        "token:robust", progress,
+                    )  # fmt: skip
+                finally:
+                    _restore(perturb_modules, originals)
+        finally:
+            for h in hooks:
+                h.remove()
+            model.train(was_training)
 
     out = model.get_output_embeddings()
     token = UnlearningToken(
