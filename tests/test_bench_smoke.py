@@ -136,3 +136,31 @@ def test_cost_rows(dirs, prefect_harness) -> None:
     assert [s["version"] for s in pipeline["version_storage"]] == ["1", "2"]
     assert all(s["model_bytes"] > 0 for s in pipeline["version_storage"])
     assert (dirs["out"] / "cost.png").stat().st_size > 0
+
+
+def test_gpu_scale_rows_on_the_tiny_shape(dirs, tiny_llama_dir: Path, tmp_path: Path) -> None:
+    from bench import gpu_scale
+
+    tofu = tmp_path / "tofu"  # TOFU's file names, with a few facts of the test's own
+    tofu.mkdir()
+    for name, who in (("forget10", "Ilse Marrow"), ("retain90", "Tomas Quill")):
+        rows = [{"question": f"Where was {who} born, {who}?", "answer": f"{who} was born in Oslo."}] * 3
+        (tofu / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    params = dirs["common"][dirs["common"].index("--params") + 1]
+    out = tmp_path / "out"
+    args = ["--shape", "tiny", "--tokenizer", str(tiny_llama_dir), "--tofu", str(tofu), "--params", params]
+    args += ["--items", "3", "--retain-items", "2", "--out", str(out), "--work", str(tmp_path / "w"), "--no-progress"]
+    rows = gpu_scale.main(args)
+    phases = ["build", "token_learning", "covariance_cold", "covariance_cached", "edit", "check"]
+    assert [r["phase"] for r in rows] == phases
+    assert [r.get("cache_hit") for r in rows[2:4]] == [False, True]
+    edit, check = rows[4], rows[5]
+    assert edit["items"] == 3 and 0 < edit["params_changed_share"] < 1 and len(edit["preserved_drift"]) == 2
+    for key in ("forget_trigger_before", "forget_trigger_rate", "retain_trigger_rate", "retain_first_token_kept"):
+        assert 0 <= check[key] <= 1, key
+    assert all(_finite(r["seconds"]) for r in rows)
+    assert json.loads((out / "gpu_scale.json").read_text())["rows"] == rows
+    assert "| edit | 3 |" in (out / "gpu_scale.md").read_text()
+
+    with pytest.raises(SystemExit, match="fewer than --items 9"):
+        gpu_scale.main(args[:-7] + ["--items", "9", "--out", str(out), "--no-progress"])

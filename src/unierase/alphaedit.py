@@ -382,26 +382,30 @@ def apply_alphaedit(
     outcome = EditOutcome(value_losses=losses, value_rounds=rounds)
     for i, layer in enumerate(tqdm(layers, desc="edit:layers", disable=not progress, leave=False)):
         module = get_module(model, model_config.mlp_out_template.format(layer))
-        # Keys are recomputed after each layer's update: earlier edits move later layers' inputs.
-        K = compute_keys(model, requests, {layer: module}, pad_id, config.batch_size)[layer].double().T  # (d_in, n)
-        current = residual_at_keys(model, requests, last_layer, pad_id)
-        R = ((zs - current).double() / (len(layers) - i)).T  # (d_model, n)
+        # The solve runs in float64 where the projector lives (the model's device, see erase_facts):
+        # at d_in = 14336 (Llama-3-8B) each layer's products and solves are minutes on a CPU.
         P = null_spaces[layer].projector.double()
+        dev = P.device
+        # Keys are recomputed after each layer's update: earlier edits move later layers' inputs.
+        keys = compute_keys(model, requests, {layer: module}, pad_id, config.batch_size)[layer]
+        K = keys.to(dev, torch.float64).T  # (d_in, n)
+        current = residual_at_keys(model, requests, last_layer, pad_id)
+        R = ((zs - current).to(dev, torch.float64) / (len(layers) - i)).T  # (d_model, n)
         d_in = K.shape[0]
-        constraint = torch.zeros(d_in, d_in, dtype=torch.float64)
+        constraint = torch.zeros(d_in, d_in, dtype=torch.float64, device=dev)
         if previous_keys and layer in previous_keys:
-            constraint = constraint + previous_keys[layer].double()
+            constraint = constraint + previous_keys[layer].to(dev, torch.float64)
         if protected_keys and layer in protected_keys:
-            constraint = constraint + protected_keys[layer].double()
+            constraint = constraint + protected_keys[layer].to(dev, torch.float64)
         lam = config.l2 * float(torch.trace(preserved[layer])) / d_in
-        eye = torch.eye(d_in, dtype=torch.float64)
+        eye = torch.eye(d_in, dtype=torch.float64, device=dev)
         delta = torch.linalg.solve(P @ (K @ K.T + constraint) + lam * eye, P @ K @ R.T).T
         free = torch.linalg.solve(K @ K.T + constraint + lam * eye, K @ R.T).T  # diagnostic only
         with torch.no_grad():
             W = weight_matrix(module)
-            w_before = W.detach().double().clone()
-            W.add_(delta.to(W.dtype))
-        cov = preserved[layer].double()
+            w_before = W.detach().to(dev, torch.float64)
+            W.add_(delta.to(W.device, W.dtype))
+        cov = preserved[layer].to(dev, torch.float64)
         retention = (P @ K).norm(dim=0) / K.norm(dim=0).clamp_min(1e-12)
         report = LayerReport(
             layer=layer,
@@ -412,8 +416,9 @@ def apply_alphaedit(
             preserved_drift_unprojected=_drift(free, w_before, cov),
         )
         if heldout and layer in heldout:
-            report.heldout_drift = _drift(delta, w_before, heldout[layer].double())
-            report.heldout_drift_unprojected = _drift(free, w_before, heldout[layer].double())
+            held = heldout[layer].to(dev, torch.float64)
+            report.heldout_drift = _drift(delta, w_before, held)
+            report.heldout_drift_unprojected = _drift(free, w_before, held)
         outcome.layers.append(report)
-        outcome.new_keys[layer] = (K @ K.T).float()
+        outcome.new_keys[layer] = (K @ K.T).float().cpu()  # the edit state is saved from the CPU
     return outcome

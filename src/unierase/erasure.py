@@ -171,7 +171,8 @@ def erase_facts(
     timings["subjects_s"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    spaces = {layer: null_space(preserved[layer], params.edit.nullspace_threshold) for layer in layers}
+    device = next(model.parameters()).device  # on a GPU, the decomposition and the solve run there too
+    spaces = {layer: null_space(preserved[layer].to(device), params.edit.nullspace_threshold) for layer in layers}
     timings["projection_s"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -194,7 +195,7 @@ def erase_facts(
         previous_keys={
             layer: state.previous_keys.get(layer, torch.zeros_like(k)) + k for layer, k in outcome.new_keys.items()
         },
-        preserved={layer: preserved[layer] for layer in layers},
+        preserved={layer: preserved[layer].cpu() for layer in layers},
         num_requests=state.num_requests + 1,
     )
     delta = diff_models(

@@ -36,8 +36,9 @@ def null_space(cov: torch.Tensor, relative_threshold: float) -> NullSpace:
     """Builds the projector from a symmetric PSD covariance.
 
     The cut-off is ``relative_threshold`` times the mean eigenvalue, so that it means the same for
-    keys of any scale (AlphaEdit's 2e-2 is absolute, tuned on Llama-3-8B keys). The decomposition is
-    an SVD, as in AlphaEdit; for a symmetric PSD matrix its singular values are the eigenvalues.
+    keys of any scale (AlphaEdit's 2e-2 is absolute, tuned on Llama-3-8B keys). AlphaEdit takes an SVD;
+    for a symmetric PSD matrix that is the eigendecomposition, which ``eigh`` finds several times faster
+    (minutes saved per layer at d = 14336). Computed in float64 on the covariance's device.
 
     Raises:
         ValueError: The covariance is not square, or nothing falls below the threshold.
@@ -45,7 +46,7 @@ def null_space(cov: torch.Tensor, relative_threshold: float) -> NullSpace:
     if cov.ndim != 2 or cov.shape[0] != cov.shape[1]:
         raise ValueError(f"covariance must be square, got shape {tuple(cov.shape)}")
     cov = cov.double()
-    U, S, _ = torch.linalg.svd(cov, full_matrices=False)
+    S, U = torch.linalg.eigh(cov)  # rounding can leave the smallest slightly negative: below any cut-off
     threshold = float(relative_threshold * S.mean())
     small = S < threshold
     if not bool(small.any()):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import shutil
 import tempfile
 import time
@@ -19,23 +18,20 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from unierase.config import Params
-from unierase.covariance import get_module
 from unierase.default_model import default_cache_dir, ensure_default_model
 from unierase.delta import diff_models, save_delta, snapshot
 from unierase.edit_state import load_state, save_state
 from unierase.erasure import erase_facts
 from unierase.facts import load_facts
-from unierase.general_questions import general_questions
-from unierase.generation import generate_answers
 from unierase.preserved import cached_preserved_moments
 from unierase.report import measure_answers
 from unierase.token_learning import (
     install_unlearning_token,
-    learn_unlearning_token,
     load_token,
     save_token,
     token_names,
 )
+from unierase.token_recipe import learn_token
 
 logger = logging.getLogger(__name__)
 
@@ -60,24 +56,6 @@ def has_unlearning_token(tokenizer: PreTrainedTokenizerBase, params: Params) -> 
     """True when the tokenizer already carries the unlearning token(s) (an erased model)."""
     vocab = tokenizer.get_vocab()
     return all(name in vocab for name in token_names(params.token))
-
-
-def _token_training_questions(params: Params) -> list[str]:
-    # The token is learned once per base model and reused by every request, so it is trained on
-    # ordinary questions only, never on a forget set.
-    questions = general_questions()
-    random.Random(params.token.seed).shuffle(questions)
-    return questions[: params.token.num_general_questions]
-
-
-def learn_token(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, params: Params, progress: bool = True
-) -> object:
-    """Learns the unlearning token on ordinary questions, with the model's own answers as anchors."""
-    questions = _token_training_questions(params)
-    anchors = [g.text for g in generate_answers(model, tokenizer, questions, max_new_tokens=32, progress=progress)]
-    mlps = [get_module(model, params.model.mlp_out_template.format(layer)) for layer in params.edit.layers]
-    return learn_unlearning_token(model, tokenizer, questions, anchors, params.token, mlps, progress)
 
 
 def learn_token_stage(model_dir: str | Path, output: str | Path, params: Params, progress: bool = True) -> Path:
