@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import time
 from pathlib import Path
 
@@ -22,10 +23,22 @@ from unierase.general_questions import general_questions
 logger = logging.getLogger(__name__)
 
 
-def model_digest(model: PreTrainedModel) -> str:
-    """SHA-256 over every parameter's name, shape and bytes."""
+def model_digest(model: PreTrainedModel, layer_template: str | None = None, up_to_layer: int | None = None) -> str:
+    """SHA-256 over the parameters' names, shapes and bytes: all of them, or, given ``layer_template``
+    and ``up_to_layer``, those the inputs of layers ``<= up_to_layer`` depend on (the layers above and the
+    output head are left out: at 8B that is two thirds of the 30 GB hashed for every cache lookup)."""
+    skip: set[str] = set()
+    if layer_template is not None and up_to_layer is not None:
+        layer = re.compile(re.escape(layer_template).replace(r"\{\}", r"(\d+)") + r"\.")
+        above = {n for n, _ in model.named_parameters() if (m := layer.match(n)) and int(m.group(1)) > up_to_layer}
+        head = model.get_output_embeddings()
+        embeddings = {id(p) for p in model.get_input_embeddings().parameters()}
+        tied_free = [] if head is None else [p for p in head.parameters() if id(p) not in embeddings]
+        skip = above | {n for n, p in model.named_parameters() if any(p is q for q in tied_free)}
     digest = hashlib.sha256()
     for name, p in sorted(model.named_parameters()):
+        if name in skip:
+            continue
         digest.update(f"{name}:{tuple(p.shape)}:{p.dtype}".encode())
         digest.update(p.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
@@ -58,7 +71,7 @@ def cached_preserved_moments(
     questions = general_questions()
     layers = sorted(params.edit.layers)
     spec = {
-        "model": model_digest(model),
+        "model": model_digest(model, params.model.layer_template, max(layers)),
         "layers": layers,
         "template": params.model.mlp_out_template,
         "corpus": texts_digest(texts),

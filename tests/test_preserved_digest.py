@@ -1,0 +1,48 @@
+"""The covariance cache key hashes only what the edited layers' keys depend on."""
+
+from __future__ import annotations
+
+import torch
+from transformers import AutoModelForCausalLM
+
+from unierase.preserved import model_digest
+
+TEMPLATE = "model.layers.{}"
+
+
+def test_digest_ignores_layers_above_the_edited_ones_and_nothing_below(tiny_llama_dir) -> None:
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)  # 4 layers, tied embeddings
+    partial, full = model_digest(model, TEMPLATE, 2), model_digest(model)
+    assert model_digest(model, TEMPLATE, 2) == partial  # deterministic
+
+    with torch.no_grad():
+        model.model.layers[3].mlp.down_proj.weight.add_(1.0)  # above layer 2: the keys cannot see it
+    assert model_digest(model, TEMPLATE, 2) == partial
+    assert model_digest(model) != full
+    assert model_digest(model, TEMPLATE, 3) != partial
+
+    for param in (model.model.layers[2].mlp.up_proj.weight, model.model.embed_tokens.weight):
+        with torch.no_grad():
+            param.add_(1.0)  # feeds the keys of layer 2 (the tied head is the embedding: still hashed)
+        changed = model_digest(model, TEMPLATE, 2)
+        assert changed != partial
+        partial = changed
+
+
+def test_digest_leaves_out_an_untied_output_head() -> None:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=100,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        tie_word_embeddings=False,
+    )
+    model = LlamaForCausalLM(config)
+    partial, full = model_digest(model, TEMPLATE, 2), model_digest(model)
+    with torch.no_grad():
+        model.lm_head.weight.add_(1.0)  # only reads the last layer's output
+    assert model_digest(model, TEMPLATE, 2) == partial and model_digest(model) != full
