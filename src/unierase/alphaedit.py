@@ -383,7 +383,7 @@ def apply_alphaedit(
     for i, layer in enumerate(tqdm(layers, desc="edit:layers", disable=not progress, leave=False)):
         module = get_module(model, model_config.mlp_out_template.format(layer))
         # The solve runs in float64 where the projector lives (the model's device, see erase_facts):
-        # at d_in = 14336 (Llama-3-8B) each layer's products and solves are minutes on a CPU.
+        # at d_in = 14336 (Llama-3-8B) these d_in x d_in products and solves are the edit's largest.
         P = null_spaces[layer].projector.double()
         dev = P.device
         # Keys are recomputed after each layer's update: earlier edits move later layers' inputs.

@@ -37,8 +37,8 @@ def null_space(cov: torch.Tensor, relative_threshold: float) -> NullSpace:
 
     The cut-off is ``relative_threshold`` times the mean eigenvalue, so that it means the same for
     keys of any scale (AlphaEdit's 2e-2 is absolute, tuned on Llama-3-8B keys). AlphaEdit takes an SVD;
-    for a symmetric PSD matrix that is the eigendecomposition, which ``eigh`` finds several times faster
-    (minutes saved per layer at d = 14336). Computed in float64 on the covariance's device.
+    for a symmetric PSD matrix that is the eigendecomposition, which ``eigh`` finds faster (2.7x at
+    d = 1536 on a CPU). Computed in float64 on the covariance's device.
 
     Raises:
         ValueError: The covariance is not square, or nothing falls below the threshold.
