@@ -30,18 +30,9 @@ def test_digest_ignores_layers_above_the_edited_ones_and_nothing_below(tiny_llam
 
 
 def test_digest_leaves_out_an_untied_output_head() -> None:
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from bench.gpu_scale import build_model
 
-    config = LlamaConfig(
-        vocab_size=100,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=4,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        tie_word_embeddings=False,
-    )
-    model = LlamaForCausalLM(config)
+    model = build_model("tiny", vocab_size=100, device=torch.device("cpu"), seed=0)  # untied head
     partial, full = model_digest(model, TEMPLATE, 2), model_digest(model)
     with torch.no_grad():
         model.lm_head.weight.add_(1.0)  # only reads the last layer's output

@@ -32,9 +32,9 @@ def model_digest(model: PreTrainedModel, layer_template: str | None = None, up_t
         layer = re.compile(re.escape(layer_template).replace(r"\{\}", r"(\d+)") + r"\.")
         above = {n for n, _ in model.named_parameters() if (m := layer.match(n)) and int(m.group(1)) > up_to_layer}
         head = model.get_output_embeddings()
-        embeddings = {id(p) for p in model.get_input_embeddings().parameters()}
-        tied_free = [] if head is None else [p for p in head.parameters() if id(p) not in embeddings]
-        skip = above | {n for n, p in model.named_parameters() if any(p is q for q in tied_free)}
+        untied = {id(p) for p in head.parameters()} if head is not None else set()
+        untied -= {id(p) for p in model.get_input_embeddings().parameters()}  # a tied head is the embedding
+        skip = above | {n for n, p in model.named_parameters() if id(p) in untied}
     digest = hashlib.sha256()
     for name, p in sorted(model.named_parameters()):
         if name in skip:
