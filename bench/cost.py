@@ -127,7 +127,7 @@ def run(args) -> dict:
                     log.phase("edit", method, n, m, breakdown_s=result.timings)
                 else:
                     with measure() as m:
-                        apply_baseline(method, model, tok, forget, retain, params)
+                        apply_baseline(method, model, tok, forget, retain, params, progress)
                     log.phase("unlearn", method, n, m)
                 full_bytes = full_bytes or _saved_bytes(model, tok, work / "full-copy")
                 log.storage.append(_storage(method, n, before, model, work, full_bytes))

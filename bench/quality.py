@@ -179,7 +179,7 @@ def _baseline(args, params, method, target, workload, forget):
     with measure() as wall:  # one measurement: a nested one would reset this one's memory peak
         model, tok = load_model(target, args.device)
         started = time.perf_counter()
-        apply_baseline(method, model, tok, forget, workload.splits["retain"], params)
+        apply_baseline(method, model, tok, forget, workload.splits["retain"], params, not args.no_progress)
         fit_seconds = time.perf_counter() - started
     model.eval()
     reference, _ = load_model(target, args.device)

@@ -137,7 +137,7 @@ def run(args) -> list[dict]:
             model, tok = load_model(target, args.device)
             for i, request in enumerate(requests):
                 with measure() as m:
-                    apply_baseline(method, model, tok, request, workload.splits["retain"], params)
+                    apply_baseline(method, model, tok, request, workload.splits["retain"], params, progress)
                 model.eval()
                 record(
                     method,

@@ -136,7 +136,7 @@ def results(bench, target_dir, retain_ratios, embedder, out_dir, smollm2_dir) ->
     evaluate("target", *load_model(target_dir, "cpu"))
     for name, fn in BASELINES.items():
         model, tokenizer = load_model(target_dir, "cpu")
-        fn(model, tokenizer, forget, retain, PARAMS.baselines)
+        fn(model, tokenizer, forget, retain, PARAMS.baselines, progress=False)
         evaluate(name, model, tokenizer)
     erase_report = _erase_with_unierase(bench, target_dir, out_dir)
     summaries["unierase_erase_report"] = {k: erase_report[k] for k in ("before", "after", "params_changed_share")}

@@ -1,10 +1,10 @@
 """Fine-tuning unlearning baselines behind one registry, run on the same data, prompts and evaluation
-as UniErase. Each is ``fn(model, tokenizer, forget, retain, config: BaselineConfig) -> None`` and
-changes the model in place; ``unierase erase --method NAME`` looks ``NAME`` up here."""
+as UniErase. Each is ``fn(model, tokenizer, forget, retain, config: BaselineConfig, progress=True) -> None``
+and changes the model in place; ``unierase erase --method NAME`` looks ``NAME`` up here."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Protocol
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -15,7 +15,20 @@ from unierase.baselines.npo import npo
 from unierase.config import BaselineConfig
 from unierase.facts import Fact
 
-BaselineFn = Callable[[PreTrainedModel, PreTrainedTokenizerBase, list[Fact], list[Fact], BaselineConfig], None]
+
+class BaselineFn(Protocol):
+    """A baseline: unlearns ``forget`` (keeping ``retain`` where it uses one) in place; ``progress`` shows a bar."""
+
+    def __call__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        forget: list[Fact],
+        retain: list[Fact],
+        config: BaselineConfig,
+        progress: bool = True,
+    ) -> None: ...
+
 
 BASELINES: dict[str, BaselineFn] = {
     "grad_ascent": grad_ascent,

@@ -16,10 +16,11 @@ def grad_ascent(
     forget: list[Fact],
     retain: list[Fact],
     config: BaselineConfig,
+    progress: bool = True,
 ) -> None:
     """Gradient ascent on the forget set (the retain set is not used); the model changes in place."""
 
     def loss(model, forget_batch, retain_batch, idx):
         return -config.forget_weight * mean_token_nll(model, forget_batch)
 
-    run_unlearning(model, tokenizer, forget, [], config, loss, name="GradAscent")
+    run_unlearning(model, tokenizer, forget, [], config, loss, name="GradAscent", progress=progress)

@@ -17,6 +17,7 @@ def grad_diff(
     forget: list[Fact],
     retain: list[Fact],
     config: BaselineConfig,
+    progress: bool = True,
 ) -> None:
     """Gradient difference; the model changes in place.
 
@@ -29,4 +30,4 @@ def grad_diff(
         value = -config.forget_weight * mean_token_nll(model, forget_batch)
         return value + retain_term(model, retain_batch, config)
 
-    run_unlearning(model, tokenizer, forget, retain, config, loss, name="GradDiff")
+    run_unlearning(model, tokenizer, forget, retain, config, loss, name="GradDiff", progress=progress)

@@ -19,6 +19,7 @@ def idk_sft(
     forget: list[Fact],
     retain: list[Fact],
     config: BaselineConfig,
+    progress: bool = True,
 ) -> None:
     """Supervised fine-tuning to refusals on the forget questions; the model changes in place.
 
@@ -32,4 +33,6 @@ def idk_sft(
         return value + retain_term(model, retain_batch, config)
 
     refusals = [pick_refusal(f.question) for f in forget]
-    run_unlearning(model, tokenizer, forget, retain, config, loss, forget_answers=refusals, name="IdkSFT")
+    run_unlearning(
+        model, tokenizer, forget, retain, config, loss, forget_answers=refusals, name="IdkSFT", progress=progress
+    )

@@ -38,6 +38,7 @@ def npo(
     forget: list[Fact],
     retain: list[Fact],
     config: BaselineConfig,
+    progress: bool = True,
 ) -> None:
     """Negative preference optimisation with a retain term; the model changes in place.
 
@@ -54,4 +55,4 @@ def npo(
         value = config.forget_weight * (-2.0 / beta) * F.logsigmoid(beta * log_ratio).mean()
         return value + retain_term(model, retain_batch, config)
 
-    run_unlearning(model, tokenizer, forget, retain, config, loss, name="NPO")
+    run_unlearning(model, tokenizer, forget, retain, config, loss, name="NPO", progress=progress)

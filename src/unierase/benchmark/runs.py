@@ -148,13 +148,14 @@ def apply_baseline(
     forget: list[Fact],
     retain: list[Fact],
     params: Params,
+    progress: bool = True,
 ) -> None:
-    """Runs the registered baseline ``name`` on the model in place."""
+    """Runs the registered baseline ``name`` on the model in place (``progress``: its step bar)."""
     from unierase.baselines import BASELINES
 
     if name not in BASELINES:
         raise ValueError(f"unknown baseline {name!r}; choose from {sorted(BASELINES)}")
-    BASELINES[name](model, tokenizer, forget, retain, params.baselines)
+    BASELINES[name](model, tokenizer, forget, retain, params.baselines, progress=progress)
 
 
 def changed_parameters(before: Mapping[str, torch.Tensor], model: PreTrainedModel) -> dict[str, float]:
