@@ -51,15 +51,13 @@ def add_workload_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--retain-eval-items", type=int, default=12, help="retain questions in the evaluation")
 
 
-def add_resume_flags(p: argparse.ArgumentParser) -> None:
+def add_resume_flags(
+    p: argparse.ArgumentParser,
+    redo_help: str = "comma-separated methods whose rows are measured again (implies --resume)",
+) -> None:
     """Resuming a part from its JSON rows, optionally measuring some methods again."""
     p.add_argument("--resume", action="store_true", help="keep the rows already written and skip them")
-    p.add_argument(
-        "--redo",
-        type=names,
-        default=[],
-        help="comma-separated methods whose rows are measured again (implies --resume)",
-    )
+    p.add_argument("--redo", type=names, default=[], help=redo_help)
 
 
 def names(text: str) -> list[str]:

@@ -12,26 +12,31 @@ from unierase.benchmark.output import line_plots, markdown_table, write_markdown
 ONCE = ("token_learning", "covariance_cold", "covariance_cached")  # phases independent of the forget set
 
 
-def _find(phases: Sequence[Mapping], phase: str, method: str, size: int | None) -> Mapping | None:
-    return next((r for r in phases if (r["phase"], r["method"], r["forget_size"]) == (phase, method, size)), None)
+def _find(phases: Sequence[Mapping], phase: str, method: str, size: int | None, run: Any = None) -> Mapping | None:
+    """The row of (phase, method, size), the one of ``run`` when there is one."""
+    rows = [r for r in phases if (r["phase"], r["method"], r["forget_size"]) == (phase, method, size)]
+    return next((r for r in rows if r.get("run") == run), rows[0] if rows else None)
 
 
 def ratios(phases: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Each baseline against UniErase on the same forget set in the same run: time and peak memory of
-    its unlearning over UniErase's edit, and its time over UniErase's first request (token learning,
-    cold statistics and edit)."""
-    once = sum(r["seconds"] for r in phases if r["phase"] in ("token_learning", "covariance_cold"))
+    """Each baseline against UniErase on the same forget set, in the same run where the file has both
+    (``same_run`` says): time and peak memory of its unlearning over UniErase's edit, and its time over
+    UniErase's first request (token learning, cold statistics and edit)."""
     out = []
     for row in phases:
         if row["phase"] != "unlearn":
             continue
-        edit = _find(phases, "edit", "unierase", row["forget_size"])
+        edit = _find(phases, "edit", "unierase", row["forget_size"], row.get("run"))
         if edit is None:
             continue
+        once = sum(
+            r["seconds"] for p in ("token_learning", "covariance_cold") if (r := _find(phases, p, "unierase", None))
+        )
         out.append(
             {
                 "method": row["method"],
                 "forget_size": row["forget_size"],
+                "same_run": row.get("run") == edit.get("run"),
                 "seconds": row["seconds"],
                 "unierase_edit_seconds": edit["seconds"],
                 "time_ratio": row["seconds"] / edit["seconds"] if edit["seconds"] else None,
@@ -83,6 +88,7 @@ PHASE_COLUMNS = [
     ("peak_rss_mb", "peak RSS MiB"),
     ("peak_rss_increase_mb", "peak increase MiB"),
     ("cache_hit", "cache hit"),
+    ("run", "run"),
 ]
 RATIO_COLUMNS = [
     ("method", "baseline"),
@@ -90,6 +96,7 @@ RATIO_COLUMNS = [
     ("time_ratio", "time / UniErase edit"),
     ("time_ratio_first_request", "time / UniErase first request"),
     ("peak_rss_ratio", "peak RSS / UniErase edit"),
+    ("same_run", "same run"),
 ]
 STORAGE_COLUMNS = [
     ("method", "method"),
@@ -99,6 +106,7 @@ STORAGE_COLUMNS = [
     ("delta_to_full", "delta / full"),
     ("params_changed_share", "params changed"),
     ("changed_tensors", "tensors changed"),
+    ("run", "run"),
 ]
 GROWTH_COLUMNS = [
     ("phase", "phase"),
@@ -139,12 +147,20 @@ def _not_measured(data: Mapping[str, Any]) -> str:
     return markdown_table(rows, [("method", "method"), ("forget_size", "items"), ("why", "why")])
 
 
+RUN_COLUMNS = [("run", "run"), ("date", "date"), ("git_commit", "commit"), ("command", "command")]
+
+
+def _runs(data: Mapping[str, Any]) -> str:
+    runs = data.get("runs") or [{"run": 1, **data["machine"]}]
+    return markdown_table(runs, RUN_COLUMNS) + "\n\nThe machine below is the latest run's."
+
+
 def cost_tables(data: Mapping[str, Any]) -> str:
     """Every table of the cost part, as markdown."""
     return "\n\n".join(
         [
             "Phases\n\n" + markdown_table(data["phases"], PHASE_COLUMNS),
-            "Baselines against UniErase (same run)\n\n" + markdown_table(data["ratios"], RATIO_COLUMNS),
+            "Baselines against UniErase (same run where both are)\n\n" + markdown_table(data["ratios"], RATIO_COLUMNS),
             "Growth with the forget-set size\n\n" + markdown_table(data["growth"], GROWTH_COLUMNS),
             "Storage per version\n\n" + markdown_table(data["storage"], STORAGE_COLUMNS),
             "Pipeline overhead\n\n" + _pipeline_rows(data.get("pipeline")),
@@ -157,11 +173,12 @@ def write_cost_outputs(data: Mapping[str, Any], out: Path, plot: bool = True) ->
     """``cost.md`` and, with ``plot``, ``cost.png`` from the measurements so far."""
     sections = [
         ("Phases (time and peak resident memory)", markdown_table(data["phases"], PHASE_COLUMNS)),
-        ("Baselines against UniErase, same run", markdown_table(data["ratios"], RATIO_COLUMNS)),
+        ("Baselines against UniErase (same run where both are)", markdown_table(data["ratios"], RATIO_COLUMNS)),
         ("Growth with the forget-set size", markdown_table(data["growth"], GROWTH_COLUMNS)),
         ("Storage per version", markdown_table(data["storage"], STORAGE_COLUMNS)),
         ("Pipeline overhead (Prefect flow against erase_stage alone, same request)", _pipeline_rows(data["pipeline"])),
-        ("Not measured in this run", _not_measured(data)),
+        ("Not measured", _not_measured(data)),
+        ("Runs (the `run` column of each row)", _runs(data)),
         (
             "Notes",
             "Token learning and the preserved-key statistics do not depend on the forget set and are measured "

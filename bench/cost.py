@@ -5,11 +5,15 @@ storage of a version (delta against a full model copy, share of parameters chang
     python -m bench.cost                                # SmolLM2; 1, 10, 40 and 200 items
     python -m bench.cost --sizes 1,10 --methods unierase,grad_diff --no-pipeline
     python -m bench.cost --model DIR --sizes 1,2 --out /tmp/c
+    python -m bench.cost --resume                       # go on with a run cut short
+    python -m bench.cost --redo unierase@200,npo        # measure these again, keep the other rows
 
 Cost does not depend on whether the model knows the facts, so the base model is used as it is (no
 fine-tuning). Token learning and the statistics do not depend on the forget set: they are measured once.
-Every phase runs in this one process; ``peak_rss_mb`` is its peak resident memory during the phase
-(``start_rss_mb``: what it already held). Writes ``cost.json``, ``cost.md`` and ``cost.png`` under ``--out``.
+Every phase of a run runs in its one process; ``peak_rss_mb`` is its peak resident memory during the
+phase (``start_rss_mb``: what it already held). Each row names its run (``runs`` in ``cost.json``: the
+machine and command of each); a ratio says whether both its rows come from the same run. Writes
+``cost.json``, ``cost.md`` and ``cost.png`` under ``--out``.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from pathlib import Path
 
 from bench._cli import (
     ROOT,
+    add_resume_flags,
     add_workload_flags,
     base_model,
     common_parser,
@@ -29,10 +34,10 @@ from bench._cli import (
     resolve_params,
     setup_logging,
 )
-from bench._cost_report import cost_tables, growth, ratios, write_cost_outputs
+from bench._cost_log import CostLog, parse_redo
+from bench._cost_report import ONCE, cost_tables
 from unierase.benchmark.measure import machine_info, measure
-from unierase.benchmark.output import write_json
-from unierase.benchmark.runs import Evaluator, apply_baseline, ensure_token
+from unierase.benchmark.runs import Evaluator, apply_baseline, ensure_token, weights_digest
 from unierase.benchmark.workload import build_author_workload, general_splits
 from unierase.delta import diff_models, save_delta, snapshot
 from unierase.erasure import erase_facts
@@ -56,43 +61,37 @@ def parse_args(argv: list[str] | None = None):
     p.add_argument("--no-pipeline", action="store_true", help="leave out the Prefect-flow overhead")
     p.add_argument("--pipeline-size", type=int, default=None, help="items of the overhead request (default: smallest)")
     p.add_argument("--no-harness", action="store_true", help="a Prefect server is already active (tests)")
+    add_resume_flags(
+        p, redo_help="comma-separated METHOD or METHOD@ITEMS whose rows are measured again (implies --resume)"
+    )
     return p.parse_args(argv)
 
 
-class _CostLog:
-    """``cost.json``: every measurement so far, rewritten after each one."""
-
-    def __init__(self, out: Path, machine: dict) -> None:
-        self.path, self.machine = out / "cost.json", machine
-        self.phases: list[dict] = []
-        self.storage: list[dict] = []
-        self.pipeline: dict | None = None
-        self.not_measured: list[dict] = []
-
-    def save(self, plot: bool = False) -> None:
-        data = {
-            "machine": self.machine,
-            "phases": self.phases,
-            "storage": self.storage,
-            "ratios": ratios(self.phases),
-            "growth": growth(self.phases),
-            "pipeline": self.pipeline,
-            "not_measured": self.not_measured,
-        }
-        write_json(data, self.path)
-        write_cost_outputs(data, self.path.parent, plot)
-
-    def phase(self, phase: str, method: str, size: int | None, m, **extra) -> None:
-        self.phases.append({"phase": phase, "method": method, "forget_size": size, **m.as_dict(), **extra})
-        self.save()
+def _workload(args, params, base: Path) -> dict:
+    """What makes two runs' rows comparable: the generated authors, the parameters, the model's weights."""
+    return {
+        "max_size": max(args.sizes),
+        "questions_per_author": args.questions_per_author,
+        "retain_authors": args.retain_authors,
+        "holdout_authors": args.holdout_authors,
+        "retain_eval_items": args.retain_eval_items,
+        "general_items": args.general_items,
+        "seed": args.seed,
+        "model_weights": weights_digest(base),
+        "params": params.model_dump(mode="json"),
+    }
 
 
 def run(args) -> dict:
-    """Measures every phase on every size; returns what ``cost.json`` holds."""
+    """Measures every phase on every size (with ``--resume``, those not in ``cost.json`` yet); returns
+    what ``cost.json`` holds."""
     params, methods, progress = resolve_params(args), resolve_methods(args), not args.no_progress
     base, out = base_model(args), Path(args.out)
     work = Path(args.work) / "cost"
-    shutil.rmtree(work, ignore_errors=True)  # cold means cold: no token or statistics from an earlier run
+    redo = parse_redo(args.redo)
+    if not (args.resume or redo):
+        shutil.rmtree(work, ignore_errors=True)  # cold means cold: no token or statistics from an earlier run
+    log = CostLog(out, machine_info(ROOT), _workload(args, params, base), args.resume, redo)
     qpa, sizes = args.questions_per_author, sorted(set(args.sizes))
     forget_authors = math.ceil(max(sizes) / qpa)
     workload = build_author_workload(
@@ -100,43 +99,46 @@ def run(args) -> dict:
     )
     block, retain = workload.splits["forget"], workload.splits["retain"]
     general = general_splits(args.tofu, args.general_items)
-    log = _CostLog(out, machine_info(ROOT))
     evaluator = Evaluator(params, args.device, progress)
     baseline_sizes = set(sizes if args.baseline_sizes is None else args.baseline_sizes)
+    log.plan = [
+        (m, n, "not in --baseline-sizes" if m != "unierase" and n not in baseline_sizes else None)
+        for n in sizes
+        for m in methods
+    ]
 
     try:
         if "unierase" in methods:
             token_path, preserved, heldout = _token_and_statistics(args, params, base, work, log, progress)
-        full_bytes = None
-        for n in sizes:
+        full_bytes = next((r["full_model_bytes"] for r in log.storage if r.get("full_model_bytes")), None)
+        for method, n, skipped in log.plan:
+            if skipped or log.done(method, n):
+                continue
+            log.drop(method, n)  # a (method, size) cut short in an earlier run is measured again whole
             forget = block[:n]
-            splits = {"forget": forget, "retain": retain[: args.retain_eval_items], **general}
-            splits["holdout"] = workload.splits["holdout"]
-            for method in methods:
-                if method != "unierase" and n not in baseline_sizes:
-                    log.not_measured.append({"method": method, "forget_size": n, "why": "not in --baseline-sizes"})
-                    continue
-                model, tok = load_model(base, args.device)
-                before = snapshot(model)  # as erase_stage: the version's delta includes the token's new row
-                if method == "unierase":
-                    install_unlearning_token(model, tok, load_token(token_path))
-                    with measure() as m:
-                        result = erase_facts(
-                            model, tok, forget, params, preserved, retain, heldout=heldout, progress=progress
-                        )
-                    log.phase("edit", method, n, m, breakdown_s=result.timings)
-                else:
-                    with measure() as m:
-                        apply_baseline(method, model, tok, forget, retain, params, progress)
-                    log.phase("unlearn", method, n, m)
-                full_bytes = full_bytes or _saved_bytes(model, tok, work / "full-copy")
-                log.storage.append(_storage(method, n, before, model, work, full_bytes))
-                if method == "unierase":
-                    with measure() as m:
-                        evaluator.evaluate(model, tok, splits)
-                    log.phase("evaluation", method, n, m)
-                del model, before
-        if not args.no_pipeline and "unierase" in methods:
+            model, tok = load_model(base, args.device)
+            before = snapshot(model)  # as erase_stage: the version's delta includes the token's new row
+            if method == "unierase":
+                install_unlearning_token(model, tok, load_token(token_path))
+                with measure() as m:
+                    result = erase_facts(
+                        model, tok, forget, params, preserved, retain, heldout=heldout, progress=progress
+                    )
+                log.phase("edit", method, n, m, breakdown_s=result.timings)
+            else:
+                with measure() as m:
+                    apply_baseline(method, model, tok, forget, retain, params, progress)
+                log.phase("unlearn", method, n, m)
+            full_bytes = full_bytes or _saved_bytes(model, tok, work / "full-copy")
+            log.add_storage(_storage(method, n, before, model, work, full_bytes))
+            if method == "unierase":
+                splits = {"forget": forget, "retain": retain[: args.retain_eval_items], **general}
+                splits["holdout"] = workload.splits["holdout"]
+                with measure() as m:
+                    evaluator.evaluate(model, tok, splits)
+                log.phase("evaluation", method, n, m)
+            del model, before
+        if not args.no_pipeline and "unierase" in methods and log.pipeline is None:
             from bench.pipeline import measure_pipeline_overhead
 
             log.pipeline = measure_pipeline_overhead(
@@ -151,23 +153,34 @@ def run(args) -> dict:
             )
     finally:  # tables and the plot, also of a run cut short
         log.save(plot=True)
-    return {"phases": log.phases, "storage": log.storage, "pipeline": log.pipeline, "not_measured": log.not_measured}
+    return log.data()
 
 
-def _token_and_statistics(args, params, base: Path, work: Path, log: _CostLog, progress: bool):
+def _token_and_statistics(args, params, base: Path, work: Path, log: CostLog, progress: bool):
     """Token learning, then the preserved-key statistics cold and cached: once, independent of the forget set.
+
+    Measured cold unless ``cost.json`` already has them (``--resume``): then the token and statistics are
+    reused from ``--work`` (or made again, unmeasured, where that is empty).
 
     Returns:
         The token file and the statistics (preserved, held-out) the edits use.
     """
+    measured = log.once_measured()
+    if not measured:
+        for phase in ONCE:
+            log.phases = [r for r in log.phases if (r["phase"], r["method"]) != (phase, "unierase")]
+        shutil.rmtree(work / "tokens", ignore_errors=True)  # cold means cold: no token or statistics
+        shutil.rmtree(work / "cache", ignore_errors=True)  # from an earlier run
     token_path, token = ensure_token(base, work / "tokens", params, progress)
-    log.phases.append({"phase": "token_learning", "method": "unierase", "forget_size": None, **token})
+    if not measured:
+        log.phase("token_learning", "unierase", None, token)
     model, tok = load_model(base, args.device)
     install_unlearning_token(model, tok, load_token(token_path))
     for phase in ("covariance_cold", "covariance_cached"):
         with measure() as m:
             preserved, heldout, info = cached_preserved_moments(model, tok, params, work / "cache", progress)
-        log.phase(phase, "unierase", None, m, cache_hit=info["cache_hit"])
+        if not measured:
+            log.phase(phase, "unierase", None, m, cache_hit=info["cache_hit"])
     return token_path, preserved, heldout
 
 
@@ -204,8 +217,7 @@ def _storage(method: str, n: int, before: dict, model, work: Path, full_bytes: i
 
 def main(argv: list[str] | None = None) -> int:
     """Command line (see the module docstring)."""
-    data = run(parse_args(argv))
-    print(cost_tables({**data, "ratios": ratios(data["phases"]), "growth": growth(data["phases"])}))
+    print(cost_tables(run(parse_args(argv))))
     return 0
 
 

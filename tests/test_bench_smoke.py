@@ -136,6 +136,33 @@ def test_cost_rows(dirs, prefect_harness) -> None:
     assert [s["version"] for s in pipeline["version_storage"]] == ["1", "2"]
     assert all(s["model_bytes"] > 0 for s in pipeline["version_storage"])
     assert (dirs["out"] / "cost.png").stat().st_size > 0
+    assert {r["run"] for r in data["phases"] + data["storage"]} == {1} and len(data["runs"]) == 1
+
+    # --resume measures only what is missing (npo at 2 items), in a second run; the rest stays as it was.
+    resumed = args[:2] + args[4:] + ["--general-items", "0", "--no-harness", "--resume"]
+    assert cost.main(dirs["common"] + resumed) == 0
+    again = json.loads((dirs["out"] / "cost.json").read_text())
+    assert again["phases"][: len(data["phases"])] == data["phases"]
+    assert [(r["phase"], r["method"], r["forget_size"], r["run"]) for r in again["phases"][len(data["phases"]) :]] == [
+        ("unlearn", "npo", 2, 2)
+    ]
+    assert [r["run"] for r in again["runs"]] == [1, 2] and again["not_measured"] == []
+    assert again["pipeline"] == pipeline  # measured once
+    assert {(r["method"], r["forget_size"]): r["same_run"] for r in again["ratios"]} == {
+        ("npo", 1): True,
+        ("npo", 2): False,  # UniErase's edit at 2 items is run 1's, npo's run 2's
+    }
+
+    # --redo METHOD@ITEMS measures those rows again; a different workload is refused, by name.
+    assert cost.main(dirs["common"] + resumed[:-1] + ["--redo", "unierase@2"]) == 0
+    third = json.loads((dirs["out"] / "cost.json").read_text())
+    redone = [(r["phase"], r["forget_size"]) for r in third["phases"] if r["run"] == 3]
+    assert redone == [("edit", 2), ("evaluation", 2)] and len(third["phases"]) == len(again["phases"])
+    assert {(r["method"], r["forget_size"]): r["run"] for r in third["storage"]}[("unierase", 2)] == 3
+    with pytest.raises(SystemExit, match="seed"):
+        cost.main(dirs["common"] + resumed + ["--seed", "1"])
+    with pytest.raises(SystemExit, match="METHOD@ITEMS"):
+        cost.main(dirs["common"] + resumed[:-1] + ["--redo", "npo@two"])
 
 
 def test_gpu_scale_rows_on_the_tiny_shape(dirs, tiny_llama_dir: Path, tmp_path: Path) -> None:

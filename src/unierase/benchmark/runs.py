@@ -173,7 +173,8 @@ def unierase_seconds(report: Mapping[str, Any]) -> float:
     return float(sum(report["timings_s"].get(k, 0.0) for k in phases))
 
 
-def _weights_digest(model_dir: Path) -> str:
+def weights_digest(model_dir: Path) -> str:
+    """SHA-256 over a model directory's weight files and config: the same model gives the same digest."""
     import hashlib
 
     digest = hashlib.sha256()
@@ -197,7 +198,7 @@ def ensure_token(
     from unierase.stages import learn_token_stage
 
     model_dir = Path(model_dir)
-    key = f"{_weights_digest(model_dir)[:16]}-{config_hash(params.token)[:16]}"
+    key = f"{weights_digest(model_dir)[:16]}-{config_hash(params.token)[:16]}"
     path = Path(token_dir) / f"token-{key}.safetensors"
     record = path.with_suffix(".json")
     if path.is_file() and record.is_file():
