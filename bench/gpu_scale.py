@@ -93,20 +93,14 @@ def first_tokens(model: PreTrainedModel, tokenizer, questions: list[str], batch_
 
 
 @contextmanager
-def timed(device: torch.device) -> Iterator[dict[str, float]]:
-    """Wall time (GPU work finished), peak process RSS and, on CUDA, peak GPU memory allocated."""
-    cuda = device.type == "cuda"
-    if cuda:
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
+def timed() -> Iterator[dict[str, float]]:
+    """Wall time (GPU work finished), peak process RSS and, on CUDA, peak GPU memory allocated (GiB)."""
     fields: dict[str, float] = {}
     with measure() as m:
         yield fields
-        if cuda:
-            torch.cuda.synchronize(device)
     fields.update(seconds=m.seconds, peak_rss_mb=m.peak_rss_mb)
-    if cuda:
-        fields["peak_gpu_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+    if m.peak_gpu_mb is not None:
+        fields["peak_gpu_gib"] = m.peak_gpu_mb / 1024
 
 
 def rate(hits: list[bool]) -> float | None:
@@ -151,18 +145,18 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         print(markdown_table(rows[-1:], COLUMNS).splitlines()[-1], flush=True)
 
     progress = not args.no_progress
-    with timed(device) as f:
+    with timed() as f:
         model = build_model(args.shape, len(tokenizer), device, args.seed)
     total = sum(p.numel() for p in model.parameters())
     record("build", f, parameters=total, layers=model.config.num_hidden_layers, hidden=model.config.hidden_size)
 
-    with timed(device) as f:
+    with timed() as f:
         token = learn_token(model, tokenizer, params, progress)
     record("token_learning", f, first_epoch_loss=round(token.losses[0], 4), last_epoch_loss=round(token.losses[-1], 4))
 
     cache = Path(args.work) / "gpu_scale"
     for phase in ("covariance_cold", "covariance_cached"):
-        with timed(device) as f:
+        with timed() as f:
             preserved, heldout, info = cached_preserved_moments(model, tokenizer, params, cache, progress)
         record(
             phase, f, cache_hit=info["cache_hit"], tokens=info.get("prose_tokens", 0) + info.get("question_tokens", 0)
@@ -172,7 +166,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     target = tokenizer.convert_tokens_to_ids(token.names[0])
     forget_before = first_tokens(model, tokenizer, forget_q, args.check_batch_size)
     retain_before = first_tokens(model, tokenizer, retain_q, args.check_batch_size)
-    with timed(device) as f:
+    with timed() as f:
         result = erase_facts(model, tokenizer, forget, params, preserved, retain, heldout=heldout, progress=progress)
     outcome = result.outcome
     changed = result.delta.num_changed()
@@ -190,7 +184,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         heldout_drift=[round(layer.heldout_drift or 0.0, 4) for layer in outcome.layers],
     )
 
-    with timed(device) as f:
+    with timed() as f:
         forget_after = first_tokens(model, tokenizer, forget_q, args.check_batch_size)
         retain_after = first_tokens(model, tokenizer, retain_q, args.check_batch_size)
     record(

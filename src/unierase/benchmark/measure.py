@@ -5,6 +5,10 @@ not torch's. On Linux the kernel's high-water mark (``VmHWM``) is reset before e
 5 to ``/proc/self/clear_refs``, so the peak is the phase's own. Elsewhere a thread samples the RSS with
 psutil every 10 ms (a peak shorter than that can be missed); without psutil the figure is the
 process's lifetime peak (``ru_maxrss``), which an earlier, larger phase hides.
+
+Where the process has used CUDA, the phase's time includes its queued GPU work (the device is
+synchronised at both ends: kernels run asynchronously, so the wall clock alone would stop early) and
+``peak_gpu_mb`` is the most GPU memory torch allocated during it.
 """
 
 from __future__ import annotations
@@ -39,22 +43,38 @@ class Measurement:
         start_rss_mb: Resident set size when the phase began (MiB): what the process already held.
         rss_method: ``vmhwm`` (kernel high-water mark, reset per phase), ``sampled`` (psutil thread)
             or ``ru_maxrss`` (the process's lifetime peak).
+        peak_gpu_mb: Most GPU memory allocated by torch during the phase (MiB, the current device);
+            None where the process has not used CUDA.
     """
 
     seconds: float = 0.0
     peak_rss_mb: float = 0.0
     start_rss_mb: float = 0.0
     rss_method: str = ""
+    peak_gpu_mb: float | None = None
 
     def as_dict(self) -> dict[str, float | str]:
-        """The figures as row fields, with the phase's own growth (peak minus start)."""
-        return {
+        """The figures as row fields, with the phase's own growth (peak minus start); the GPU peak only
+        where there is one."""
+        fields: dict[str, float | str] = {
             "seconds": self.seconds,
             "peak_rss_mb": self.peak_rss_mb,
             "start_rss_mb": self.start_rss_mb,
             "peak_rss_increase_mb": max(0.0, self.peak_rss_mb - self.start_rss_mb),
             "rss_method": self.rss_method,
         }
+        if self.peak_gpu_mb is not None:
+            fields["peak_gpu_mb"] = self.peak_gpu_mb
+        return fields
+
+
+def _cuda():
+    """torch.cuda when this process has started CUDA, else None: measuring never imports torch or
+    creates a CUDA context of its own."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return None
+    return torch.cuda
 
 
 def _status_mb(field: str) -> float | None:
@@ -123,6 +143,10 @@ def measure() -> Iterator[Measurement]:
         >>> m.seconds, m.peak_rss_mb
     """
     gc.collect()  # garbage of an earlier phase is not this phase's memory
+    cuda = _cuda()
+    if cuda is not None:
+        cuda.synchronize()  # an earlier phase's queued kernels are not this phase's time
+        cuda.reset_peak_memory_stats()
     result = Measurement(start_rss_mb=current_rss_mb())
     sampler = None
     if _reset_high_water_mark():
@@ -137,6 +161,9 @@ def measure() -> Iterator[Measurement]:
     try:
         yield result
     finally:
+        if cuda is not None:
+            cuda.synchronize()
+            result.peak_gpu_mb = cuda.max_memory_allocated() / 2**20
         result.seconds = time.perf_counter() - started
         if sampler is not None:
             result.peak_rss_mb = sampler.stop()
