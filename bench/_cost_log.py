@@ -70,7 +70,7 @@ class CostLog:
         if (resume or redo) and self.path.is_file():
             self._load(json.loads(self.path.read_text(encoding="utf-8")), redo or [])
         self.run_id = len(self.runs) + 1
-        self.runs.append({"run": self.run_id, **machine})
+        self._machine = {"run": self.run_id, **machine}  # listed in ``runs`` once this run measures something
 
     def _load(self, data: dict, redo: list[tuple[str, int | None]]) -> None:
         recorded = data.get("workload")
@@ -87,7 +87,8 @@ class CostLog:
         first = self.runs[0]["run"]
         self.phases = [{"run": first, **r} for r in data["phases"] if not _dropped(r, redo)]
         self.storage = [{"run": first, **r} for r in data["storage"] if not _dropped(r, redo)]
-        self.pipeline = data.get("pipeline")
+        pipeline = data.get("pipeline")
+        self.pipeline = {"run": first, **pipeline} if pipeline else None
 
     def has(self, phase: str, method: str, size: int | None) -> bool:
         """Whether a row of this phase is already measured."""
@@ -111,6 +112,7 @@ class CostLog:
     def phase(self, phase: str, method: str, size: int | None, m, **extra) -> None:
         """Adds a measured phase (a `Measurement`) and rewrites the outputs."""
         fields = m if isinstance(m, dict) else m.as_dict()
+        self._this_run_measured()
         self.phases.append(
             {"phase": phase, "method": method, "forget_size": size, "run": self.run_id, **fields, **extra}
         )
@@ -118,8 +120,19 @@ class CostLog:
 
     def add_storage(self, row: dict) -> None:
         """Adds a version's storage figures."""
+        self._this_run_measured()
         self.storage.append({**row, "run": self.run_id})
         self.save()
+
+    def set_pipeline(self, figures: dict) -> None:
+        """Records the pipeline-overhead figures (`bench.pipeline.measure_pipeline_overhead`)."""
+        self._this_run_measured()
+        self.pipeline = {**figures, "run": self.run_id}
+        self.save()
+
+    def _this_run_measured(self) -> None:
+        if self.runs[-1:] != [self._machine]:
+            self.runs.append(self._machine)
 
     def not_measured(self) -> list[dict]:
         """Every planned (method, size) with no rows yet, and why."""
@@ -133,7 +146,7 @@ class CostLog:
     def data(self) -> dict[str, Any]:
         """What ``cost.json`` holds."""
         return {
-            "machine": self.runs[-1],
+            "machine": self.runs[-1] if self.runs else self._machine,
             "runs": self.runs,
             "workload": self.workload,
             "phases": _by_size(self.phases),

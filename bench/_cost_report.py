@@ -62,9 +62,11 @@ def growth(phases: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """How each size-dependent phase's time grows with the number of items (log-log slope), and its
     seconds per item at the largest size."""
     series: dict[tuple[str, str], list[tuple[int, float]]] = {}
+    runs: dict[tuple[str, str], set] = {}
     for r in phases:
         if r["forget_size"] is not None:
             series.setdefault((r["phase"], r["method"]), []).append((r["forget_size"], r["seconds"]))
+            runs.setdefault((r["phase"], r["method"]), set()).add(r.get("run"))
     out = []
     for (phase, method), pts in series.items():
         largest = max(pts)
@@ -75,6 +77,8 @@ def growth(phases: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 "sizes": [n for n, _ in sorted(pts)],
                 "loglog_slope": _slope(pts),
                 "seconds_per_item_at_largest": largest[1] / largest[0],
+                # Points of several runs mix machines (or one machine on two days): the slope is then rougher.
+                "runs": ",".join(str(x) for x in sorted(runs[phase, method], key=str)),
             }
         )
     return out
@@ -113,6 +117,7 @@ GROWTH_COLUMNS = [
     ("method", "method"),
     ("loglog_slope", "log-log slope (1 = linear)"),
     ("seconds_per_item_at_largest", "seconds per item (largest)"),
+    ("runs", "runs"),
 ]
 
 
@@ -129,6 +134,7 @@ def _pipeline_rows(pipeline: Mapping[str, Any] | None) -> str:
         "core_peak_rss_mb",
         "flow_peak_rss_mb",
         "status",
+        "run",
     )
     rows = [{"figure": k, "value": pipeline.get(k)} for k in keys]
     for record in pipeline.get("version_storage", []):
@@ -185,7 +191,9 @@ def write_cost_outputs(data: Mapping[str, Any], out: Path, plot: bool = True) ->
             "once; `time / UniErase first request` adds them to the edit. The edit is `erase_facts` (subjects, "
             "projection, value optimisation, solve); evaluation is the full protocol with the leak audits. A "
             "delta holds every changed tensor before and after (a baseline changes all of them); the full copy "
-            "is a saved model directory. Peak memory is the process's resident set during the phase.",
+            "is a saved model directory. Peak memory is the process's resident set during the phase. Each row names "
+            "the run that measured it (Runs): a file resumed across runs can mix machines, or one machine on two "
+            "days, so compare figures within one run; the ratios pair rows of the same run where there are both.",
         ),
     ]
     write_markdown(out / "cost.md", "Cost: time, memory and storage", sections, data["machine"])
@@ -206,7 +214,7 @@ def write_cost_outputs(data: Mapping[str, Any], out: Path, plot: bool = True) ->
             picked = [_find(phases, phase, method, n) for n in sizes]
             xs = sizes
         time_panel[label] = (xs, [r["seconds"] if r else None for r in picked])
-        memory_panel[label] = (xs, [r["peak_rss_increase_mb"] if r else None for r in picked])
+        memory_panel[label] = (xs, [r["peak_rss_mb"] if r else None for r in picked])
     storage_panel: dict[str, tuple] = {}
     for method in dict.fromkeys(r["method"] for r in data["storage"]):
         rows = [
@@ -216,5 +224,5 @@ def write_cost_outputs(data: Mapping[str, Any], out: Path, plot: bool = True) ->
     full = next((r["full_model_bytes"] for r in data["storage"] if r.get("full_model_bytes")), None)
     if full:
         storage_panel["full model copy"] = (sizes, [full] * len(sizes))
-    panels = {"seconds": time_panel, "peak RSS increase (MiB)": memory_panel, "bytes per version": storage_panel}
+    panels = {"seconds": time_panel, "peak RSS of the process (MiB)": memory_panel, "bytes per version": storage_panel}
     line_plots(out / "cost.png", panels, "forget-set size (items)", "Cost against forget-set size (log-log)", log=True)

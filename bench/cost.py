@@ -107,13 +107,16 @@ def run(args) -> dict:
         for m in methods
     ]
 
+    todo = [(m, n) for m, n, skipped in log.plan if not skipped and not log.done(m, n)]
+    pipeline = not args.no_pipeline and "unierase" in methods and log.pipeline is None
     try:
-        if "unierase" in methods:
+        # The token and statistics when anything needs them (a resumed run with nothing left to measure
+        # only writes the tables and plot again).
+        needs_token = pipeline or not log.once_measured() or any(m == "unierase" for m, _ in todo)
+        if "unierase" in methods and needs_token:
             token_path, preserved, heldout = _token_and_statistics(args, params, base, work, log, progress)
         full_bytes = next((r["full_model_bytes"] for r in log.storage if r.get("full_model_bytes")), None)
-        for method, n, skipped in log.plan:
-            if skipped or log.done(method, n):
-                continue
+        for method, n in todo:
             log.drop(method, n)  # a (method, size) cut short in an earlier run is measured again whole
             forget = block[:n]
             model, tok = load_model(base, args.device)
@@ -138,10 +141,10 @@ def run(args) -> dict:
                     evaluator.evaluate(model, tok, splits)
                 log.phase("evaluation", method, n, m)
             del model, before
-        if not args.no_pipeline and "unierase" in methods and log.pipeline is None:
+        if pipeline:
             from bench.pipeline import measure_pipeline_overhead
 
-            log.pipeline = measure_pipeline_overhead(
+            figures = measure_pipeline_overhead(
                 base,
                 block[: args.pipeline_size or sizes[0]],
                 retain,
@@ -151,6 +154,7 @@ def run(args) -> dict:
                 work / "pipeline",
                 start_harness=not args.no_harness,
             )
+            log.set_pipeline(figures)
     finally:  # tables and the plot, also of a run cut short
         log.save(plot=True)
     return log.data()

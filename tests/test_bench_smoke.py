@@ -159,6 +159,10 @@ def test_cost_rows(dirs, prefect_harness) -> None:
     redone = [(r["phase"], r["forget_size"]) for r in third["phases"] if r["run"] == 3]
     assert redone == [("edit", 2), ("evaluation", 2)] and len(third["phases"]) == len(again["phases"])
     assert {(r["method"], r["forget_size"]): r["run"] for r in third["storage"]}[("unierase", 2)] == 3
+    # Nothing left to measure: the outputs are written again, no run is added.
+    assert cost.main(dirs["common"] + resumed) == 0
+    fourth = json.loads((dirs["out"] / "cost.json").read_text())
+    assert fourth["phases"] == third["phases"] and [r["run"] for r in fourth["runs"]] == [1, 2, 3]
     with pytest.raises(SystemExit, match="seed"):
         cost.main(dirs["common"] + resumed + ["--seed", "1"])
     with pytest.raises(SystemExit, match="METHOD@ITEMS"):
