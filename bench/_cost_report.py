@@ -12,6 +12,20 @@ from unierase.benchmark.output import line_plots, markdown_table, write_markdown
 ONCE = ("token_learning", "covariance_cold", "covariance_cached")  # phases independent of the forget set
 
 
+def _unreleased_heap_note(phases: list[dict]) -> str:
+    """Which runs measured memory without first returning freed heap memory to the kernel (rows from
+    before ``measure`` did, or off glibc), and what that does to their figures."""
+    runs = sorted({str(r.get("run", "?")) for r in phases if not r.get("heap_released")})
+    if not runs:
+        return ""
+    return (
+        f" Run(s) {', '.join(runs)} measured memory without first returning freed heap memory to the kernel "
+        "(rows without `heap_released`): their peak RSS includes what earlier phases in the process freed but "
+        "the allocator kept resident, so it is an upper bound, and their peak increase can understate a phase "
+        "that reused that memory."
+    )
+
+
 def _find(phases: Sequence[Mapping], phase: str, method: str, size: int | None, run: Any = None) -> Mapping | None:
     """The row of (phase, method, size), the one of ``run`` when there is one."""
     rows = [r for r in phases if (r["phase"], r["method"], r["forget_size"]) == (phase, method, size)]
@@ -193,7 +207,8 @@ def write_cost_outputs(data: Mapping[str, Any], out: Path, plot: bool = True) ->
             "delta holds every changed tensor before and after (a baseline changes all of them); the full copy "
             "is a saved model directory. Peak memory is the process's resident set during the phase. Each row names "
             "the run that measured it (Runs): a file resumed across runs can mix machines, or one machine on two "
-            "days, so compare figures within one run; the ratios pair rows of the same run where there are both.",
+            "days, so compare figures within one run; the ratios pair rows of the same run where there are both."
+            + _unreleased_heap_note(data["phases"]),
         ),
     ]
     write_markdown(out / "cost.md", "Cost: time, memory and storage", sections, data["machine"])

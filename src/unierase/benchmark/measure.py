@@ -6,6 +6,10 @@ not torch's. On Linux the kernel's high-water mark (``VmHWM``) is reset before e
 psutil every 10 ms (a peak shorter than that can be missed); without psutil the figure is the
 process's lifetime peak (``ru_maxrss``), which an earlier, larger phase hides.
 
+Before each phase, memory that earlier phases freed but glibc's allocator kept resident (holes in its
+heap, which it only returns at the top) is handed back with ``malloc_trim``: otherwise a phase reusing
+those pages would not grow the RSS at all, and the phase's peak would include an earlier one's garbage.
+
 Where the process has used CUDA, the phase's time includes its queued GPU work (the device is
 synchronised at both ends: kernels run asynchronously, so the wall clock alone would stop early) and
 ``peak_gpu_mb`` is the most GPU memory torch allocated during it.
@@ -14,6 +18,8 @@ synchronised at both ends: kernels run asynchronously, so the wall clock alone w
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import datetime as dt
 import gc
 import importlib.util
@@ -45,6 +51,8 @@ class Measurement:
             or ``ru_maxrss`` (the process's lifetime peak).
         peak_gpu_mb: Most GPU memory allocated by torch during the phase (MiB, the current device);
             None where the process has not used CUDA.
+        heap_released: Whether freed heap memory was returned to the kernel before the phase (glibc);
+            where not, the peak can include an earlier phase's freed memory and the growth hide in it.
     """
 
     seconds: float = 0.0
@@ -52,16 +60,18 @@ class Measurement:
     start_rss_mb: float = 0.0
     rss_method: str = ""
     peak_gpu_mb: float | None = None
+    heap_released: bool = False
 
-    def as_dict(self) -> dict[str, float | str]:
+    def as_dict(self) -> dict[str, float | str | bool]:
         """The figures as row fields, with the phase's own growth (peak minus start); the GPU peak only
         where there is one."""
-        fields: dict[str, float | str] = {
+        fields: dict[str, float | str | bool] = {
             "seconds": self.seconds,
             "peak_rss_mb": self.peak_rss_mb,
             "start_rss_mb": self.start_rss_mb,
             "peak_rss_increase_mb": max(0.0, self.peak_rss_mb - self.start_rss_mb),
             "rss_method": self.rss_method,
+            "heap_released": self.heap_released,
         }
         if self.peak_gpu_mb is not None:
             fields["peak_gpu_mb"] = self.peak_gpu_mb
@@ -105,6 +115,20 @@ def current_rss_mb() -> float:
     return psutil.Process().memory_info().rss / 2**20
 
 
+def _release_free_heap() -> bool:
+    """Returns freed heap memory to the kernel (glibc ``malloc_trim``); False where there is no glibc."""
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        libc = None
+    trim = getattr(libc, "malloc_trim", None)  # glibc only: musl and macOS have none
+    if trim is None:
+        return False
+    trim(0)
+    return True
+
+
 def _reset_high_water_mark() -> bool:
     try:
         _CLEAR_REFS.write_text("5")
@@ -142,12 +166,13 @@ def measure() -> Iterator[Measurement]:
         ...     run_phase()
         >>> m.seconds, m.peak_rss_mb
     """
-    gc.collect()  # garbage of an earlier phase is not this phase's memory
+    gc.collect()  # garbage of an earlier phase is not this phase's memory,
+    released = _release_free_heap()  # nor is what it freed but the allocator kept resident
     cuda = _cuda()
     if cuda is not None:
         cuda.synchronize()  # an earlier phase's queued kernels are not this phase's time
         cuda.reset_peak_memory_stats()
-    result = Measurement(start_rss_mb=current_rss_mb())
+    result = Measurement(start_rss_mb=current_rss_mb(), heap_released=released)
     sampler = None
     if _reset_high_water_mark():
         result.rss_method = "vmhwm"
