@@ -12,20 +12,6 @@ from unierase.benchmark.output import line_plots, markdown_table, write_markdown
 ONCE = ("token_learning", "covariance_cold", "covariance_cached")  # phases independent of the forget set
 
 
-def _unreleased_heap_note(phases: list[dict]) -> str:
-    """Which runs measured memory without first returning freed heap memory to the kernel (rows from
-    before ``measure`` did, or off glibc), and what that does to their figures."""
-    runs = sorted({str(r.get("run", "?")) for r in phases if not r.get("heap_released")})
-    if not runs:
-        return ""
-    return (
-        f" Run(s) {', '.join(runs)} measured memory without first returning freed heap memory to the kernel "
-        "(rows without `heap_released`): their peak RSS includes what earlier phases in the process freed but "
-        "the allocator kept resident, so it is an upper bound, and their peak increase can understate a phase "
-        "that reused that memory."
-    )
-
-
 def _find(phases: Sequence[Mapping], phase: str, method: str, size: int | None, run: Any = None) -> Mapping | None:
     """The row of (phase, method, size), the one of ``run`` when there is one."""
     rows = [r for r in phases if (r["phase"], r["method"], r["forget_size"]) == (phase, method, size)]
@@ -168,6 +154,20 @@ def _not_measured(data: Mapping[str, Any]) -> str:
 
 
 RUN_COLUMNS = [("run", "run"), ("date", "date"), ("git_commit", "commit"), ("command", "command")]
+
+
+def _unreleased_heap_note(phases: list[dict]) -> str:
+    """Which runs measured memory without first returning freed heap memory to the kernel (rows from
+    before ``measure`` did, or off glibc), and what that does to their figures."""
+    runs = sorted({r.get("run") for r in phases if not r.get("heap_released")}, key=str)
+    if not runs:
+        return ""
+    return (
+        f" Run(s) {', '.join(map(str, runs))} measured memory without first returning freed heap memory to the kernel "
+        "(rows without `heap_released`): their peak RSS includes what earlier phases in the process freed but "
+        "the allocator kept resident, so it is an upper bound, and their peak increase can understate a phase "
+        "that reused that memory."
+    )
 
 
 def _runs(data: Mapping[str, Any]) -> str:

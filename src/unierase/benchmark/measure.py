@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import datetime as dt
+import functools
 import gc
 import importlib.util
 import os
@@ -115,14 +115,19 @@ def current_rss_mb() -> float:
     return psutil.Process().memory_info().rss / 2**20
 
 
-def _release_free_heap() -> bool:
-    """Returns freed heap memory to the kernel (glibc ``malloc_trim``); False where there is no glibc."""
-    name = ctypes.util.find_library("c")
+@functools.cache
+def _malloc_trim():
+    """glibc's ``malloc_trim`` from the symbols already loaded in the process (looked up once), or None:
+    musl and macOS have none."""
     try:
-        libc = ctypes.CDLL(name) if name else None
+        return getattr(ctypes.CDLL(None), "malloc_trim", None)
     except OSError:
-        libc = None
-    trim = getattr(libc, "malloc_trim", None)  # glibc only: musl and macOS have none
+        return None
+
+
+def _release_free_heap() -> bool:
+    """Returns freed heap memory to the kernel; False where there is no ``malloc_trim``."""
+    trim = _malloc_trim()
     if trim is None:
         return False
     trim(0)
