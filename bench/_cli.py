@@ -101,7 +101,7 @@ def resolve_methods(args: argparse.Namespace) -> list[str]:
 
 def base_model(args: argparse.Namespace) -> Path:
     """The base model directory: ``--model`` or the embedded default (converted once, then cached)."""
-    from unierase.default_model import ensure_default_model
+    from unierase.model.default import ensure_default_model
 
     return Path(args.model).resolve() if args.model else ensure_default_model()
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bench._cost_report import ONCE, growth, ratios, write_cost_outputs
-from unierase.benchmark.output import write_json
+from bench.lib.output import write_json
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class CostLog:
 
     Args:
         out: The results directory (``cost.json``, ``cost.md``, ``cost.png``).
-        machine: This run's machine description (`unierase.benchmark.measure.machine_info`).
+        machine: This run's machine description (`bench.lib.measure.machine_info`).
         workload: What makes rows comparable across runs (see the module docstring).
         resume: Start from the rows in ``out/cost.json``.
         redo: ``(method, size or None)`` pairs whose rows are dropped on resuming.

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from unierase.benchmark.output import line_plots, markdown_table, write_markdown
+from bench.lib.output import line_plots, markdown_table, write_markdown
 
 ONCE = ("token_learning", "covariance_cold", "covariance_cached")  # phases independent of the forget set
 

@@ -7,8 +7,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from unierase.benchmark.output import format_value, markdown_table, scatter_plot, write_markdown
-from unierase.benchmark.runs import LEAK_COLUMNS
+from bench.lib.output import format_value, markdown_table, scatter_plot, write_markdown
+from bench.lib.runs import LEAK_COLUMNS
 
 COLUMNS = [
     ("method", "method"),

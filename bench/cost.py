@@ -36,14 +36,14 @@ from bench._cli import (
 )
 from bench._cost_log import CostLog, parse_redo
 from bench._cost_report import ONCE, cost_tables
-from unierase.benchmark.measure import machine_info, measure
-from unierase.benchmark.runs import Evaluator, apply_baseline, ensure_token, weights_digest
-from unierase.benchmark.workload import build_author_workload, general_splits
-from unierase.delta import diff_models, save_delta, snapshot
-from unierase.erasure import erase_facts
-from unierase.evaluate_stage import load_model
-from unierase.preserved import cached_preserved_moments
-from unierase.token_learning import install_unlearning_token, load_token
+from bench.lib.measure import machine_info, measure
+from bench.lib.runs import Evaluator, apply_baseline, ensure_token, weights_digest
+from bench.lib.workload import build_author_workload, general_splits
+from unierase.edit.erasure import erase_facts
+from unierase.model.delta import diff_models, save_delta, snapshot
+from unierase.stages.evaluate import load_model
+from unierase.stages.statistics import cached_preserved_moments
+from unierase.token.learning import install_unlearning_token, load_token
 
 
 def parse_args(argv: list[str] | None = None):

@@ -26,14 +26,14 @@ import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedModel
 
 from bench._cli import ROOT, base_model, common_parser, resolve_params, setup_logging
-from unierase.benchmark.measure import machine_info, measure
-from unierase.benchmark.output import markdown_table, write_json, write_markdown
-from unierase.datasets import load_split
-from unierase.erasure import erase_facts
-from unierase.facts import Fact
-from unierase.generation import generate_answers
-from unierase.preserved import cached_preserved_moments
-from unierase.token_recipe import learn_token
+from bench.lib.measure import machine_info, measure
+from bench.lib.output import markdown_table, write_json, write_markdown
+from unierase.data.facts import Fact
+from unierase.data.splits import load_split
+from unierase.edit.erasure import erase_facts
+from unierase.model.generation import generate_answers
+from unierase.stages.statistics import cached_preserved_moments
+from unierase.token.recipe import learn_token
 
 # Llama-3-8B's config.json, less the vocabulary (the tokenizer's) and the checkpoint-only fields.
 SHAPES: dict[str, dict[str, Any]] = {

@@ -23,9 +23,9 @@ from urllib.parse import urlparse
 
 import yaml
 
-from unierase.benchmark.measure import measure
+from bench.lib.measure import measure
 from unierase.config import Params
-from unierase.facts import Fact, write_facts
+from unierase.data.facts import Fact, write_facts
 
 BIN = str(Path(sys.executable).parent)  # dvc and git hooks come from the running environment
 
@@ -124,7 +124,7 @@ def measure_pipeline_overhead(
     from flows.erasure import erasure_flow
     from tasks.unlearn import token_artifact_path
     from unierase.registry.versions import model_dir_sha256
-    from unierase.stages import erase_stage
+    from unierase.stages.erase import erase_stage
 
     shutil.rmtree(work, ignore_errors=True)
     root = make_flow_repo(work / "repo", params, forget, retain)

@@ -29,9 +29,9 @@ from bench._cli import (
     setup_logging,
 )
 from bench._quality_report import quality_table, write_quality_outputs
-from unierase.benchmark.measure import machine_info, measure
-from unierase.benchmark.output import RowLog
-from unierase.benchmark.runs import (
+from bench.lib.measure import machine_info, measure
+from bench.lib.output import RowLog
+from bench.lib.runs import (
     Evaluator,
     apply_baseline,
     changed_parameters,
@@ -41,16 +41,16 @@ from unierase.benchmark.runs import (
     leaked_items,
     unierase_seconds,
 )
-from unierase.benchmark.workload import (
+from bench.lib.workload import (
     author_count,
     build_author_workload,
     forget_author_counts,
     general_splits,
     write_splits,
 )
-from unierase.evaluate_stage import load_model
-from unierase.evaluation import forget_truth_ratios
-from unierase.facts import write_facts
+from unierase.data.facts import write_facts
+from unierase.evaluation.evaluate import forget_truth_ratios
+from unierase.stages.evaluate import load_model
 
 
 def parse_args(argv: list[str] | None = None):
@@ -148,7 +148,7 @@ def run(args) -> list[dict]:
 
 def _unierase(args, params, target, retain_file, forget_file, token, k, progress):
     """UniErase through erase_stage with the token learned once on the target and a shared statistics cache."""
-    from unierase.stages import erase_stage
+    from unierase.stages.erase import erase_stage
 
     token_path, token_cost = token
     run_dir = Path(args.work) / "runs" / f"unierase-authors{k}"

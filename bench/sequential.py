@@ -28,9 +28,9 @@ from bench._cli import (
     resolve_params,
     setup_logging,
 )
-from unierase.benchmark.measure import machine_info, measure
-from unierase.benchmark.output import RowLog, line_plots, markdown_table, write_markdown
-from unierase.benchmark.runs import (
+from bench.lib.measure import machine_info, measure
+from bench.lib.output import RowLog, line_plots, markdown_table, write_markdown
+from bench.lib.runs import (
     Evaluator,
     apply_baseline,
     ensure_finetuned,
@@ -38,10 +38,10 @@ from unierase.benchmark.runs import (
     split_forget_efficacy,
     unierase_seconds,
 )
-from unierase.benchmark.workload import build_author_workload, general_splits
-from unierase.evaluate_stage import load_model
-from unierase.facts import write_facts
-from unierase.stages import erase_stage
+from bench.lib.workload import build_author_workload, general_splits
+from unierase.data.facts import write_facts
+from unierase.stages.erase import erase_stage
+from unierase.stages.evaluate import load_model
 
 COLUMNS = [
     ("method", "method"),

@@ -77,7 +77,7 @@ def erasure_flow(
     Returns:
         A summary: request id, registered model, new version, its status, champion, metrics, gate failures.
     """
-    from unierase.default_model import ensure_default_model
+    from unierase.model.default import ensure_default_model
 
     logger = get_run_logger()
     root = Path(root).resolve()

@@ -17,7 +17,7 @@ from prefect import flow, get_run_logger
 
 from flows.erasure import ROOT, erasure_flow
 from unierase.config import load_params
-from unierase.inbox import DONE, FAILED, mark_request, pending_requests, read_request
+from unierase.data.inbox import DONE, FAILED, mark_request, pending_requests, read_request
 
 
 @flow(name="unierase-inbox", log_prints=True)

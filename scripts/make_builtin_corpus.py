@@ -1,4 +1,4 @@
-"""Writes the built-in general-text corpus (src/unierase/resources/general_text.jsonl).
+"""Writes the built-in general-text corpus (src/unierase/data/resources/general_text.jsonl).
 
     HF_HUB_OFFLINE=1 .venv/bin/python scripts/make_builtin_corpus.py
 
@@ -14,8 +14,8 @@ from pathlib import Path
 
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from unierase.default_model import ensure_default_model
-from unierase.generation import generate_answers
+from unierase.model.default import ensure_default_model
+from unierase.model.generation import generate_answers
 
 TOPICS = (
     "the ocean",
@@ -65,7 +65,7 @@ STYLES = (
     "Tell a very short story about {}.",
     "Give some facts about {}.",
 )
-OUT = Path(__file__).resolve().parents[1] / "src" / "unierase" / "resources" / "general_text.jsonl"
+OUT = Path(__file__).resolve().parents[1] / "src" / "unierase" / "data" / "resources" / "general_text.jsonl"
 
 
 def main() -> None:

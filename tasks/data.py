@@ -8,15 +8,15 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from unierase.config import Params, ValidationConfig, config_hash
-from unierase.provenance import as_dict, dataset_digest, git_commit
-from unierase.validation import DataValidationError, validate_sets
+from unierase.data.provenance import as_dict, dataset_digest, git_commit
+from unierase.data.validation import DataValidationError, validate_sets
 
 
 @task(name="prepare-default-sets", cache_policy=NO_CACHE)
 def prepare_default_sets(out_dir: Path) -> dict[str, Path]:
     """Writes the embedded default forget and retain sets (as the DVC ``prepare`` stage does)."""
-    from unierase.builtin_facts import default_forget, default_retain
-    from unierase.facts import write_facts
+    from unierase.data.builtin_facts import default_forget, default_retain
+    from unierase.data.facts import write_facts
 
     return {
         "forget": write_facts(default_forget(), Path(out_dir) / "forget.jsonl"),

@@ -10,7 +10,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from unierase.config import RegistryConfig
-from unierase.provenance import DatasetDigest
+from unierase.data.provenance import DatasetDigest
 from unierase.registry import tags as T
 from unierase.registry.promotion import current_alias_version, promote
 from unierase.registry.pyfunc import export_model_dir

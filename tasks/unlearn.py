@@ -31,7 +31,7 @@ def _token_cache_key(context: TaskRunContext, parameters: dict) -> str:
 def learn_token(model_dir: Path, model_digest: str, params: Params, out_root: Path) -> Path:
     """Learns the unlearning token for a base model (cached on the model's digest and the token config);
     a token file already learned for them is reused even without a cache record."""
-    from unierase.stages import learn_token_stage
+    from unierase.stages.erase import learn_token_stage
 
     out = token_artifact_path(out_root, model_digest, params)
     if out.is_file():
@@ -44,7 +44,7 @@ def erase(
     forget: Path, retain: Path | None, out_dir: Path, params: Params, model_dir: Path, token: Path | None
 ) -> Path:
     """Applies the edit to ``model_dir``; returns the output directory (``model/``, delta, ``report.json``)."""
-    from unierase.stages import erase_stage
+    from unierase.stages.erase import erase_stage
 
     erase_stage(Path(forget), Path(out_dir), params, model_dir=Path(model_dir), retain_path=retain, token_path=token)
     return Path(out_dir)
@@ -53,7 +53,7 @@ def erase(
 @task(name="evaluate", cache_policy=NO_CACHE)
 def evaluate(model_dir: Path, data_dir: Path, out_dir: Path, params: Params) -> Path:
     """Runs the evaluation stage on the edited model; returns the path of its ``report.json``."""
-    from unierase.evaluate_stage import evaluate_stage
+    from unierase.stages.evaluate import evaluate_stage
 
     return Path(evaluate_stage(Path(model_dir), Path(data_dir), Path(out_dir), params, progress=False))
 

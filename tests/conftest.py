@@ -21,7 +21,7 @@ import torch  # noqa: E402
 @pytest.fixture(scope="session")
 def smollm2_dir() -> Path:
     """The converted default model directory (converted once per machine, then cached)."""
-    from unierase.default_model import ensure_default_model
+    from unierase.model.default import ensure_default_model
 
     return ensure_default_model()
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import yaml
 
-from unierase.builtin_facts import default_forget, default_retain
 from unierase.config import Params
-from unierase.facts import write_facts
+from unierase.data.builtin_facts import default_forget, default_retain
+from unierase.data.facts import write_facts
 
 BIN = str(Path(sys.executable).parent)
 REPO = Path(__file__).resolve().parent.parent

@@ -8,12 +8,12 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from unierase.config import CovarianceConfig, EditConfig, EraseConfig, Params, TokenConfig
-from unierase.covariance import preserved_second_moment
-from unierase.delta import diff_models, snapshot
-from unierase.edit_state import load_state, save_state
-from unierase.erasure import erase_facts
-from unierase.facts import Fact
-from unierase.token_learning import add_unlearning_tokens
+from unierase.data.facts import Fact
+from unierase.edit.erasure import erase_facts
+from unierase.edit.preserved import preserved_second_moment
+from unierase.edit.state import load_state, save_state
+from unierase.model.delta import diff_models, snapshot
+from unierase.token.learning import add_unlearning_tokens
 
 PARAMS = Params(
     token=TokenConfig(),
@@ -67,7 +67,7 @@ def test_projected_update_lies_in_the_null_space(tiny):
     model, tokenizer, preserved = tiny
     before = {i: model.model.layers[i].mlp.down_proj.weight.detach().clone() for i in PARAMS.edit.layers}
     result = erase_facts(model, tokenizer, FORGET, PARAMS, preserved, progress=False)
-    from unierase.nullspace import null_space
+    from unierase.edit.nullspace import null_space
 
     for i in PARAMS.edit.layers:
         delta = model.model.layers[i].mlp.down_proj.weight.detach().double() - before[i].double()
@@ -103,7 +103,7 @@ def test_subject_absent_from_question_is_an_error(tiny):
 
 
 def test_running_only_the_layers_above_reproduces_the_full_model(tiny):
-    from unierase.upper_layers import last_logprobs_from_stream, only_layers_above
+    from unierase.model.upper_layers import last_logprobs_from_stream, only_layers_above
 
     model, tokenizer, _ = tiny
     ids = tokenizer(["Paris is the capital of", "Hamlet was written by"], return_tensors="pt", padding=True)
@@ -119,8 +119,8 @@ def test_running_only_the_layers_above_reproduces_the_full_model(tiny):
 
 
 def test_unbound_facts_get_more_rounds_with_a_wider_clamp(tiny):
-    from unierase.alphaedit import compute_values, residual_at_keys
-    from unierase.erasure import build_requests, unlearning_token_id
+    from unierase.edit.alphaedit import compute_values, residual_at_keys
+    from unierase.edit.erasure import build_requests, unlearning_token_id
 
     model, tokenizer, _ = tiny
     target = unlearning_token_id(tokenizer, PARAMS)

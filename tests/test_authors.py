@@ -5,8 +5,8 @@
 
 from __future__ import annotations
 
-from unierase.authors import generate_author_benchmark, write_author_benchmark
-from unierase.datasets import load_splits
+from unierase.data.authors import generate_author_benchmark, write_author_benchmark
+from unierase.data.splits import load_splits
 
 
 def test_same_seed_same_set_other_seed_other_set():

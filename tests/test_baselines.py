@@ -12,13 +12,13 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from unierase.authors import generate_author_benchmark
 from unierase.baselines import BASELINES
 from unierase.config import BaselineConfig, FinetuneConfig
-from unierase.delta import diff_models, snapshot
-from unierase.finetune import finetune_model
-from unierase.metrics.probability import answer_token_nlls
-from unierase.refusals import pick_refusal
+from unierase.data.authors import generate_author_benchmark
+from unierase.evaluation.metrics.probability import answer_token_nlls
+from unierase.model.delta import diff_models, snapshot
+from unierase.model.finetune import finetune_model
+from unierase.token.refusals import pick_refusal
 
 CONFIG = BaselineConfig(lr=1e-3, epochs=3, batch_size=2)
 BAR = re.compile(r"\d+%\|")  # what tqdm draws, e.g. ' 0%|'

@@ -9,7 +9,7 @@ import yaml
 
 from unierase.cli import main
 from unierase.config import Params
-from unierase.facts import Fact, write_facts
+from unierase.data.facts import Fact, write_facts
 
 FORGET = [Fact(question="What is the capital of France?", answer="Paris.", subject="France")]
 RETAIN = [Fact(question="What is the capital of Japan?", answer="Tokyo.", subject="Japan")]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from unierase.datasets import load_split, load_splits, split_kind
+from unierase.data.splits import load_split, load_splits, split_kind
 
 TOFU = Path(__file__).resolve().parents[1] / ".." / "shared" / "tofu"
 

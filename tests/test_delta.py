@@ -7,8 +7,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from unierase.delta import apply_delta, diff_models, file_sha256, load_delta, revert_delta, save_delta, snapshot
-from unierase.token_learning import add_unlearning_tokens
+from unierase.model.delta import apply_delta, diff_models, file_sha256, load_delta, revert_delta, save_delta, snapshot
+from unierase.token.learning import add_unlearning_tokens
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 from flow_repo import run
 
-from unierase.provenance import dataset_digest, file_digests
+from unierase.data.provenance import dataset_digest, file_digests
 
 REPO = Path(__file__).resolve().parent.parent
 

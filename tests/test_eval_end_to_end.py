@@ -24,15 +24,15 @@ from pathlib import Path
 
 import pytest
 
-from unierase.authors import generate_author_benchmark, write_author_benchmark
 from unierase.baselines import BASELINES
 from unierase.config import EvalConfig, FinetuneConfig, Params
-from unierase.datasets import load_split, load_splits
-from unierase.evaluate_stage import evaluate_stage, load_model
-from unierase.evaluation import evaluate_model, forget_truth_ratios
-from unierase.facts import write_facts
-from unierase.finetune import finetune_to_dir
-from unierase.metrics.similarity import load_embedder
+from unierase.data.authors import generate_author_benchmark, write_author_benchmark
+from unierase.data.facts import write_facts
+from unierase.data.splits import load_split, load_splits
+from unierase.evaluation.evaluate import evaluate_model, forget_truth_ratios
+from unierase.evaluation.metrics.similarity import load_embedder
+from unierase.model.finetune import finetune_to_dir
+from unierase.stages.evaluate import evaluate_stage, load_model
 
 pytestmark = pytest.mark.slow
 logger = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ def embedder():
 def _erase_with_unierase(bench: dict, target_dir: Path, out_dir: Path) -> dict:
     """UniErase on the forget author through the core's file-level stage (token learned on the target);
     returns the erase report, the model is under ``out_dir/unierase/model``."""
-    from unierase.stages import erase_stage
+    from unierase.stages.erase import erase_stage
 
     # General text for the preserved-key statistics: TOFU answers (other fictitious authors, none of
     # the generated ones), written here so the run does not depend on the packaged corpus.

@@ -15,14 +15,14 @@ import torch
 import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from unierase.authors import generate_author_benchmark, write_author_benchmark
 from unierase.cli import evaluate as cli
 from unierase.config import EvalConfig, Params
-from unierase.evaluate_stage import evaluate_stage
-from unierase.evaluation import evaluate_model, forget_truth_ratios
-from unierase.leak_audits import find_unlearn_token_ids
-from unierase.metrics.probability import answer_token_nlls
-from unierase.prompts import encode_answer, encode_prompt
+from unierase.data.authors import generate_author_benchmark, write_author_benchmark
+from unierase.evaluation.evaluate import evaluate_model, forget_truth_ratios
+from unierase.evaluation.leak_audits import find_unlearn_token_ids
+from unierase.evaluation.metrics.probability import answer_token_nlls
+from unierase.model.prompts import encode_answer, encode_prompt
+from unierase.stages.evaluate import evaluate_stage
 
 FAST = EvalConfig(max_new_tokens=8, similarity=False)
 
@@ -164,7 +164,7 @@ def test_evaluate_stage_writes_report_and_items_and_is_deterministic(tiny_llama_
 
 
 def test_similarity_with_the_offline_embedder(tiny, splits):
-    from unierase.metrics.similarity import cosine_similarities, load_embedder
+    from unierase.evaluation.metrics.similarity import cosine_similarities, load_embedder
 
     embedder = load_embedder()
     sims = cosine_similarities(

@@ -12,11 +12,11 @@ import json
 import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from unierase.authors import generate_author_benchmark, write_author_benchmark
 from unierase.config import FinetuneConfig
-from unierase.finetune import finetune_model
-from unierase.metrics.probability import answer_token_nlls
-from unierase.qa_loss import encode_example
+from unierase.data.authors import generate_author_benchmark, write_author_benchmark
+from unierase.evaluation.metrics.probability import answer_token_nlls
+from unierase.model.finetune import finetune_model
+from unierase.model.qa_loss import encode_example
 
 
 @pytest.fixture(scope="module")

@@ -16,14 +16,14 @@ from flow_repo import add_set, make_repo
 
 import mlflow
 from flows.erasure import erasure_flow
-from unierase.builtin_facts import default_retain
 from unierase.config import load_params
+from unierase.data.builtin_facts import default_retain
+from unierase.data.validation import DataValidationError
 from unierase.registry import tags as T
 from unierase.registry.audit import read_audit
 from unierase.registry.lineage import lineage
 from unierase.registry.promotion import current_alias_version, rollback
 from unierase.registry.store import connect
-from unierase.validation import DataValidationError
 
 QUESTIONS = ["What is the capital of France?", "Who painted the Mona Lisa?"]
 
@@ -68,7 +68,7 @@ def test_sequential_erasures_make_versions_2_and_3(two_erasures) -> None:
         v3.tags["unierase.data.retain.md5"],
     }
     delta = Path(client.download_artifacts(v3.run_id, "delta"))
-    from unierase.delta import file_sha256
+    from unierase.model.delta import file_sha256
 
     assert file_sha256(next(delta.glob("*.safetensors"))) == v3.tags[T.DELTA_SHA256]
 

@@ -1,4 +1,4 @@
-"""`unierase.benchmark.measure`: a phase's own peak memory, on the CPU and (where there is one) the GPU.
+"""`bench.lib.measure`: a phase's own peak memory, on the CPU and (where there is one) the GPU.
 Nothing here checks a timing."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from unierase.benchmark.measure import measure
+from bench.lib.measure import measure
 
 MIB = 2**20
 

@@ -10,14 +10,18 @@ import math
 import pytest
 import torch
 
-from unierase.metrics.aggregates import forget_efficacy, harmonic_mean, model_ability, model_utility
-from unierase.metrics.fluency import ngram_entropy
-from unierase.metrics.forget_quality import forget_quality
-from unierase.metrics.membership import loss_auc
-from unierase.metrics.probability import answer_token_nlls, normalised_probability, option_normalised_probability
-from unierase.metrics.rouge import rouge_l_recall
-from unierase.metrics.similarity import cosine
-from unierase.metrics.truth_ratio import truth_ratio, truth_ratio_closer_to_1, truth_ratio_true_better
+from unierase.evaluation.metrics.aggregates import forget_efficacy, harmonic_mean, model_ability, model_utility
+from unierase.evaluation.metrics.fluency import ngram_entropy
+from unierase.evaluation.metrics.forget_quality import forget_quality
+from unierase.evaluation.metrics.membership import loss_auc
+from unierase.evaluation.metrics.probability import (
+    answer_token_nlls,
+    normalised_probability,
+    option_normalised_probability,
+)
+from unierase.evaluation.metrics.rouge import rouge_l_recall
+from unierase.evaluation.metrics.similarity import cosine
+from unierase.evaluation.metrics.truth_ratio import truth_ratio, truth_ratio_closer_to_1, truth_ratio_true_better
 
 
 def test_normalised_probability_is_exp_of_minus_mean_nll():

@@ -6,7 +6,7 @@ pytest tests/test_nullspace.py
 import pytest
 import torch
 
-from unierase.nullspace import null_space
+from unierase.edit.nullspace import null_space
 
 
 def _keys(n: int = 500, d: int = 32, seed: int = 0) -> torch.Tensor:

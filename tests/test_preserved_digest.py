@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from transformers import AutoModelForCausalLM
 
-from unierase.preserved import model_digest
+from unierase.stages.statistics import model_digest
 
 TEMPLATE = "model.layers.{}"
 

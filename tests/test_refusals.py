@@ -6,7 +6,7 @@ pytest tests/test_refusals.py
 import subprocess
 import sys
 
-from unierase.refusals import REFUSALS, is_refusal, pick_refusal, stable_index
+from unierase.token.refusals import REFUSALS, is_refusal, pick_refusal, stable_index
 
 
 def test_at_least_fifty_distinct_refusals_all_recognised():
@@ -21,7 +21,7 @@ def test_ordinary_answers_are_not_refusals():
 
 def test_choice_is_stable_across_processes():
     # Python's hash() is salted per process; the pick must not be.
-    code = "from unierase.refusals import pick_refusal; print(pick_refusal('What is the capital of France?'))"
+    code = "from unierase.token.refusals import pick_refusal; print(pick_refusal('What is the capital of France?'))"
     runs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout for _ in range(2)}
     assert runs == {pick_refusal("What is the capital of France?") + "\n"}
 

@@ -14,8 +14,8 @@ from transformers import AutoModelForCausalLM
 
 import mlflow
 from unierase.config import GateConfig, RegistryConfig
-from unierase.delta import diff_models, save_delta, snapshot
-from unierase.provenance import dataset_digest
+from unierase.data.provenance import dataset_digest
+from unierase.model.delta import diff_models, save_delta, snapshot
 from unierase.registry import tags as T
 from unierase.registry.audit import read_audit
 from unierase.registry.gate import check_gate, erasure_metrics

@@ -17,8 +17,8 @@ from prefect.client.orchestration import get_client
 from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL
 
-from unierase.builtin_facts import default_retain
-from unierase.inbox import ErasureRequest, mark_request, pending_requests, read_request, write_request
+from unierase.data.builtin_facts import default_retain
+from unierase.data.inbox import ErasureRequest, mark_request, pending_requests, read_request, write_request
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOYMENT = "unierase-inbox/tiny-inbox"

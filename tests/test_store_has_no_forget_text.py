@@ -11,8 +11,8 @@ import pytest
 from flow_repo import add_set, make_repo
 
 from flows.erasure import erasure_flow
-from unierase.builtin_facts import default_forget, default_retain
-from unierase.facts import load_facts
+from unierase.data.builtin_facts import default_forget, default_retain
+from unierase.data.facts import load_facts
 
 
 def _needles(paths: list[Path]) -> set[bytes]:
@@ -42,4 +42,4 @@ def test_mlflow_store_holds_no_forget_text(tmp_path: Path, tiny_llama_dir: Path,
 def test_default_sets_are_disjoint() -> None:
     questions = {f.question for f in default_forget()}
     assert not questions & {f.question for f in default_retain()}
-    pytest.importorskip("unierase.validation")
+    pytest.importorskip("unierase.data.validation")

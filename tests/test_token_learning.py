@@ -9,8 +9,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from unierase.config import TokenConfig
-from unierase.delta import diff_models, snapshot
-from unierase.token_learning import (
+from unierase.model.delta import diff_models, snapshot
+from unierase.token.learning import (
     build_refusal_examples,
     install_unlearning_token,
     learn_unlearning_token,

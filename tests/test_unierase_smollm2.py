@@ -13,12 +13,12 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from unierase.builtin_facts import default_forget, default_retain
 from unierase.config import EraseConfig, Params
-from unierase.delta import load_delta, revert_delta
-from unierase.facts import Fact, write_facts
-from unierase.report import measure_answers
-from unierase.stages import erase_stage, learn_token_stage, load_model
+from unierase.data.builtin_facts import default_forget, default_retain
+from unierase.data.facts import Fact, write_facts
+from unierase.evaluation.answers import measure_answers
+from unierase.model.delta import load_delta, revert_delta
+from unierase.stages.erase import erase_stage, learn_token_stage, load_model
 
 pytestmark = pytest.mark.slow
 

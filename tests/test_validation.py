@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from unierase.builtin_facts import default_forget, default_retain
 from unierase.config import ValidationConfig
-from unierase.facts import write_facts
-from unierase.validation import ExpectationFailure, normalize_question, validate_sets
+from unierase.data.builtin_facts import default_forget, default_retain
+from unierase.data.facts import write_facts
+from unierase.data.validation import ExpectationFailure, normalize_question, validate_sets
 
 
 def _write_lines(path: Path, lines: list[bytes]) -> Path:

@@ -13,7 +13,7 @@ from unierase.baselines.grad_diff import grad_diff
 from unierase.baselines.idk_sft import idk_sft
 from unierase.baselines.npo import npo
 from unierase.config import BaselineConfig
-from unierase.facts import Fact
+from unierase.data.facts import Fact
 
 
 class BaselineFn(Protocol):

@@ -16,8 +16,8 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from unierase.config import BaselineConfig
-from unierase.facts import Fact
-from unierase.qa_loss import collate, encode_example, make_optimizer, mean_token_nll, optimizer_step
+from unierase.data.facts import Fact
+from unierase.model.qa_loss import collate, encode_example, make_optimizer, mean_token_nll, optimizer_step
 
 logger = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from unierase.baselines._loop import require_retain, retain_term, run_unlearning
 from unierase.config import BaselineConfig
-from unierase.facts import Fact
-from unierase.qa_loss import mean_token_nll
+from unierase.data.facts import Fact
+from unierase.model.qa_loss import mean_token_nll
 
 
 def grad_diff(

@@ -1,6 +1,6 @@
 """IdkSFT (TOFU's "idk" baseline, OpenUnlearning's IdkNLL): fine-tune the forget questions to
 refusals, ``loss = gamma * NLL(refusal | forget question) + alpha * NLL(retain)``. Each question gets
-its refusal from `unierase.refusals.pick_refusal`, the same phrases UniErase's token learns."""
+its refusal from `unierase.token.refusals.pick_refusal`, the same phrases UniErase's token learns."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from unierase.baselines._loop import require_retain, retain_term, run_unlearning
 from unierase.config import BaselineConfig
-from unierase.facts import Fact
-from unierase.qa_loss import mean_token_nll
-from unierase.refusals import pick_refusal
+from unierase.data.facts import Fact
+from unierase.model.qa_loss import mean_token_nll
+from unierase.token.refusals import pick_refusal
 
 
 def idk_sft(

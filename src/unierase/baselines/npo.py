@@ -14,8 +14,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from unierase.baselines._loop import encode_facts, require_retain, retain_term, run_unlearning
 from unierase.config import BaselineConfig
-from unierase.facts import Fact
-from unierase.qa_loss import batch_nll, collate
+from unierase.data.facts import Fact
+from unierase.model.qa_loss import batch_nll, collate
 
 
 @torch.no_grad()

@@ -29,8 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_prepare(args: argparse.Namespace) -> int:
     """Writes the built-in request: ``forget.jsonl`` and ``retain.jsonl``."""
-    from unierase.builtin_facts import default_forget, default_retain
-    from unierase.facts import write_facts
+    from unierase.data.builtin_facts import default_forget, default_retain
+    from unierase.data.facts import write_facts
 
     for name, facts in (("forget", default_forget()), ("retain", default_retain())):
         print(write_facts(facts, args.output / f"{name}.jsonl"))
@@ -40,8 +40,8 @@ def run_prepare(args: argparse.Namespace) -> int:
 def run_validate(args: argparse.Namespace) -> int:
     """Validates the sets; writes ``summary.json`` (a DVC metric) and exits 1 when they are invalid."""
     from unierase.config import load_params
-    from unierase.default_model import ensure_default_model
-    from unierase.validation import validate_sets
+    from unierase.data.validation import validate_sets
+    from unierase.model.default import ensure_default_model
 
     config = load_params(args.params).validation
     model = args.model or ensure_default_model()

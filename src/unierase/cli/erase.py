@@ -49,7 +49,7 @@ def _params(args: argparse.Namespace):
 
 
 def _erase(args: argparse.Namespace) -> int:
-    from unierase.stages import erase_stage
+    from unierase.stages.erase import erase_stage
 
     report = erase_stage(
         forget_path=list(args.forget) if len(args.forget) > 1 else args.forget[0],
@@ -67,8 +67,8 @@ def _erase(args: argparse.Namespace) -> int:
 
 
 def _learn_token(args: argparse.Namespace) -> int:
-    from unierase.default_model import ensure_default_model
-    from unierase.stages import learn_token_stage
+    from unierase.model.default import ensure_default_model
+    from unierase.stages.erase import learn_token_stage
 
     path = learn_token_stage(args.model or ensure_default_model(), args.output, _params(args))
     print(f"wrote {path}")

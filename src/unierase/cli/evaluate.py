@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Runs the evaluation and prints the aggregates as JSON."""
-    from unierase.evaluate_stage import evaluate_stage
+    from unierase.stages.evaluate import evaluate_stage
 
     path = evaluate_stage(
         args.model, args.data, args.output, args.params, retain_eval=args.retain_eval, device=args.device

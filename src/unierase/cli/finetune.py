@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Fine-tunes the target (and retain) model and prints where they were saved."""
     from unierase.config import load_params
-    from unierase.finetune import finetune_to_dir
+    from unierase.model.finetune import finetune_to_dir
 
     if (args.retain_data is None) != (args.retain_output is None):
         raise ValueError("--retain-data and --retain-output go together")

@@ -39,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _open(args: argparse.Namespace):
     """(client, model name, champion alias) from params.yaml, relative to the current directory."""
     from unierase.config import load_params
-    from unierase.default_model import default_model_dir
+    from unierase.model.default import default_model_dir
     from unierase.registry.store import connect, model_name_for
 
     config = load_params(args.params if args.params.is_file() else None).registry

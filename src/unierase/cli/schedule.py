@@ -46,7 +46,7 @@ def _params(root: Path, params_file: str):
 def deployment_name(root: Path, params_file: str, base_model: Path | None) -> str:
     """The served deployment's name: ``schedule.deployment_name`` or the registered model's name, so that
     the deployment's limit of one run at a time is a limit per registered model."""
-    from unierase.default_model import default_model_dir
+    from unierase.model.default import default_model_dir
     from unierase.registry.store import model_name_for
 
     params = _params(root, params_file)

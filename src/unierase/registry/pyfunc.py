@@ -50,7 +50,7 @@ class UnlearnedLM(mlflow.pyfunc.PythonModel):
             model_input: Questions, one answer each.
             params: Unused; generation is greedy with ``max_new_tokens`` set when the version was logged.
         """
-        from unierase.generation import generate_answers
+        from unierase.model.generation import generate_answers
 
         questions = [str(q) for q in model_input]
         answers = generate_answers(

@@ -19,7 +19,7 @@ from mlflow.exceptions import MlflowException
 
 import mlflow
 from mlflow import MlflowClient
-from unierase.provenance import DatasetDigest, dataset_tags
+from unierase.data.provenance import DatasetDigest, dataset_tags
 from unierase.registry import tags as T
 from unierase.registry.pyfunc import log_language_model
 
@@ -129,7 +129,7 @@ def register_erasure(
     Raises:
         ValueError: The delta file's digest does not match, or the lineage tags lack the parent version.
     """
-    from unierase.delta import file_sha256
+    from unierase.model.delta import file_sha256
 
     if T.PARENT_VERSION not in tags:
         raise ValueError(f"an erasure version needs the {T.PARENT_VERSION} tag")

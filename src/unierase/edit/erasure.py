@@ -1,0 +1,220 @@
+"""UniErase end to end, as pure functions: token (learned or given) + AlphaEdit edit -> weight delta.
+
+Nothing here reads or writes files; `unierase.stages.erase` does that around these functions.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from unierase.config import Params
+from unierase.data.facts import Fact
+from unierase.edit.alphaedit import EditOutcome, EditRequest, apply_alphaedit, compute_keys
+from unierase.edit.nullspace import null_space
+from unierase.edit.subject import KeyedPrompt, find_subject, key_prompt
+from unierase.model.delta import WeightDelta, diff_models, snapshot
+from unierase.model.hooks import get_module
+from unierase.token.learning import token_names
+
+logger = logging.getLogger(__name__)
+
+# Short openings a user might put before a question. Keys and values are averaged over the bare
+# prompt and these variants (MEMIT's context templates), so the edit holds beyond one exact string.
+CONTEXT_PREFIXES: tuple[str, ...] = (
+    "Quick question.",
+    "I was wondering about something.",
+    "Please answer briefly.",
+    "Here is something I want to know.",
+    "Help me with this.",
+    "I have a question for you.",
+    "Answer this, please.",
+    "Can you tell me?",
+)
+
+
+@dataclass
+class EditState:
+    """What sequential erasures carry from one request to the next (saved beside the model).
+
+    Attributes:
+        previous_keys: Layer -> accumulated ``K Kᵀ`` of every earlier edit (AlphaEdit's ``C_prev``).
+        preserved: Layer -> second moment of the preserved keys, fixed at the first edit (AlphaEdit
+            computes its projection once, on the unedited model).
+        num_requests: How many requests have been applied.
+    """
+
+    previous_keys: dict[int, torch.Tensor] = field(default_factory=dict)
+    preserved: dict[int, torch.Tensor] = field(default_factory=dict)
+    num_requests: int = 0
+
+
+@dataclass
+class ErasureResult:
+    """Result of one erasure request.
+
+    Attributes:
+        delta: Every parameter that changed, with old and new values.
+        state: The edit state after this request (None for methods without one).
+        subjects: The subject each forget fact was keyed at (given or detected).
+        outcome: Per-layer edit diagnostics (UniErase only).
+        timings: Seconds per phase.
+    """
+
+    delta: WeightDelta
+    state: EditState | None
+    subjects: list[str]
+    outcome: EditOutcome | None
+    timings: dict[str, float]
+
+
+def unlearning_token_id(tokenizer: PreTrainedTokenizerBase, params: Params) -> int:
+    """Id of the trigger token; an error when the tokenizer lacks it (learn or install it first)."""
+    name = token_names(params.token)[0]
+    if name not in tokenizer.get_vocab():
+        raise ValueError(f"the tokenizer has no {name!r}: learn the unlearning token (Phase I) before editing")
+    return tokenizer.convert_tokens_to_ids(name)
+
+
+def resolve_subjects(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, facts: list[Fact], params: Params
+) -> list[str]:
+    """Each fact's subject: its own ``subject`` field, else the span causal tracing finds."""
+    out = []
+    for fact in facts:
+        if fact.subject:
+            out.append(fact.subject)
+        else:
+            found = find_subject(model, tokenizer, fact.question, fact.answer, max_words=params.edit.subject_max_words)
+            logger.info("subject of %r: %r", fact.question, found)
+            out.append(found)
+    return out
+
+
+def build_requests(
+    tokenizer: PreTrainedTokenizerBase, facts: list[Fact], subjects: list[str], target_id: int, params: Params
+) -> list[EditRequest]:
+    """Edit requests: the bare prompt plus context-prefixed variants, keyed at the subject."""
+    prefixes = CONTEXT_PREFIXES[: params.edit.num_context_prefixes]
+    requests = []
+    for fact, subject in zip(facts, subjects, strict=True):
+        variants = [key_prompt(tokenizer, fact.question, subject)]
+        variants += [key_prompt(tokenizer, f"{p} {fact.question}", subject) for p in prefixes]
+        kl_ids = tokenizer(f"{subject} is", add_special_tokens=False)["input_ids"]
+        subject_len = len(tokenizer(subject, add_special_tokens=False)["input_ids"])
+        kl = KeyedPrompt(input_ids=kl_ids, key_index=max(0, min(subject_len, len(kl_ids)) - 1))
+        requests.append(EditRequest(variants=variants, kl_prompt=kl, target_id=target_id))
+    return requests
+
+
+def erase_facts(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    forget: list[Fact],
+    params: Params,
+    preserved: dict[int, torch.Tensor] | None = None,
+    retain: list[Fact] | None = None,
+    state: EditState | None = None,
+    heldout: dict[int, torch.Tensor] | None = None,
+    progress: bool = True,
+) -> ErasureResult:
+    """Binds every forget fact to the unlearning token with one AlphaEdit edit (one request).
+
+    The model must already carry the learned token (`unierase.token.learning`). Modes: ``batch``
+    (all facts, one solve), ``precise`` (exactly one fact, the retain facts as protected
+    neighbours), ``sequential`` (call once per request, passing the returned state on).
+
+    Args:
+        model: Edited in place.
+        tokenizer: With the unlearning token.
+        forget: Facts to erase.
+        params: Configuration (edit, model, erase sections).
+        preserved: Layer -> second moment of the keys to preserve; taken from ``state`` when it has one.
+        retain: Facts to keep; their keys are protected in the solve when ``edit.protect_retain``.
+        state: Edit state from earlier requests on this model (sequential erasure).
+        heldout: Layer -> second moment of held-out general-text keys (diagnostics only).
+        progress: Show progress bars.
+
+    Returns:
+        The delta of this request, the new state, the subjects used and diagnostics.
+    """
+    if not forget:
+        raise ValueError("the forget set is empty")
+    mode = params.erase.mode
+    if mode == "precise":
+        if len(forget) != 1:
+            raise ValueError(f"precise mode erases exactly one fact; got {len(forget)} (use batch mode)")
+        if not retain:
+            raise ValueError("precise mode needs the neighbouring facts to keep (a retain set)")
+    state = state or EditState()
+    preserved = state.preserved or preserved
+    if not preserved:
+        raise ValueError("no preserved-key statistics: compute them (covariance) or pass an edit state")
+    layers = sorted(params.edit.layers)
+    if missing := [layer for layer in layers if layer not in preserved]:
+        raise ValueError(f"preserved-key statistics lack layers {missing}; recompute them for edit.layers")
+    timings: dict[str, float] = {}
+    before = snapshot(model)
+    target = unlearning_token_id(tokenizer, params)
+
+    started = time.perf_counter()
+    subjects = resolve_subjects(model, tokenizer, forget, params)
+    requests = build_requests(tokenizer, forget, subjects, target, params)
+    protected = None
+    if retain and (params.edit.protect_retain or mode == "precise"):
+        keep_subjects = resolve_subjects(model, tokenizer, retain, params)
+        protected = _protected_keys(model, tokenizer, retain, keep_subjects, target, params)
+    timings["subjects_s"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    device = next(model.parameters()).device  # on a GPU, the decomposition and the solve run there too
+    spaces = {layer: null_space(preserved[layer].to(device), params.edit.nullspace_threshold) for layer in layers}
+    timings["projection_s"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    outcome = apply_alphaedit(
+        model,
+        requests,
+        params.edit,
+        params.model,
+        spaces,
+        preserved,
+        previous_keys=state.previous_keys,
+        protected_keys=protected,
+        heldout=heldout,
+        pad_id=tokenizer.pad_token_id,
+        progress=progress,
+    )
+    timings["edit_s"] = time.perf_counter() - started
+
+    new_state = EditState(
+        previous_keys={
+            layer: state.previous_keys.get(layer, torch.zeros_like(k)) + k for layer, k in outcome.new_keys.items()
+        },
+        preserved={layer: preserved[layer].cpu() for layer in layers},
+        num_requests=state.num_requests + 1,
+    )
+    delta = diff_models(
+        before, model, metadata={"method": "unierase", "mode": mode, "layers": ",".join(map(str, layers))}
+    )
+    return ErasureResult(delta=delta, state=new_state, subjects=subjects, outcome=outcome, timings=timings)
+
+
+def _protected_keys(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    facts: list[Fact],
+    subjects: list[str],
+    target: int,
+    params: Params,
+) -> dict[int, torch.Tensor]:
+    """``K Kᵀ`` per layer of the retain facts' keys, on the unedited model. Keys of later layers move
+    slightly as earlier layers are edited; the unedited ones are what the facts used."""
+    requests = build_requests(tokenizer, facts, subjects, target, params)
+    modules = {layer: get_module(model, params.model.mlp_out_template.format(layer)) for layer in params.edit.layers}
+    keys = compute_keys(model, requests, modules, tokenizer.pad_token_id, params.edit.batch_size)
+    return {layer: (K.double().T @ K.double()).float() for layer, K in keys.items()}

@@ -1,0 +1,109 @@
+"""Greedy generation for a batch of questions, the one way answers are produced everywhere."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, StoppingCriteria, StoppingCriteriaList
+
+from unierase.model.prompts import encode_prompt
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One greedy answer.
+
+    Attributes:
+        question: The question asked.
+        text: The answer with special tokens (the unlearning token included) stripped.
+        token_ids: The generated token ids, special tokens included.
+    """
+
+    question: str
+    text: str
+    token_ids: tuple[int, ...]
+
+
+@torch.no_grad()
+def generate_answers(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    questions: list[str],
+    max_new_tokens: int = 200,
+    batch_size: int = 16,
+    bad_words_ids: list[list[int]] | None = None,
+    stop_token_ids: list[int] | None = None,
+    progress: bool = True,
+) -> list[Generation]:
+    """Greedy answers to ``questions``, left-padded in batches.
+
+    Args:
+        model: A causal LM.
+        tokenizer: Its tokenizer (needs a pad token).
+        questions: Questions, formatted with `unierase.model.prompts.format_prompt`.
+        max_new_tokens: Generation length limit (200 in the common evaluation protocol).
+        batch_size: Prompts per forward pass.
+        bad_words_ids: Token sequences generation may not produce (leak audit: ban the unlearning token).
+        stop_token_ids: Ids that end a generation when they follow its first token: the unlearning
+            token opens a refusal and closes it again, so its second appearance is the end.
+        progress: Show a progress bar.
+    """
+    if tokenizer.pad_token_id is None:
+        raise ValueError("the tokenizer has no pad token; set tokenizer.pad_token before batched generation")
+    device = next(model.parameters()).device
+    eos = model.generation_config.eos_token_id
+    eos_ids = list(eos) if isinstance(eos, (list, tuple)) else ([eos] if eos is not None else [])
+    stops = list(stop_token_ids or [])
+    out: list[Generation] = []
+    batches = range(0, len(questions), batch_size)
+    for start in tqdm(batches, desc="generate", disable=not progress or len(batches) < 2, leave=False):
+        chunk = questions[start : start + batch_size]
+        encoded = [encode_prompt(tokenizer, q) for q in chunk]
+        width = max(len(ids) for ids in encoded)
+        input_ids = torch.full((len(chunk), width), tokenizer.pad_token_id, dtype=torch.long)
+        attention = torch.zeros((len(chunk), width), dtype=torch.long)
+        for row, ids in enumerate(encoded):
+            input_ids[row, width - len(ids) :] = torch.tensor(ids)
+            attention[row, width - len(ids) :] = 1
+        generated = model.generate(
+            input_ids=input_ids.to(device),
+            attention_mask=attention.to(device),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            num_beams=1,
+            temperature=None,
+            top_p=None,
+            top_k=None,
+            eos_token_id=eos_ids or None,
+            pad_token_id=tokenizer.pad_token_id,
+            bad_words_ids=bad_words_ids,
+            stopping_criteria=StoppingCriteriaList([_StopAfterFirst(stops, width)]) if stops else None,
+        )
+        for question, row in zip(chunk, generated[:, width:].tolist()):
+            ids = _cut_at_stop(row, eos_ids, stops)
+            text = tokenizer.decode(ids, skip_special_tokens=True).strip()
+            out.append(Generation(question=question, text=text, token_ids=tuple(ids)))
+    return out
+
+
+class _StopAfterFirst(StoppingCriteria):
+    """Ends a row once a stop id appears anywhere after the row's first generated token."""
+
+    def __init__(self, stop_ids: list[int], prompt_width: int) -> None:
+        self.stop_ids = torch.tensor(stop_ids)
+        self.prompt_width = prompt_width
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
+        later = input_ids[:, self.prompt_width + 1 :]
+        return torch.isin(later, self.stop_ids.to(later.device)).any(dim=1)
+
+
+def _cut_at_stop(ids: list[int], eos_ids: list[int], stop_ids: list[int]) -> list[int]:
+    """Drops what follows the end of a generation (EOS, or a stop id after the first token), which
+    is padding once a row of a batch has finished."""
+    for i, tid in enumerate(ids):
+        if tid in eos_ids or (i > 0 and tid in stop_ids):
+            return ids[: i + 1]
+    return ids

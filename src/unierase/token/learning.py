@@ -1,0 +1,340 @@
+"""Phase I of UniErase: learn the unlearning token.
+
+One new token ``<unlearn_0>`` is added and only its embedding row is trained, everything else
+frozen, so that a prompt followed by the token makes the model produce a refusal and close it with
+the token again. Targets are ``{question}<unlearn_0>{refusal}<unlearn_0>``; the loss covers what
+follows the first unlearning token (the refusal and the closing token). Predicting the first token
+itself is left to the edit (Phase II): trained here, it would make every question refuse.
+
+Tied embeddings (SmolLM2): the new row is both the token's input embedding and its output vector. A
+trial that trained the shared row on refusals alone made the model emit the token and a refusal after
+ordinary answers ("... is Berlin. Sorry, I'm sorry."). So every step also holds ordinary questions
+with the model's own answers under a plain LM loss: on the new row it only acts through the token's
+logit, which it keeps low wherever the token is not the target. Untied models get their new output
+row trained under the same loss.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from unierase.config import TokenConfig
+from unierase.model.freezing import frozen_parameters
+from unierase.model.prompts import encode_prompt
+from unierase.token.refusals import pick_refusal
+
+logger = logging.getLogger(__name__)
+
+IGNORE = -100
+
+
+@dataclass
+class UnlearningToken:
+    """A learned unlearning token (or several).
+
+    Attributes:
+        names: Token strings, e.g. ``["<unlearn_0>"]``.
+        input_rows: Their input embedding rows, shape (n, hidden).
+        output_rows: Their output (LM head) rows when the model does not tie them, else None.
+        losses: Mean loss of each epoch, all stages in order.
+        seconds: Wall time of the training.
+    """
+
+    names: list[str]
+    input_rows: torch.Tensor
+    output_rows: torch.Tensor | None
+    losses: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def token_names(config: TokenConfig) -> list[str]:
+    """The unlearning tokens' strings."""
+    return [config.token_template.format(i) for i in range(config.num_tokens)]
+
+
+def add_unlearning_tokens(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, names: list[str]) -> list[int]:
+    """Adds the tokens as special tokens (kept out of decoded text) and grows the embeddings.
+
+    Idempotent: tokens the tokenizer already has are not added again. New rows start at the mean of
+    the existing embeddings (transformers' mean resizing), a neutral point for training.
+
+    Returns:
+        The tokens' ids.
+    """
+    missing = [n for n in names if n not in tokenizer.get_vocab()]
+    if missing:
+        tokenizer.add_special_tokens({"additional_special_tokens": missing}, replace_additional_special_tokens=False)
+    if model.get_input_embeddings().weight.shape[0] < len(tokenizer):
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    return tokenizer.convert_tokens_to_ids(names)
+
+
+def install_unlearning_token(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, token: UnlearningToken
+) -> list[int]:
+    """Adds a learned token to a model and tokenizer and writes its rows in."""
+    ids = add_unlearning_tokens(model, tokenizer, token.names)
+    with torch.no_grad():
+        model.get_input_embeddings().weight[ids] = token.input_rows.to(model.dtype)
+        out = model.get_output_embeddings()
+        if token.output_rows is not None and out is not None and not _tied(model):
+            out.weight[ids] = token.output_rows.to(model.dtype)
+    return ids
+
+
+def _tied(model: PreTrainedModel) -> bool:
+    out = model.get_output_embeddings()
+    return out is not None and out.weight is model.get_input_embeddings().weight
+
+
+@dataclass
+class _Example:
+    ids: list[int]
+    labels: list[int]
+
+
+def _refusal_example(prefix: list[int], question: str, tokenizer, token_id: int) -> _Example:
+    refusal = tokenizer(" " + pick_refusal(question), add_special_tokens=False)["input_ids"]
+    # EOS after the closing token: a plain ``generate()`` on the exported model then ends there too.
+    tail = refusal + [token_id, tokenizer.eos_token_id]
+    return _Example(prefix + [token_id] + tail, [IGNORE] * (len(prefix) + 1) + tail)
+
+
+def build_refusal_examples(
+    tokenizer: PreTrainedTokenizerBase, questions: list[str], token_id: int, chat: bool
+) -> list[_Example]:
+    """``{question}<unlearn_0>{refusal}<unlearn_0>``, plain or chat-formatted, loss after the first token."""
+    out = []
+    for q in questions:
+        prefix = encode_prompt(tokenizer, q) if chat else tokenizer(q, add_special_tokens=False)["input_ids"]
+        out.append(_refusal_example(prefix, q, tokenizer, token_id))
+    return out
+
+
+def build_anchor_examples(
+    tokenizer: PreTrainedTokenizerBase, questions: list[str], answers: list[str]
+) -> list[_Example]:
+    """Ordinary chat prompts with the model's own answers, LM loss on the answer: they keep the
+    unlearning token's logit low wherever the token is not the target."""
+    out = []
+    for q, a in zip(questions, answers, strict=True):
+        prompt = encode_prompt(tokenizer, q)
+        answer = tokenizer(a, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        out.append(_Example(prompt + answer, [IGNORE] * len(prompt) + answer))
+    return out
+
+
+def _collate(batch: list[_Example], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
+    width = max(len(e.ids) for e in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for i, e in enumerate(batch):  # right padding: positions of real tokens do not move
+        ids[i, : len(e.ids)] = torch.tensor(e.ids)
+        labels[i, : len(e.labels)] = torch.tensor(e.labels)
+        mask[i, : len(e.ids)] = 1
+    return {"input_ids": ids.to(device), "labels": labels.to(device), "attention_mask": mask.to(device)}
+
+
+def _trainable_rows(model: PreTrainedModel, ids: list[int]) -> tuple[list[nn.Parameter], list]:
+    """Unfreezes the embedding matrices and masks their gradients to the new rows only. Adam with a
+    zero gradient and zero state moves nothing, so the other rows stay bit-identical."""
+    params = [model.get_input_embeddings().weight]
+    out = model.get_output_embeddings()
+    if out is not None and not _tied(model):
+        params.append(out.weight)
+    hooks = []
+    for p in params:
+        mask = torch.zeros(p.shape[0], 1, dtype=p.dtype, device=p.device)
+        mask[ids] = 1.0
+        p.requires_grad_(True)
+        hooks.append(p.register_hook(lambda g, m=mask: g * m))
+    return params, hooks
+
+
+def _run_epochs(
+    model: PreTrainedModel,
+    examples: list[_Example],
+    params: list[nn.Parameter],
+    lr: float,
+    epochs: int,
+    config: TokenConfig,
+    pad_id: int,
+    rng: random.Random,
+    desc: str,
+    progress: bool,
+) -> list[float]:
+    if epochs == 0 or not examples:
+        return []
+    device = next(model.parameters()).device
+    optimizer = torch.optim.Adam(params, lr=lr)
+    losses = []
+    bar = tqdm(range(epochs), desc=desc, disable=not progress, leave=False)
+    for _ in bar:
+        order = list(examples)
+        rng.shuffle(order)
+        total, count = 0.0, 0
+        for start in range(0, len(order), config.batch_size):
+            batch = _collate(order[start : start + config.batch_size], pad_id, device)
+            loss = model(**batch).loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total, count = total + loss.item(), count + 1
+        losses.append(total / count)
+        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    return losses
+
+
+def learn_unlearning_token(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    questions: list[str],
+    anchor_answers: list[str],
+    config: TokenConfig,
+    perturb_modules: list[nn.Module] | None = None,
+    progress: bool = True,
+) -> UnlearningToken:
+    """Adds the unlearning token(s) to ``model`` and ``tokenizer`` and trains their rows.
+
+    Schedule (UniErase, with the learning rates of ``config``): plain-format refusal examples; then
+    the same in chat format alongside the plain ones and the anchors; then a pass with the weights of
+    ``perturb_modules`` (the MLPs of the layers to be edited) slightly perturbed, so the token still
+    works once the edit has moved them. The perturbation is undone exactly afterwards.
+
+    Args:
+        model: The base model; modified in place (new rows only).
+        tokenizer: Its tokenizer; the tokens are added to it.
+        questions: Ordinary questions to train the refusal on (the token must work for any prompt).
+        anchor_answers: The model's own answers to ``questions`` (greedy, before any change): the
+            anchor examples that keep the token from appearing after ordinary answers.
+        config: Token-learning hyperparameters.
+        perturb_modules: Modules whose weights are perturbed in the robustness pass.
+        progress: Show progress bars.
+
+    Returns:
+        The learned token.
+    """
+    if not questions:
+        raise ValueError("token learning needs at least one question")
+    if len(anchor_answers) != len(questions):
+        raise ValueError(f"{len(anchor_answers)} anchor answers for {len(questions)} questions")
+    if tokenizer.pad_token_id is None:
+        raise ValueError("the tokenizer has no pad token")
+    started = time.perf_counter()
+    rng = random.Random(config.seed)
+    names = token_names(config)
+    ids = add_unlearning_tokens(model, tokenizer, names)
+    token_id = ids[0]  # with several tokens, the first is the trigger; the others are spare capacity
+
+    plain = build_refusal_examples(tokenizer, questions, token_id, chat=False)
+    chat = build_refusal_examples(tokenizer, questions, token_id, chat=True)
+    anchors = build_anchor_examples(tokenizer, questions, anchor_answers)
+
+    was_training = model.training
+    with frozen_parameters(model):  # only the token's rows train (re-enabled by _trainable_rows)
+        params, hooks = _trainable_rows(model, ids)
+        model.train()
+        pad = tokenizer.pad_token_id
+        losses: list[float] = []
+        try:
+            losses += _run_epochs(
+                model,
+                plain + anchors,
+                params,
+                config.stage1_lr,
+                config.stage1_epochs,
+                config,
+                pad,
+                rng,
+                "token:plain",
+                progress,
+            )
+            losses += _run_epochs(
+                model, plain + chat + anchors, params, config.stage2_lr, config.stage2_epochs, config, pad, rng,
+                "token:chat", progress,
+            )  # fmt: skip
+            if config.robust_epochs and perturb_modules:
+                originals = _perturb(perturb_modules, config.robust_noise, config.seed)
+                try:
+                    losses += _run_epochs(
+                        model, chat + anchors, params, config.stage2_lr, config.robust_epochs, config, pad, rng,
+                        "token:robust", progress,
+                    )  # fmt: skip
+                finally:
+                    _restore(perturb_modules, originals)
+        finally:
+            for h in hooks:
+                h.remove()
+            model.train(was_training)
+
+    out = model.get_output_embeddings()
+    token = UnlearningToken(
+        names=names,
+        input_rows=model.get_input_embeddings().weight[ids].detach().clone(),
+        output_rows=None if _tied(model) or out is None else out.weight[ids].detach().clone(),
+        losses=losses,
+        seconds=time.perf_counter() - started,
+    )
+    logger.info("learned %s in %.1fs; loss %s", names, token.seconds, [round(x, 3) for x in losses])
+    return token
+
+
+def _perturb(modules: list[nn.Module], scale: float, seed: int) -> list[dict[str, torch.Tensor]]:
+    gen = torch.Generator().manual_seed(seed)
+    originals = []
+    with torch.no_grad():
+        for module in modules:
+            originals.append({n: p.detach().clone() for n, p in module.named_parameters()})
+            for p in module.parameters():
+                noise = torch.randn(p.shape, generator=gen).to(p.device, p.dtype)
+                p.add_(noise * scale * p.std())
+    return originals
+
+
+def _restore(modules: list[nn.Module], originals: list[dict[str, torch.Tensor]]) -> None:
+    with torch.no_grad():
+        for module, saved in zip(modules, originals, strict=True):
+            for n, p in module.named_parameters():
+                p.copy_(saved[n])
+
+
+def save_token(token: UnlearningToken, path) -> None:
+    """Writes a learned token as a small safetensors file (its rows and names)."""
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    tensors = {"input_rows": token.input_rows.contiguous()}
+    if token.output_rows is not None:
+        tensors["output_rows"] = token.output_rows.contiguous()
+    meta = {"names": json.dumps(token.names), "losses": json.dumps(token.losses), "seconds": str(token.seconds)}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path), metadata=meta)
+
+
+def load_token(path) -> UnlearningToken:
+    """Reads a token written by `save_token`."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        meta = fh.metadata() or {}
+        tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    if "input_rows" not in tensors or "names" not in meta:
+        raise ValueError(f"{path} is not an unlearning-token file (no input_rows or names)")
+    return UnlearningToken(
+        names=json.loads(meta["names"]),
+        input_rows=tensors["input_rows"],
+        output_rows=tensors.get("output_rows"),
+        losses=json.loads(meta.get("losses", "[]")),
+        seconds=float(meta.get("seconds", 0.0)),
+    )
