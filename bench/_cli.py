@@ -51,13 +51,10 @@ def add_workload_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--retain-eval-items", type=int, default=12, help="retain questions in the evaluation")
 
 
-def add_resume_flags(
-    p: argparse.ArgumentParser,
-    redo_help: str = "comma-separated methods whose rows are measured again (implies --resume)",
-) -> None:
-    """Resuming a part from its JSON rows, optionally measuring some methods again."""
-    p.add_argument("--resume", action="store_true", help="keep the rows already written and skip them")
-    p.add_argument("--redo", type=names, default=[], help=redo_help)
+def add_redo_flag(p: argparse.ArgumentParser, size: str) -> None:
+    """``--redo``: cells deleted first, so they are measured again (`bench.lib.cells`); SIZE counts ``size``."""
+    help_text = f"comma-separated cells to delete first, so they are measured again (SIZE: {size})"
+    p.add_argument("--redo", type=names, default=[], metavar="METHOD[@SIZE]", help=help_text)
 
 
 def names(text: str) -> list[str]:
@@ -80,7 +77,7 @@ def _set(tree: dict[str, Any], assignment: str) -> None:
 
 def resolve_params(args: argparse.Namespace) -> Params:
     """``--params`` (project defaults when the file is absent) with every ``--set`` applied, validated."""
-    params = load_params(args.params if args.params and Path(args.params).is_file() else None)
+    params = load_params(args.params)
     if not args.set:
         return params
     tree = params.model_dump(mode="json")
@@ -91,11 +88,11 @@ def resolve_params(args: argparse.Namespace) -> Params:
 
 def resolve_methods(args: argparse.Namespace) -> list[str]:
     """The chosen methods, in the order given; unknown names are an error."""
-    from unierase.baselines import BASELINES
+    from unierase.methods import METHODS
 
     names = [m.strip() for m in args.methods.split(",") if m.strip()]
-    if unknown := [m for m in names if m != "unierase" and m not in BASELINES]:
-        raise SystemExit(f"unknown methods {unknown}; choose from unierase, {', '.join(BASELINES)}")
+    if unknown := [m for m in names if m not in METHODS]:
+        raise SystemExit(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
     return names
 
 
@@ -104,6 +101,15 @@ def base_model(args: argparse.Namespace) -> Path:
     from unierase.model.default import ensure_default_model
 
     return Path(args.model).resolve() if args.model else ensure_default_model()
+
+
+def workload(args: argparse.Namespace, params: Params, base: Path, *flags: str, **extra: Any) -> dict[str, Any]:
+    """What makes a part's cells comparable across runs (`bench.lib.cells`): the values of the named flags,
+    ``extra``, the parameters and the base model's weights digest."""
+    from unierase.digests import model_dir_sha256
+
+    fields = {flag: getattr(args, flag) for flag in flags}
+    return {**fields, **extra, "model_weights": model_dir_sha256(base), "params": params.model_dump(mode="json")}
 
 
 def setup_logging() -> None:

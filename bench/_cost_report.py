@@ -1,15 +1,43 @@
-"""The cost part's derived figures (ratios in the same run, growth with the forget-set size), tables and plot."""
+"""The cost part's summary from its cells, derived figures (ratios in the same run, growth with the
+forget-set size), tables and plot."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from bench.lib.cells import Cells, runs_markdown
 from bench.lib.output import line_plots, markdown_table, write_markdown
 
-ONCE = ("token_learning", "covariance_cold", "covariance_cached")  # phases independent of the forget set
+ONCE_PHASES = ("token_learning", "covariance_cold", "covariance_cached")  # independent of the forget set
+ONCE_CELL = "unierase@once"  # the cell of the ONCE_PHASES
+PIPELINE_CELL = "pipeline"  # the cell of the pipeline overhead
+
+
+def cost_summary(cells: Cells, not_measured: list[dict]) -> dict[str, Any]:
+    """What ``cost.json`` holds: every cell's rows, each with the number of the run that measured it, in
+    order of forget-set size (the once-per-model phases first), and the figures derived from them."""
+    runs, measured = cells.load()
+    pipeline = next(({"run": run, **data} for name, (run, data) in measured.items() if name == PIPELINE_CELL), None)
+    phases = _by_size({"run": run, **r} for run, data in measured.values() for r in data.get("phases", []))
+    storage = _by_size({"run": run, **r} for run, data in measured.values() for r in data.get("storage", []))
+    return {
+        "machine": runs[-1] if runs else cells.run,
+        "runs": runs,
+        "workload": cells.workload,
+        "phases": phases,
+        "storage": storage,
+        "ratios": ratios(phases),
+        "growth": growth(phases),
+        "pipeline": pipeline,
+        "not_measured": not_measured,
+    }
+
+
+def _by_size(rows: Iterable[dict]) -> list[dict]:
+    return sorted(rows, key=lambda r: -1 if r["forget_size"] is None else r["forget_size"])
 
 
 def _find(phases: Sequence[Mapping], phase: str, method: str, size: int | None, run: Any = None) -> Mapping | None:
@@ -153,9 +181,6 @@ def _not_measured(data: Mapping[str, Any]) -> str:
     return markdown_table(rows, [("method", "method"), ("forget_size", "items"), ("why", "why")])
 
 
-RUN_COLUMNS = [("run", "run"), ("date", "date"), ("git_commit", "commit"), ("command", "command")]
-
-
 def _unreleased_heap_note(phases: list[dict]) -> str:
     """Which runs measured memory without first returning freed heap memory to the kernel (rows from
     before ``measure`` did, or off glibc), and what that does to their figures."""
@@ -170,35 +195,27 @@ def _unreleased_heap_note(phases: list[dict]) -> str:
     )
 
 
-def _runs(data: Mapping[str, Any]) -> str:
-    runs = data.get("runs") or [{"run": 1, **data["machine"]}]
-    return markdown_table(runs, RUN_COLUMNS) + "\n\nThe machine below is the latest run's."
-
-
-def cost_tables(data: Mapping[str, Any]) -> str:
-    """Every table of the cost part, as markdown."""
-    return "\n\n".join(
-        [
-            "Phases\n\n" + markdown_table(data["phases"], PHASE_COLUMNS),
-            "Baselines against UniErase (same run where both are)\n\n" + markdown_table(data["ratios"], RATIO_COLUMNS),
-            "Growth with the forget-set size\n\n" + markdown_table(data["growth"], GROWTH_COLUMNS),
-            "Storage per version\n\n" + markdown_table(data["storage"], STORAGE_COLUMNS),
-            "Pipeline overhead\n\n" + _pipeline_rows(data.get("pipeline")),
-            "Not measured\n\n" + _not_measured(data),
-        ]
-    )
-
-
-def write_cost_outputs(data: Mapping[str, Any], out: Path, plot: bool = True) -> None:
-    """``cost.md`` and, with ``plot``, ``cost.png`` from the measurements so far."""
-    sections = [
+def _table_sections(data: Mapping[str, Any]) -> list[tuple[str, str]]:
+    return [
         ("Phases (time and peak resident memory)", markdown_table(data["phases"], PHASE_COLUMNS)),
         ("Baselines against UniErase (same run where both are)", markdown_table(data["ratios"], RATIO_COLUMNS)),
         ("Growth with the forget-set size", markdown_table(data["growth"], GROWTH_COLUMNS)),
         ("Storage per version", markdown_table(data["storage"], STORAGE_COLUMNS)),
         ("Pipeline overhead (Prefect flow against erase_stage alone, same request)", _pipeline_rows(data["pipeline"])),
         ("Not measured", _not_measured(data)),
-        ("Runs (the `run` column of each row)", _runs(data)),
+    ]
+
+
+def cost_tables(data: Mapping[str, Any]) -> str:
+    """Every table of the cost part, as markdown."""
+    return "\n\n".join(f"{heading}\n\n{body}" for heading, body in _table_sections(data))
+
+
+def write_cost_outputs(data: Mapping[str, Any], out: Path) -> None:
+    """``cost.md`` and ``cost.png`` from a summary (`cost_summary`, or a ``cost.json`` read back)."""
+    runs = runs_markdown(data["runs"]) + "\n\nThe machine below is the latest run's."
+    sections = _table_sections(data) + [
+        ("Runs (the `run` column of each row)", runs),
         (
             "Notes",
             "Token learning and the preserved-key statistics do not depend on the forget set and are measured "
@@ -206,14 +223,12 @@ def write_cost_outputs(data: Mapping[str, Any], out: Path, plot: bool = True) ->
             "projection, value optimisation, solve); evaluation is the full protocol with the leak audits. A "
             "delta holds every changed tensor before and after (a baseline changes all of them); the full copy "
             "is a saved model directory. Peak memory is the process's resident set during the phase. Each row names "
-            "the run that measured it (Runs): a file resumed across runs can mix machines, or one machine on two "
-            "days, so compare figures within one run; the ratios pair rows of the same run where there are both."
+            "the run that measured it (Runs): cells measured by several runs can mix machines, or one machine on "
+            "two days, so compare figures within one run; the ratios pair rows of the same run where there are both."
             + _unreleased_heap_note(data["phases"]),
         ),
     ]
     write_markdown(out / "cost.md", "Cost: time, memory and storage", sections, data["machine"])
-    if not plot:
-        return
     phases = data["phases"]
     sizes = sorted({r["forget_size"] for r in phases if r["forget_size"] is not None})
     if not sizes:
@@ -222,7 +237,7 @@ def write_cost_outputs(data: Mapping[str, Any], out: Path, plot: bool = True) ->
     memory_panel: dict[str, tuple] = {}
     for phase, method in sorted({(r["phase"], r["method"]) for r in phases}):
         label = method if phase == "unlearn" else f"{method} {phase}"
-        if phase in ONCE:
+        if phase in ONCE_PHASES:
             row = _find(phases, phase, method, None)
             xs, picked = sizes, [row] * len(sizes)  # a flat line: the same cost at every size
         else:

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from bench.lib.cells import runs_markdown
 from bench.lib.output import format_value, markdown_table, scatter_plot, write_markdown
 from bench.lib.runs import LEAK_COLUMNS
 
@@ -23,6 +24,7 @@ COLUMNS = [
     ("seconds", "seconds"),
     ("peak_rss_mb", "peak RSS MiB"),
     ("params_changed_share", "params changed"),
+    ("run", "run"),
 ]
 AUDIT_COLUMNS = [
     ("method", "method"),
@@ -35,8 +37,13 @@ AUDIT_COLUMNS = [
 ]
 
 
+def in_table_order(row: Mapping[str, Any]) -> tuple[int, bool]:
+    """Sort key of the tables: by forget size, the reference models first."""
+    return row["forget_authors"], not row.get("reference")
+
+
 def _sorted(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    return sorted(rows, key=lambda r: (r["forget_authors"], not r.get("reference"), 0))
+    return sorted(rows, key=in_table_order)
 
 
 def quality_table(rows: Sequence[Mapping[str, Any]]) -> str:
@@ -114,9 +121,9 @@ def unierase_leaks(out: Path, rows: Sequence[Mapping[str, Any]], threshold: floa
 
 
 def write_quality_outputs(
-    rows: Sequence[Mapping[str, Any]], out: Path, machine: Mapping[str, Any], threshold: float, plot: bool = True
+    rows: Sequence[Mapping[str, Any]], runs: Sequence[Mapping[str, Any]], out: Path, threshold: float
 ) -> None:
-    """``quality.md`` and, with ``plot``, ``quality_scatter.png`` from the rows measured so far."""
+    """``quality.md`` and ``quality_scatter.png`` from every cell's row and the runs that measured them."""
     sections = [
         ("Results", quality_table(rows)),
         (
@@ -136,10 +143,9 @@ def write_quality_outputs(
             "peak resident memory over the whole `erase_stage` call (UniErase) or loading plus unlearning "
             "(baselines). Per-item results: `quality_items/`.",
         ),
+        ("Runs (the `run` column of the results)", runs_markdown(runs) + "\n\nThe machine below is the latest run's."),
     ]
-    write_markdown(out / "quality.md", "Quality: UniErase against the baselines", sections, machine)
-    if not plot:
-        return
+    write_markdown(out / "quality.md", "Quality: UniErase against the baselines", sections, runs[-1])
     measured = [r for r in rows if r.get("forget_efficacy") is not None and r.get("model_ability") is not None]
     scatter_plot(
         out / "quality_scatter.png",

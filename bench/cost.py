@@ -5,15 +5,15 @@ storage of a version (delta against a full model copy, share of parameters chang
     python -m bench.cost                                # SmolLM2; 1, 10, 40 and 200 items
     python -m bench.cost --sizes 1,10 --methods unierase,grad_diff --no-pipeline
     python -m bench.cost --model DIR --sizes 1,2 --out /tmp/c
-    python -m bench.cost --resume                       # go on with a run cut short
-    python -m bench.cost --redo unierase@200,npo        # measure these again, keep the other rows
+    python -m bench.cost --redo unierase@200,npo        # measure these again, keep the other cells
 
 Cost does not depend on whether the model knows the facts, so the base model is used as it is (no
 fine-tuning). Token learning and the statistics do not depend on the forget set: they are measured once.
 Every phase of a run runs in its one process; ``peak_rss_mb`` is its peak resident memory during the
-phase (``start_rss_mb``: what it already held). Each row names its run (``runs`` in ``cost.json``: the
-machine and command of each); a ratio says whether both its rows come from the same run. Writes
-``cost.json``, ``cost.md`` and ``cost.png`` under ``--out``.
+phase (``start_rss_mb``: what it already held). Each (method, size), the once-measured phases
+(``unierase@once``) and the pipeline overhead (``pipeline``) is one cell (`bench.lib.cells`). Each row
+names its run (``runs`` in ``cost.json``: the machine and command of each); a ratio says whether
+both its rows come from the same run. Writes ``cost.json``, ``cost.md`` and ``cost.png`` under ``--out``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pathlib import Path
 
 from bench._cli import (
     ROOT,
-    add_resume_flags,
+    add_redo_flag,
     add_workload_flags,
     base_model,
     common_parser,
@@ -33,17 +33,20 @@ from bench._cli import (
     resolve_methods,
     resolve_params,
     setup_logging,
+    workload,
 )
-from bench._cost_log import CostLog, parse_redo
-from bench._cost_report import ONCE, cost_tables
+from bench._cost_report import ONCE_CELL, PIPELINE_CELL, cost_summary, cost_tables, write_cost_outputs
+from bench.lib.cells import Cells, open_cells
 from bench.lib.measure import machine_info, measure
-from bench.lib.runs import Evaluator, apply_baseline, ensure_token, weights_digest
+from bench.lib.output import write_json
+from bench.lib.runs import Evaluator, apply_baseline, ensure_token
 from bench.lib.workload import build_author_workload, general_splits
 from unierase.edit.erasure import erase_facts
 from unierase.model.delta import diff_models, save_delta, snapshot
-from unierase.stages.evaluate import load_model
+from unierase.model.loading import load_model
+from unierase.stages.artifacts import load_token
 from unierase.stages.statistics import cached_preserved_moments
-from unierase.token.learning import install_unlearning_token, load_token
+from unierase.token.vocabulary import install_unlearning_token
 
 
 def parse_args(argv: list[str] | None = None):
@@ -61,85 +64,61 @@ def parse_args(argv: list[str] | None = None):
     p.add_argument("--no-pipeline", action="store_true", help="leave out the Prefect-flow overhead")
     p.add_argument("--pipeline-size", type=int, default=None, help="items of the overhead request (default: smallest)")
     p.add_argument("--no-harness", action="store_true", help="a Prefect server is already active (tests)")
-    add_resume_flags(
-        p, redo_help="comma-separated METHOD or METHOD@ITEMS whose rows are measured again (implies --resume)"
-    )
+    add_redo_flag(p, "items, or once: token learning and statistics; --redo pipeline: the overhead")
     return p.parse_args(argv)
 
 
-def _workload(args, params, base: Path) -> dict:
-    """What makes two runs' rows comparable: the generated authors, the parameters, the model's weights."""
-    return {
-        "max_size": max(args.sizes),
-        "questions_per_author": args.questions_per_author,
-        "retain_authors": args.retain_authors,
-        "holdout_authors": args.holdout_authors,
-        "retain_eval_items": args.retain_eval_items,
-        "general_items": args.general_items,
-        "seed": args.seed,
-        "model_weights": weights_digest(base),
-        "params": params.model_dump(mode="json"),
-    }
-
-
 def run(args) -> dict:
-    """Measures every phase on every size (with ``--resume``, those not in ``cost.json`` yet); returns
-    what ``cost.json`` holds."""
+    """Measures every cell (method x size, the once-per-model phases, the pipeline overhead) that has no
+    file under ``<out>/cost_cells`` yet; returns what ``cost.json`` holds, rebuilt from every cell."""
     params, methods, progress = resolve_params(args), resolve_methods(args), not args.no_progress
-    base, out = base_model(args), Path(args.out)
-    work = Path(args.work) / "cost"
-    redo = parse_redo(args.redo)
-    if not (args.resume or redo):
-        shutil.rmtree(work, ignore_errors=True)  # cold means cold: no token or statistics from an earlier run
-    log = CostLog(out, machine_info(ROOT), _workload(args, params, base), args.resume, redo)
+    base, out, work = base_model(args), Path(args.out), Path(args.work) / "cost"
+    flags = ("questions_per_author", "retain_authors", "holdout_authors", "retain_eval_items", "general_items", "seed")
+    # The largest size decides how many authors are generated, so which facts every size's forget set holds.
+    measured_on = workload(args, params, base, *flags, max_size=max(args.sizes))
+    cells = open_cells(out, "cost", measured_on, machine_info(ROOT), args.redo)
     qpa, sizes = args.questions_per_author, sorted(set(args.sizes))
-    forget_authors = math.ceil(max(sizes) / qpa)
-    workload = build_author_workload(
-        forget_authors + args.retain_authors, qpa, forget_authors, args.holdout_authors, args.seed
-    )
-    block, retain = workload.splits["forget"], workload.splits["retain"]
-    general = general_splits(args.tofu, args.general_items)
-    evaluator = Evaluator(params, args.device, progress)
     baseline_sizes = set(sizes if args.baseline_sizes is None else args.baseline_sizes)
-    log.plan = [
+    plan = [
         (m, n, "not in --baseline-sizes" if m != "unierase" and n not in baseline_sizes else None)
         for n in sizes
         for m in methods
     ]
-
-    todo = [(m, n) for m, n, skipped in log.plan if not skipped and not log.done(m, n)]
-    pipeline = not args.no_pipeline and "unierase" in methods and log.pipeline is None
+    todo = [(m, n) for m, n, skipped in plan if not skipped and not cells.has(f"{m}@{n}")]
+    pipeline = not args.no_pipeline and "unierase" in methods and not cells.has(PIPELINE_CELL)
+    forget_authors = math.ceil(max(sizes) / qpa)
+    authors = build_author_workload(
+        forget_authors + args.retain_authors, qpa, forget_authors, args.holdout_authors, args.seed
+    )
+    block, retain = authors.splits["forget"], authors.splits["retain"]
+    splits = {"retain": retain[: args.retain_eval_items], **general_splits(args.tofu, args.general_items)}
+    splits["holdout"] = authors.splits["holdout"]
+    evaluator, full_bytes = Evaluator(params, args.device, progress), None
     try:
-        # The token and statistics when anything needs them (a resumed run with nothing left to measure
-        # only writes the tables and plot again).
-        needs_token = pipeline or not log.once_measured() or any(m == "unierase" for m, _ in todo)
+        needs_token = pipeline or not cells.has(ONCE_CELL) or any(m == "unierase" for m, _ in todo)
         if "unierase" in methods and needs_token:
-            token_path, preserved, heldout = _token_and_statistics(args, params, base, work, log, progress)
-        full_bytes = next((r["full_model_bytes"] for r in log.storage if r.get("full_model_bytes")), None)
+            token_path, preserved, heldout = _token_and_statistics(args, params, base, work, cells, progress)
         for method, n in todo:
-            log.drop(method, n)  # a (method, size) cut short in an earlier run is measured again whole
-            forget = block[:n]
             model, tok = load_model(base, args.device)
             before = snapshot(model)  # as erase_stage: the version's delta includes the token's new row
             if method == "unierase":
                 install_unlearning_token(model, tok, load_token(token_path))
                 with measure() as m:
                     result = erase_facts(
-                        model, tok, forget, params, preserved, retain, heldout=heldout, progress=progress
+                        model, tok, block[:n], params, preserved, retain, heldout=heldout, progress=progress
                     )
-                log.phase("edit", method, n, m, breakdown_s=result.timings)
+                phases = [_phase("edit", method, n, m.as_dict(), breakdown_s=result.timings)]
             else:
                 with measure() as m:
-                    apply_baseline(method, model, tok, forget, retain, params, progress)
-                log.phase("unlearn", method, n, m)
+                    apply_baseline(method, model, tok, block[:n], retain, params, progress)
+                phases = [_phase("unlearn", method, n, m.as_dict())]
             full_bytes = full_bytes or _saved_bytes(model, tok, work / "full-copy")
-            log.add_storage(_storage(method, n, before, model, work, full_bytes))
+            storage = _storage(method, n, before, model, work, full_bytes)
             if method == "unierase":
-                splits = {"forget": forget, "retain": retain[: args.retain_eval_items], **general}
-                splits["holdout"] = workload.splits["holdout"]
                 with measure() as m:
-                    evaluator.evaluate(model, tok, splits)
-                log.phase("evaluation", method, n, m)
+                    evaluator.evaluate(model, tok, {"forget": block[:n], **splits})
+                phases.append(_phase("evaluation", method, n, m.as_dict()))
+            cells.save(f"{method}@{n}", {"phases": phases, "storage": [storage]})
             del model, before
         if pipeline:
             from bench.pipeline import measure_pipeline_overhead
@@ -154,37 +133,50 @@ def run(args) -> dict:
                 work / "pipeline",
                 start_harness=not args.no_harness,
             )
-            log.set_pipeline(figures)
-    finally:  # tables and the plot, also of a run cut short
-        log.save(plot=True)
-    return log.data()
+            cells.save(PIPELINE_CELL, figures)
+    finally:  # the summary from every cell, also after a run cut short
+        data = cost_summary(cells, _not_measured(plan, cells))
+        write_json(data, out / "cost.json")
+        write_cost_outputs(data, out)
+    return data
 
 
-def _token_and_statistics(args, params, base: Path, work: Path, log: CostLog, progress: bool):
+def _phase(phase: str, method: str, size: int | None, figures: dict, **extra) -> dict:
+    """A phase row: what was measured, and its time and memory (`bench.lib.measure.Measurement.as_dict`)."""
+    return {"phase": phase, "method": method, "forget_size": size, **figures, **extra}
+
+
+def _not_measured(plan: list[tuple[str, int, str | None]], cells: Cells) -> list[dict]:
+    """Every planned (method, size) without a cell file, and why."""
+    return [
+        {"method": m, "forget_size": n, "why": why or "not measured yet (cut short: the same command goes on)"}
+        for m, n, why in plan
+        if not cells.has(f"{m}@{n}")
+    ]
+
+
+def _token_and_statistics(args, params, base: Path, work: Path, cells: Cells, progress: bool):
     """Token learning, then the preserved-key statistics cold and cached: once, independent of the forget set.
 
-    Measured cold unless ``cost.json`` already has them (``--resume``): then the token and statistics are
+    Measured cold (the ``unierase@once`` cell) unless that cell exists: then the token and statistics are
     reused from ``--work`` (or made again, unmeasured, where that is empty).
 
     Returns:
         The token file and the statistics (preserved, held-out) the edits use.
     """
-    measured = log.once_measured()
-    if not measured:
-        for phase in ONCE:
-            log.phases = [r for r in log.phases if (r["phase"], r["method"]) != (phase, "unierase")]
-        shutil.rmtree(work / "tokens", ignore_errors=True)  # cold means cold: no token or statistics
-        shutil.rmtree(work / "cache", ignore_errors=True)  # from an earlier run
-    token_path, token = ensure_token(base, work / "tokens", params, progress)
-    if not measured:
-        log.phase("token_learning", "unierase", None, token)
+    measured = cells.has(ONCE_CELL)
+    if not measured:  # cold means cold: no token or statistics from an earlier run
+        shutil.rmtree(work / "cache", ignore_errors=True)
+    token_path, token = ensure_token(base, work / "cache", params, progress)
+    phases = [_phase("token_learning", "unierase", None, token)]
     model, tok = load_model(base, args.device)
     install_unlearning_token(model, tok, load_token(token_path))
     for phase in ("covariance_cold", "covariance_cached"):
         with measure() as m:
             preserved, heldout, info = cached_preserved_moments(model, tok, params, work / "cache", progress)
-        if not measured:
-            log.phase(phase, "unierase", None, m, cache_hit=info["cache_hit"])
+        phases.append(_phase(phase, "unierase", None, m.as_dict(), cache_hit=info["cache_hit"]))
+    if not measured:
+        cells.save(ONCE_CELL, {"phases": phases})
     return token_path, preserved, heldout
 
 

@@ -33,7 +33,7 @@ from unierase.data.splits import load_split
 from unierase.edit.erasure import erase_facts
 from unierase.model.generation import generate_answers
 from unierase.stages.statistics import cached_preserved_moments
-from unierase.token.recipe import learn_token
+from unierase.token.learning import learn_token
 
 # Llama-3-8B's config.json, less the vocabulary (the tokenizer's) and the checkpoint-only fields.
 SHAPES: dict[str, dict[str, Any]] = {

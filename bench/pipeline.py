@@ -4,9 +4,9 @@ Run as part of ``python -m bench.cost`` (``--no-pipeline`` leaves it out).
 
 Both sides erase the same forget set from the same base model with the same learned token and the same
 warm preserved-key statistics, so the difference is what the pipeline adds. The flow runs in a fresh
-temporary git + DVC repo with its own SQLite MLflow store, under a temporary Prefect server
-(``prefect_test_harness``, whose start-up is measured apart); it is the repo's first erasure, so it also
-registers the base model as version 1.
+temporary erasure project (`unierase.data.project.init_project`: git, DVC, the sets tracked) with its own
+SQLite MLflow store, under a temporary Prefect server (``prefect_test_harness``, whose start-up is measured
+apart); it is the project's first erasure, so it also registers the base model as version 1.
 """
 
 from __future__ import annotations
@@ -14,44 +14,15 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-import yaml
-
 from bench.lib.measure import measure
 from unierase.config import Params
-from unierase.data.facts import Fact, write_facts
-
-BIN = str(Path(sys.executable).parent)  # dvc and git hooks come from the running environment
-
-
-def _run(root: Path, *command: str) -> None:
-    env = {**os.environ, "PATH": BIN + os.pathsep + os.environ.get("PATH", "")}
-    done = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed in {root}:\n{done.stdout}\n{done.stderr}")
-
-
-def make_flow_repo(root: Path, params: Params, forget: list[Fact], retain: list[Fact]) -> Path:
-    """A git repo with DVC, ``params.yaml`` and the request's sets under ``data/sets`` tracked by DVC."""
-    shutil.rmtree(root, ignore_errors=True)
-    root.mkdir(parents=True)
-    _run(root, "git", "init", "-q")
-    _run(root, "git", "config", "user.email", "bench@example.com")
-    _run(root, "git", "config", "user.name", "bench")
-    _run(root, "dvc", "init", "-q")
-    (root / "params.yaml").write_text(yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False))
-    write_facts(forget, root / "data/sets/forget.jsonl")
-    write_facts(retain, root / "data/sets/retain.jsonl")
-    _run(root, "dvc", "add", "-q", "data/sets/forget.jsonl", "data/sets/retain.jsonl")
-    _run(root, "git", "add", "-A")
-    _run(root, "git", "commit", "-qm", "benchmark request")
-    return root
+from unierase.data.facts import Fact
+from unierase.data.project import init_project
 
 
 @contextlib.contextmanager
@@ -119,15 +90,14 @@ def measure_pipeline_overhead(
         start_harness: Start a temporary Prefect server; False when one is already active (tests).
         progress: Progress bars of the core run.
     """
-    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
-
     from flows.erasure import erasure_flow
-    from tasks.unlearn import token_artifact_path
-    from unierase.registry.versions import model_dir_sha256
+    from unierase.digests import model_dir_sha256
+    from unierase.stages.artifacts import load_token
     from unierase.stages.erase import erase_stage
+    from unierase.stages.token import store_cached_token, token_cache_path
 
     shutil.rmtree(work, ignore_errors=True)
-    root = make_flow_repo(work / "repo", params, forget, retain)
+    root = init_project(work / "repo", params, forget, retain)
     sets = root / "data" / "sets"
     with measure() as core:
         erase_stage(
@@ -140,10 +110,8 @@ def measure_pipeline_overhead(
             cache_dir,
             progress,
         )
-    # The flow finds the token where its learn-token task keeps it, and the statistics in the default cache.
-    flow_token = token_artifact_path(root / ".cache/tokens", model_dir_sha256(model_dir), params)
-    flow_token.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(token_path, flow_token)
+    # The flow finds the token and the statistics in the default cache, which is cache_dir while it runs.
+    store_cached_token(load_token(token_path), token_cache_path(cache_dir, model_dir_sha256(model_dir), params))
     with contextlib.ExitStack() as stack:
         with measure() as startup:
             if start_harness:
@@ -151,9 +119,6 @@ def measure_pipeline_overhead(
 
                 stack.enter_context(prefect_test_harness(server_startup_timeout=120))
         stack.enter_context(_env("UNIERASE_CACHE", str(cache_dir)))
-        # Task results (the token task's cache) in a store of this run's own: a result cached by an
-        # earlier run for the same model and token config would name that run's token file.
-        stack.enter_context(temporary_settings(updates={PREFECT_LOCAL_STORAGE_PATH: str(work / "prefect-results")}))
         with measure() as flow:
             summary = erasure_flow(
                 forget=sets / "forget.jsonl",

@@ -2,12 +2,13 @@
 scored by one evaluation (forget efficacy, model ability, forget quality, model utility, leak audits).
 
     python -m bench.quality                                   # SmolLM2; 40 authors x 3 questions; 1%, 5%, 10%
-    python -m bench.quality --set evaluation.max_new_tokens=48 --resume
+    python -m bench.quality --set evaluation.max_new_tokens=48 --redo unierase   # measure UniErase again
     python -m bench.quality --model DIR --authors 3 --questions-per-author 2 --shares 0.3 --out /tmp/q
 
-Writes ``quality.json`` (one row per method and forget size, rewritten after each), ``quality.md``,
-``quality_scatter.png`` and the per-item results ``quality_items/<method>-authors<k>/`` under ``--out``;
-models, caches and the generated data go under ``--work``.
+Each method (and reference model) on each forget size is one cell, ``<method>@<authors>``
+(`bench.lib.cells`). Writes ``quality.json``, ``quality.md``, ``quality_scatter.png`` and the per-item
+results ``quality_items/<method>-authors<k>/`` under ``--out``; models, caches and the generated data go
+under ``--work``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from bench._cli import (
     ROOT,
-    add_resume_flags,
+    add_redo_flag,
     add_target_flags,
     base_model,
     common_parser,
@@ -27,10 +28,12 @@ from bench._cli import (
     resolve_methods,
     resolve_params,
     setup_logging,
+    workload,
 )
-from bench._quality_report import quality_table, write_quality_outputs
+from bench._quality_report import in_table_order, quality_table, write_quality_outputs
+from bench.lib.cells import open_cells
 from bench.lib.measure import machine_info, measure
-from bench.lib.output import RowLog
+from bench.lib.output import write_json
 from bench.lib.runs import (
     Evaluator,
     apply_baseline,
@@ -50,7 +53,7 @@ from bench.lib.workload import (
 )
 from unierase.data.facts import write_facts
 from unierase.evaluation.evaluate import forget_truth_ratios
-from unierase.stages.evaluate import load_model
+from unierase.model.loading import load_model
 
 
 def parse_args(argv: list[str] | None = None):
@@ -60,19 +63,23 @@ def parse_args(argv: list[str] | None = None):
     p.add_argument("--shares", type=floats, default=[0.01, 0.05, 0.10], help="forget shares of the authors")
     p.add_argument("--leak-threshold", type=float, default=0.5, help="ROUGE-L recall counted as a leaked answer")
     p.add_argument("--keep-models", action="store_true", help="keep each erased model under --work")
-    add_resume_flags(p)
+    add_redo_flag(p, "forget authors")
     return p.parse_args(argv)
 
 
 def run(args) -> list[dict]:
-    """Runs every method on every forget size; returns the rows (also written under ``args.out``)."""
+    """Runs every method on every forget size that has no cell yet; returns the rows of every cell (also
+    written under ``args.out``)."""
     params, methods, progress = resolve_params(args), resolve_methods(args), not args.no_progress
     base, work, out = base_model(args), Path(args.work), Path(args.out)
     counts = forget_author_counts(args.authors, args.shares)
-    workload = build_author_workload(
+    flags = ("authors", "questions_per_author", "holdout_authors", "retain_eval_items", "general_items", "seed")
+    measured_on = workload(args, params, base, *flags, "leak_threshold", forget_authors=max(counts))
+    cells = open_cells(out, "quality", measured_on, machine_info(ROOT), args.redo)
+    authors = build_author_workload(
         args.authors, args.questions_per_author, max(counts), args.holdout_authors, args.seed
     )
-    files = workload.write(work / "authors")
+    files = authors.write(work / "authors")
     # One target for every method and size, and one retain-reference model trained without the
     # largest forget set: forget sets are nested (the first k authors of one block), so that model has
     # seen none of the forget authors of any size and serves forget quality for all of them.
@@ -84,11 +91,11 @@ def run(args) -> list[dict]:
     general = general_splits(args.tofu, args.general_items)
     eval_splits, forget_files = {}, {}
     for k in counts:
-        forget = workload.first_authors(k)
+        forget = authors.first_authors(k)
         eval_splits[k] = {
             "forget": forget,
-            "retain": workload.splits["retain"][: args.retain_eval_items],
-            "holdout": workload.splits["holdout"],
+            "retain": authors.splits["retain"][: args.retain_eval_items],
+            "holdout": authors.splits["holdout"],
             **general,
         }
         write_splits(eval_splits[k], work / "eval" / f"authors-{k}")  # what each evaluation read
@@ -100,8 +107,6 @@ def run(args) -> list[dict]:
     }
     del retain_model
     evaluator = Evaluator(params, args.device, progress)
-    log = RowLog(out / "quality.json", resume=args.resume, redo=args.redo)
-    machine = machine_info(ROOT)
 
     def record(method: str, k: int, model, tok, fields: dict) -> None:
         items_dir = out / "quality_items" / f"{method}-authors{k}"
@@ -117,33 +122,34 @@ def run(args) -> list[dict]:
             **evaluation_fields(report),
             "leaked_items": leaked_items(report.items["forget"], args.leak_threshold),
         }
-        log.add(row)
-        write_quality_outputs(log.rows, out, machine, args.leak_threshold, plot=False)
+        cells.save(f"{method}@{k}", row)
 
     try:
         for k in counts:
             for ref, model_dir in (("target", target), ("retain_model", retain_dir)):
-                if not log.find(method=ref, forget_authors=k):
+                if not cells.has(f"{ref}@{k}"):
                     record(ref, k, *load_model(model_dir, args.device), {"reference": True, "seconds": None})
-        token = ensure_token(target, work / "tokens", params, progress) if "unierase" in methods else None
-        for k in counts:
-            for method in methods:
-                if log.find(method=method, forget_authors=k):
-                    continue
-                if method == "unierase":
-                    model, tok, fields = _unierase(
-                        args, params, target, files["retain"], forget_files[k], token, k, progress
-                    )
-                else:
-                    model, tok, fields = _baseline(args, params, method, target, workload, eval_splits[k]["forget"])
-                record(method, k, model, tok, {"reference": False, **fields})
-                del model
-                if method == "unierase" and not args.keep_models:
-                    shutil.rmtree(work / "runs" / f"unierase-authors{k}" / "model", ignore_errors=True)
-    finally:  # the plot once, at the end, also of a run cut short
-        if log.rows:
-            write_quality_outputs(log.rows, out, machine, args.leak_threshold, plot=True)
-    return log.rows
+        todo = [(m, k) for k in counts for m in methods if not cells.has(f"{m}@{k}")]
+        needs_token = any(m == "unierase" for m, _ in todo)
+        token = ensure_token(target, work / "cache", params, progress) if needs_token else None
+        for method, k in todo:
+            if method == "unierase":
+                model, tok, fields = _unierase(
+                    args, params, target, files["retain"], forget_files[k], token, k, progress
+                )
+            else:
+                model, tok, fields = _baseline(args, params, method, target, authors, eval_splits[k]["forget"])
+            record(method, k, model, tok, {"reference": False, **fields})
+            del model
+            if method == "unierase" and not args.keep_models:
+                shutil.rmtree(work / "runs" / f"unierase-authors{k}" / "model", ignore_errors=True)
+    finally:  # the summary from every cell, also after a run cut short
+        runs, measured = cells.load()
+        rows = sorted(({**row, "run": run} for run, row in measured.values()), key=in_table_order)
+        if rows:
+            write_json(rows, out / "quality.json")
+            write_quality_outputs(rows, runs, out, args.leak_threshold)
+    return rows
 
 
 def _unierase(args, params, target, retain_file, forget_file, token, k, progress):

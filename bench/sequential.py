@@ -10,6 +10,9 @@ keys of every earlier edit) and token it carries, so the new edit is solved agai
 memory. With the same ``--authors``, ``--questions-per-author``, ``--holdout-authors`` and ``--seed``
 as the quality part, the fine-tuned target under ``--work`` is reused. The leak audits are off here
 (``--audits`` turns them on): this part measures how forgetting and ability hold up over requests.
+
+Each method after each step is one cell, ``<method>@<step>`` (`bench.lib.cells`); a step builds on the one
+before, so a method missing any step is measured again from its first.
 """
 
 from __future__ import annotations
@@ -20,16 +23,18 @@ from pathlib import Path
 
 from bench._cli import (
     ROOT,
-    add_resume_flags,
+    add_redo_flag,
     add_target_flags,
     base_model,
     common_parser,
     resolve_methods,
     resolve_params,
     setup_logging,
+    workload,
 )
+from bench.lib.cells import open_cells, runs_markdown
 from bench.lib.measure import machine_info, measure
-from bench.lib.output import RowLog, line_plots, markdown_table, write_markdown
+from bench.lib.output import line_plots, markdown_table, write_json, write_markdown
 from bench.lib.runs import (
     Evaluator,
     apply_baseline,
@@ -40,8 +45,8 @@ from bench.lib.runs import (
 )
 from bench.lib.workload import build_author_workload, general_splits
 from unierase.data.facts import write_facts
+from unierase.model.loading import load_model
 from unierase.stages.erase import erase_stage
-from unierase.stages.evaluate import load_model
 
 COLUMNS = [
     ("method", "method"),
@@ -54,6 +59,7 @@ COLUMNS = [
     ("model_utility", "model utility"),
     ("seconds", "seconds"),
     ("peak_rss_mb", "peak RSS MiB"),
+    ("run", "run"),
 ]
 
 
@@ -65,7 +71,7 @@ def parse_args(argv: list[str] | None = None):
     p.add_argument("--authors-per-request", type=int, default=1, help="authors forgotten by each request")
     p.add_argument("--audits", action="store_true", help="run the leak audits at every step too")
     p.add_argument("--keep-models", action="store_true", help="keep each step's UniErase model under --work")
-    add_resume_flags(p)
+    add_redo_flag(p, "step; a method's later steps build on it, so all of them are measured again")
     return p.parse_args(argv)
 
 
@@ -74,28 +80,30 @@ def _name(i: int) -> str:
 
 
 def run(args) -> list[dict]:
-    """Applies the requests with every method; returns the rows (also written under ``args.out``)."""
+    """Applies the requests with every method whose steps are not all measured yet; returns the rows of
+    every cell (also written under ``args.out``)."""
     params, methods, progress = resolve_params(args), resolve_methods(args), not args.no_progress
     if not args.audits:
         params = params.model_copy(update={"evaluation": params.evaluation.model_copy(update={"audits": []})})
     base, work, out = base_model(args), Path(args.work), Path(args.out)
+    flags = ("authors", "questions_per_author", "holdout_authors", "retain_eval_items", "general_items", "seed")
+    measured_on = workload(args, params, base, *flags, "requests", "authors_per_request")
+    cells = open_cells(out, "sequential", measured_on, machine_info(ROOT), args.redo)
     num_forget = args.requests * args.authors_per_request
-    workload = build_author_workload(
+    authors = build_author_workload(
         args.authors, args.questions_per_author, num_forget, args.holdout_authors, args.seed
     )
-    files = workload.write(work / "sequential" / "authors")
-    requests = workload.author_blocks(args.authors_per_request)[: args.requests]
+    files = authors.write(work / "sequential" / "authors")
+    requests = authors.author_blocks(args.authors_per_request)[: args.requests]
     request_files = [
         write_facts(r, work / "sequential" / "requests" / f"{_name(i)}.jsonl") for i, r in enumerate(requests)
     ]
     target, _ = ensure_finetuned(base, files["full"], work / "target", params.finetune, args.device, progress)
     shared = {
-        "retain": workload.splits["retain"][: args.retain_eval_items],
+        "retain": authors.splits["retain"][: args.retain_eval_items],
         **general_splits(args.tofu, args.general_items),
     }
     evaluator = Evaluator(params, args.device, progress)
-    log = RowLog(out / "sequential.json", resume=args.resume, redo=args.redo)
-    machine = machine_info(ROOT)
 
     def record(method: str, step: int, model, tok, fields: dict) -> None:
         # Step 0 (the target) is scored on every request; step s on the requests applied so far.
@@ -103,7 +111,8 @@ def run(args) -> list[dict]:
         report = evaluator.evaluate(model, tok, {**{_name(i): requests[i] for i in shown}, **shared})
         efficacy = [split_forget_efficacy(report, _name(i)) for i in shown]
         earlier = efficacy if step else []
-        log.add(
+        cells.save(
+            f"{method}@{step}",
             {
                 "method": method,
                 "step": step,
@@ -115,20 +124,20 @@ def run(args) -> list[dict]:
                 "model_ability": report.aggregates["model_ability"],
                 "model_utility": report.aggregates["model_utility"],
                 **fields,
-            }
+            },
         )
-        _write_outputs(log.rows, out, machine, len(requests), plot=False)
 
     try:
-        if not log.find(method="target"):
+        if not cells.has("target@0"):
             record("target", 0, *load_model(target, args.device), {"seconds": None, "peak_rss_mb": None})
         for method in methods:
-            done = [r for r in log.rows if r["method"] == method]
-            if len(done) == len(requests):  # resumed: every step of this method is in the file
+            steps = [f"{method}@{step}" for step in range(1, len(requests) + 1)]
+            if all(cells.has(name) for name in steps):
                 continue
-            log.rows = [r for r in log.rows if r["method"] != method]  # a method cut short starts again
+            for name in steps:  # a step builds on the one before: a method missing one starts again
+                cells.path(name).unlink(missing_ok=True)
             if method == "unierase":
-                token_path, _ = ensure_token(target, work / "tokens", params, progress)
+                token_path, _ = ensure_token(target, work / "cache", params, progress)
                 for step, model_dir, fields in _unierase_steps(
                     args, params, target, request_files, files["retain"], token_path
                 ):
@@ -137,7 +146,7 @@ def run(args) -> list[dict]:
             model, tok = load_model(target, args.device)
             for i, request in enumerate(requests):
                 with measure() as m:
-                    apply_baseline(method, model, tok, request, workload.splits["retain"], params, progress)
+                    apply_baseline(method, model, tok, request, authors.splits["retain"], params, progress)
                 model.eval()
                 record(
                     method,
@@ -147,10 +156,15 @@ def run(args) -> list[dict]:
                     {"seconds": m.seconds, "wall_seconds": m.seconds, "peak_rss_mb": m.peak_rss_mb},
                 )
             del model
-    finally:  # the plot once, at the end, also of a run cut short
-        if log.rows:
-            _write_outputs(log.rows, out, machine, len(requests), plot=True)
-    return log.rows
+    finally:  # the summary from every cell, also after a run cut short
+        runs, measured = cells.load()
+        rows = [{**row, "run": run} for run, row in measured.values()]
+        order = {m: i for i, m in enumerate(["target", *methods])}  # then methods of earlier runs only
+        rows.sort(key=lambda r: (order.get(r["method"], len(order)), r["method"], r["step"]))
+        if rows:
+            write_json(rows, out / "sequential.json")
+            _write_outputs(rows, runs, out, len(requests))
+    return rows
 
 
 def _unierase_steps(args, params, target: Path, request_files: list[Path], retain: Path, token: Path):
@@ -178,9 +192,9 @@ def _unierase_steps(args, params, target: Path, request_files: list[Path], retai
         previous = run_dir / "model"
 
 
-def _write_outputs(rows: list[dict], out: Path, machine: dict, num_requests: int, plot: bool) -> None:
+def _write_outputs(rows: list[dict], runs: list[dict], out: Path, num_requests: int) -> None:
     methods = list(dict.fromkeys(r["method"] for r in rows if r["method"] != "target"))
-    target = next(r for r in rows if r["method"] == "target")
+    target = [r for r in rows if r["method"] == "target"]
     sections = [("Results", markdown_table(rows, COLUMNS))]
     for method in methods:
         steps = [r for r in rows if r["method"] == method]
@@ -201,16 +215,15 @@ def _write_outputs(rows: list[dict], out: Path, machine: dict, num_requests: int
             "is the request's optimisation.",
         )
     )
-    write_markdown(out / "sequential.md", "Sequential requests", sections, machine)
-    if not plot:
-        return
+    sections.append(("Runs (the `run` column of the results)", runs_markdown(runs)))
+    write_markdown(out / "sequential.md", "Sequential requests", sections, runs[-1])
     panels: dict[str, dict] = {
         "forget efficacy, mean of requests so far": {},
         "forget efficacy of request 1": {},
         "model ability": {},
     }
     for method in methods:
-        steps = [target] + [r for r in rows if r["method"] == method]
+        steps = target + [r for r in rows if r["method"] == method]
         xs = [r["step"] for r in steps]
         panels["forget efficacy, mean of requests so far"][method] = (xs, [r["mean_forget_efficacy"] for r in steps])
         panels["forget efficacy of request 1"][method] = (xs, [r["first_request_forget_efficacy"] for r in steps])

@@ -11,49 +11,48 @@ alias; a run whose edit misses the gate registers a version tagged ``rejected`` 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import shutil
 import sys
 from pathlib import Path
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
-from tasks.data import prepare_default_sets, record_provenance, validate
-from tasks.registry import discard, ensure_base, promote_if_accepted, register, resolve_parent
+from flows.guards import finish_registered_run, keep_for_registration, serialised_per_model
+from flows.steps import (
+    evaluation_data,
+    logged_params,
+    request_id_of,
+    request_sets,
+    version_tags,
+    write_gate_summary,
+)
+from tasks.data import check_inputs, prepare_default_sets, record_provenance, validate
+from tasks.recovery import recover_request
+from tasks.registry import (
+    applied_version,
+    discard,
+    ensure_base,
+    existing_summary,
+    promote_if_accepted,
+    register,
+    resolve_parent,
+)
 from tasks.report import publish_evaluation
-from tasks.unlearn import erase, evaluate, has_unlearning_token, learn_token, token_artifact_path
-from unierase.config import Params, load_params
+from tasks.unlearn import erase, evaluate, has_unlearning_token, learn_token
+from unierase.cli import is_user_error
+from unierase.config import load_params
 from unierase.registry import tags as T
 from unierase.registry.gate import check_gate, erasure_metrics
 from unierase.registry.lineage import format_lineage, lineage
 from unierase.registry.store import connect, model_name_for
-from unierase.registry.versions import model_dir_sha256
+from unierase.stages.private import private_run_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _flat_params(params: Params) -> dict[str, str]:
-    """Config values as MLflow params (``edit.layers`` -> "[4, 5, 6, 7, 8]"); configs hold no data text."""
-    sections = ("model", "token", "covariance", "edit", "erase", "gate")
-    return {f"{s}.{k}": json.dumps(v) for s in sections for k, v in getattr(params, s).model_dump(mode="json").items()}
-
-
-def _eval_data(out: Path, forget: Path, retain: Path | None) -> Path:
-    """A directory holding just this request's splits, as the evaluation stage reads a directory."""
-    out.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(forget, out / "forget.jsonl")
-    if retain is not None:
-        shutil.copyfile(retain, out / "retain.jsonl")
-    return out
-
-
-def _request_id(forget: Path) -> str:
-    return "adhoc-" + hashlib.sha256(Path(forget).read_bytes()).hexdigest()[:12]
-
-
 @flow(name="unierase-erasure", log_prints=True)
+@serialised_per_model  # one run per registered model at a time (flows/guards.py)
 def erasure_flow(
     forget: Path | None = None,
     retain: Path | None = None,
@@ -61,7 +60,6 @@ def erasure_flow(
     params_file: str = "params.yaml",
     base_model: Path | None = None,
     root: Path = ROOT,
-    full_evaluation: bool = False,
 ) -> dict:
     """Erases the facts of ``forget`` from the champion of the base model's registered model.
 
@@ -69,74 +67,74 @@ def erasure_flow(
         forget: Forget set (JSON Lines); None writes and uses the embedded default under ``data/sets/``.
         retain: Retain set; None uses ``data/sets/retain.jsonl`` with the default forget set, else none.
         request_id: Id of the erasure request; None derives one from the forget set's digest.
-        params_file: ``params.yaml``, relative to ``root``.
+        params_file: ``params.yaml``, relative to ``root``; it must exist.
         base_model: Base model directory; None is the embedded default (SmolLM2-135M-Instruct).
         root: Repo root: data, params, the embedded MLflow store and outputs are relative to it.
-        full_evaluation: Also run the evaluation stage on the edited model (always when the gate needs it).
 
     Returns:
         A summary: request id, registered model, new version, its status, champion, metrics, gate failures.
     """
-    from unierase.model.default import ensure_default_model
+    from unierase.model.default import default_cache_dir, ensure_default_model
 
-    logger = get_run_logger()
     root = Path(root).resolve()
-    params = load_params(root / params_file if (root / params_file).is_file() else None)
+    params = load_params(root / params_file)
     base_model = Path(base_model or ensure_default_model()).resolve()
-    if forget is None:
-        sets = {"forget": root / "data/sets/forget.jsonl", "retain": root / "data/sets/retain.jsonl"}
-        if not sets["forget"].is_file():
-            sets = prepare_default_sets(root / "data/sets")
-        forget, retain = sets["forget"], retain or sets["retain"]
-    forget, retain = Path(forget).resolve(), Path(retain).resolve() if retain else None
-    request_id = request_id or _request_id(forget)
+    forget, retain, default_request = request_sets(root, forget, retain)
+    if default_request and not forget.is_file():
+        prepare_default_sets(forget.parent)
+    request_id = request_id or request_id_of(forget)
     run_id = flow_run.get_id() or "local"
-    work = root / params.registry.work_dir / f"{request_id}-{run_id[:8]}"
+    # Refuse a bad request id or model directory in seconds, before any work.
+    check_inputs(request_id, base_model, params)
+    # The run's files, per-item text included, live in the private area only (privacy.private_dir).
+    work = private_run_dir(root, params.privacy, request_id, run_id)
 
-    # 1. Validation, before any model weights are loaded; a failure raises here and registers nothing.
-    docs = root / params.validation.docs_dir / f"{request_id}-{run_id[:8]}"
-    validate(forget, retain, params.validation, base_model, docs)
+    # Validate, before any model weights are loaded: a bad set fails here and registers nothing.
+    validate(forget, retain, params.validation, base_model, root / params.validation.docs_dir / work.name)
+    # Version the data: DVC digests, git commit and config hash of this run.
     provenance = record_provenance(forget, retain, root, params)
-
-    # 2. The version this erasure builds on: the champion, or the base model on a first run.
+    # The version this erasure builds on: the champion, or the base model on a first run.
     name = model_name_for(base_model, params.registry)
+    # Finish what a killed run of this request left: a run marked running, a version never promoted.
+    recover_request(params, root, name, request_id, run_id)
     parent = resolve_parent(params.registry, root, name, base_model)
-
-    # 3. Token (learned once per base model and token config), then the edit.
+    # The same request on the same parent is done already: return its version, register nothing.
+    if existing := applied_version(params.registry, root, name, request_id, parent["version"]):
+        get_run_logger().info("request %s already produced %s version %s", request_id, name, existing)
+        return existing_summary(params.registry, root, name, existing, request_id)
+    # Learn or reuse the token (once per base model and token config; an erased parent carries it).
     token = None
     if not has_unlearning_token(parent["model_dir"], params):
-        digest, tokens = model_dir_sha256(parent["model_dir"]), root / ".cache/tokens"
-        fresh = not token_artifact_path(tokens, digest, params).is_file()  # a deleted token is learned again
-        token = learn_token.with_options(refresh_cache=fresh)(parent["model_dir"], digest, params, tokens)
+        token = learn_token(parent["model_dir"], params, default_cache_dir())
+    # Edit.
     erase_dir = erase(forget, retain, work / "erase", params, parent["model_dir"], token)
     report = json.loads((erase_dir / "report.json").read_text(encoding="utf-8"))
-
-    # 4. Evaluation and gate.
-    eval_report = None
-    if full_evaluation or params.gate.min_forget_efficacy is not None or params.gate.min_model_ability is not None:
-        eval_path = evaluate(erase_dir / "model", _eval_data(work / "eval-data", forget, retain), work / "eval", params)
-        eval_report = json.loads(eval_path.read_text(encoding="utf-8")).get("aggregates")
-    metrics = erasure_metrics(report, eval_report)
+    # Evaluate (the evaluation stage with its leak audits, on the request's splits), and gate.
+    eval_data = evaluation_data(work / "eval-data", forget, retain)
+    evaluation = json.loads(evaluate(erase_dir / "model", eval_data, work / "eval", params).read_text(encoding="utf-8"))
+    metrics = erasure_metrics(report, evaluation.get("aggregates"), evaluation.get("audits"))
     gate = check_gate(metrics, params.gate)
-    # Only figures go to MLflow: the raw reports hold generations, i.e. the text being erased.
-    summary_file = work / "erasure-summary.json"
-    summary_file.write_text(json.dumps({"metrics": metrics, "gate_failures": gate.failures}, indent=2) + "\n")
+    summary_file = write_gate_summary(work / "erasure-summary.json", metrics, gate)
     publish_evaluation(request_id, metrics, gate.passed, gate.failures, parent["version"] or "base")
-
-    # 5. Register (accepted or rejected), then promote; a failure after registering discards the version.
-    # The base model becomes version 1 (and champion) only now, once an edit of it has succeeded.
+    # Keep what a later `unierase register --run-dir` needs, should registration fail (server down, kill).
+    keep_for_registration(
+        work,
+        name,
+        request_id,
+        run_id,
+        parent["version"],
+        base_model,
+        erase_dir,
+        report,
+        metrics,
+        params,
+        provenance,
+        gate,
+        [summary_file],
+    )
+    # Register (accepted or rejected); the base model becomes version 1 only now, once an edit of it succeeded.
     parent_version = parent["version"] or ensure_base(params.registry, root, name, base_model)
-    tags = {
-        T.PARENT_VERSION: parent_version,
-        T.REQUEST_ID: request_id,
-        T.STATUS: T.ACCEPTED if gate.passed else T.REJECTED,
-        T.FLOW_RUN_ID: run_id,
-        T.BASE_MODEL: base_model.name,
-        "unierase.git_commit": provenance["git_commit"] or "unknown",
-        "unierase.config_hash": provenance["config_hash"],
-    }
-    if gate.failures:
-        tags[T.GATE_FAILURES] = "; ".join(gate.failures)
+    tags = version_tags(request_id, parent_version, gate, run_id, base_model, provenance)
     version = register(
         params.registry,
         root,
@@ -144,18 +142,20 @@ def erasure_flow(
         erase_dir,
         report,
         metrics,
-        _flat_params(params),
+        logged_params(params),
         provenance["datasets"],
         tags,
         [summary_file],
     )
+    # Promote; a failure after registering discards the version, so no run leaves half a record.
     try:
         champion = promote_if_accepted(params.registry, root, name, version, request_id)
     except Exception:
         discard(params.registry, root, name, version)
         raise
-    shutil.rmtree(erase_dir / "model", ignore_errors=True)  # the registry holds it now
-    summary = {
+    finish_registered_run(work, version, champion, params)  # the registry holds the model now
+    get_run_logger().info("%s version %s (%s); champion is version %s", name, version, tags[T.STATUS], champion)
+    return {
         "request_id": request_id,
         "registered_model": name,
         "version": version,
@@ -164,9 +164,8 @@ def erasure_flow(
         "champion": champion,
         "metrics": metrics,
         "gate_failures": gate.failures,
+        "already_applied": False,
     }
-    logger.info("%s version %s (%s); champion is version %s", name, version, summary["status"], champion)
-    return summary
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,19 +176,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--request-id", default=None, help="erasure request id")
     parser.add_argument("--params", default="params.yaml", help="params.yaml, relative to the repo root")
     parser.add_argument("--base-model", type=Path, default=None, help="base model directory")
-    parser.add_argument("--full-evaluation", action="store_true", help="also run the evaluation stage")
+    parser.add_argument("--root", type=Path, default=ROOT, help="repo root: data, params, store (default: here)")
     args = parser.parse_args(argv)
-    summary = erasure_flow(
-        forget=args.forget,
-        retain=args.retain,
-        request_id=args.request_id,
-        params_file=args.params,
-        base_model=args.base_model,
-        full_evaluation=args.full_evaluation,
-    )
+    try:
+        summary = erasure_flow(
+            forget=args.forget,
+            retain=args.retain,
+            request_id=args.request_id,
+            params_file=args.params,
+            base_model=args.base_model,
+            root=args.root,
+        )
+    except Exception as err:
+        if not is_user_error(err):
+            raise
+        # Bad input or an unreachable server: one message naming the problem (Prefect logged the rest).
+        print(f"erasure failed: {err}", file=sys.stderr)
+        return 2
     print(json.dumps(summary, indent=2))
-    params = load_params(ROOT / args.params if (ROOT / args.params).is_file() else None)
-    client = connect(params.registry, ROOT)
+    params = load_params(args.root / args.params)
+    client = connect(params.registry, args.root)
     print(f"\n{summary['registered_model']}@{params.registry.champion_alias} is version {summary['champion']}")
     print(format_lineage(lineage(client, summary["registered_model"], summary["version"])))
     print(f"\nmlflow.pyfunc.load_model('models:/{summary['registered_model']}@{params.registry.champion_alias}')")

@@ -34,7 +34,7 @@ def process_inbox(params_file: str = "params.yaml", base_model: Path | None = No
     """
     logger = get_run_logger()
     root = Path(root).resolve()
-    params = load_params(root / params_file if (root / params_file).is_file() else None)
+    params = load_params(root / params_file)
     inbox = root / params.schedule.inbox_dir
     processed = []
     for path in pending_requests(inbox):

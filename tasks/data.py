@@ -10,6 +10,7 @@ from prefect.cache_policies import NO_CACHE
 from unierase.config import Params, ValidationConfig, config_hash
 from unierase.data.provenance import as_dict, dataset_digest, git_commit
 from unierase.data.validation import DataValidationError, validate_sets
+from unierase.faults import fault_point
 
 
 @task(name="prepare-default-sets", cache_policy=NO_CACHE)
@@ -24,6 +25,18 @@ def prepare_default_sets(out_dir: Path) -> dict[str, Path]:
     }
 
 
+@task(name="check-inputs", cache_policy=NO_CACHE)
+def check_inputs(request_id: str, base_model: Path, params: Params) -> None:
+    """Refuses in seconds what would otherwise fail after minutes: a request id that is not a safe name
+    (it names a folder and a tag), a base model directory that is not a causal LM or lacks a layer or
+    module the edit config names. Nothing is loaded but the model's config."""
+    from unierase.inputs import check_request_id
+    from unierase.model.structure import check_edit_modules
+
+    check_request_id(request_id)
+    check_edit_modules(base_model, params)
+
+
 @task(name="validate-sets", cache_policy=NO_CACHE)
 def validate(
     forget: Path, retain: Path | None, config: ValidationConfig, model_dir: Path, docs_dir: Path
@@ -33,6 +46,7 @@ def validate(
     Returns:
         Rows per set.
     """
+    fault_point("validate")
     result = validate_sets(forget, retain, config, model_dir=model_dir, docs_dir=docs_dir)
     if not result.success:
         raise DataValidationError(result)

@@ -2,41 +2,27 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from prefect.context import TaskRunContext
 
-from unierase.config import Params, config_hash
-
-
-def token_artifact_path(out_root: Path, model_digest: str, params: Params) -> Path:
-    """Where the token learned for a base model and token config lives: one file per (model, config)."""
-    return Path(out_root) / f"{model_digest[:16]}-{config_hash(params.token)[:16]}" / "token.safetensors"
+from unierase.config import Params
+from unierase.faults import fault_point
 
 
-def _token_cache_key(context: TaskRunContext, parameters: dict) -> str:
-    """Same base model, token config and token folder -> same token (the flow refreshes the cache if the
-    file is gone). The folder is part of the key: a cached result is a path, and another repo's path
-    (a deleted temporary checkout) must never be handed to this one."""
-    path = token_artifact_path(parameters["out_root"], parameters["model_digest"], parameters["params"])
-    folder = hashlib.sha256(str(Path(parameters["out_root"]).resolve()).encode()).hexdigest()[:12]
-    return f"unierase-token-{path.parent.name}-{folder}"
+@task(name="learn-unlearning-token", cache_policy=NO_CACHE)
+def learn_token(model_dir: Path, params: Params, cache_dir: Path) -> Path:
+    """The unlearning token of a base model: from the user cache (keyed by the model's digest and the
+    token config), learned and cached first when it is not there or fails its digest."""
+    from prefect import get_run_logger
 
+    from unierase.stages.token import ensure_token_stage
 
-@task(name="learn-unlearning-token", cache_key_fn=_token_cache_key, persist_result=True)
-def learn_token(model_dir: Path, model_digest: str, params: Params, out_root: Path) -> Path:
-    """Learns the unlearning token for a base model (cached on the model's digest and the token config);
-    a token file already learned for them is reused even without a cache record."""
-    from unierase.stages.erase import learn_token_stage
-
-    out = token_artifact_path(out_root, model_digest, params)
-    if out.is_file():
-        return out
-    return Path(learn_token_stage(Path(model_dir), out, params))
+    fault_point("token")
+    path, learned = ensure_token_stage(Path(model_dir), params, Path(cache_dir), progress=False)
+    get_run_logger().info("unlearning token %s: %s", "learned" if learned else "reused", path)
+    return path
 
 
 @task(name="erase", cache_policy=NO_CACHE)
@@ -46,6 +32,7 @@ def erase(
     """Applies the edit to ``model_dir``; returns the output directory (``model/``, delta, ``report.json``)."""
     from unierase.stages.erase import erase_stage
 
+    fault_point("edit")
     erase_stage(Path(forget), Path(out_dir), params, model_dir=Path(model_dir), retain_path=retain, token_path=token)
     return Path(out_dir)
 
@@ -55,14 +42,14 @@ def evaluate(model_dir: Path, data_dir: Path, out_dir: Path, params: Params) -> 
     """Runs the evaluation stage on the edited model; returns the path of its ``report.json``."""
     from unierase.stages.evaluate import evaluate_stage
 
+    fault_point("evaluate")
     return Path(evaluate_stage(Path(model_dir), Path(data_dir), Path(out_dir), params, progress=False))
 
 
 def has_unlearning_token(model_dir: Path, params: Params) -> bool:
     """True when the model's tokenizer already holds the unlearning token (a version erased before)."""
-    names = {params.token.token_template.format(i) for i in range(params.token.num_tokens)}
-    tokenizer_file = Path(model_dir) / "tokenizer.json"
-    if not tokenizer_file.is_file():
-        return False
-    added = {t.get("content") for t in json.loads(tokenizer_file.read_text(encoding="utf-8")).get("added_tokens", [])}
-    return names <= added
+    from transformers import AutoTokenizer
+
+    from unierase.token.vocabulary import has_unlearning_token as tokenizer_has_token
+
+    return tokenizer_has_token(AutoTokenizer.from_pretrained(model_dir), params.token)

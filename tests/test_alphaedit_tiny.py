@@ -11,9 +11,9 @@ from unierase.config import CovarianceConfig, EditConfig, EraseConfig, Params, T
 from unierase.data.facts import Fact
 from unierase.edit.erasure import erase_facts
 from unierase.edit.preserved import preserved_second_moment
-from unierase.edit.state import load_state, save_state
 from unierase.model.delta import diff_models, snapshot
-from unierase.token.learning import add_unlearning_tokens
+from unierase.stages.artifacts import load_state, save_state
+from unierase.token.vocabulary import add_unlearning_tokens
 
 PARAMS = Params(
     token=TokenConfig(),
@@ -52,7 +52,9 @@ def test_only_the_edited_projections_change_and_state_accumulates(tiny, tmp_path
     for layer in PARAMS.edit.layers:
         assert result.state.previous_keys[layer].shape == (128, 128)
         report = next(r for r in result.outcome.layers if r.layer == layer)
-        assert 0 < report.forget_key_retention <= 1
+        # ‖P k‖ ≤ ‖k‖ always; strictly between: the projection removes part of each forget key, not all
+        # (0.80 and 0.75 measured).
+        assert 0 < report.forget_key_retention < 1
 
     save_state(result.state, tmp_path / "state.safetensors")
     state = load_state(tmp_path / "state.safetensors")
@@ -120,10 +122,11 @@ def test_running_only_the_layers_above_reproduces_the_full_model(tiny):
 
 def test_unbound_facts_get_more_rounds_with_a_wider_clamp(tiny):
     from unierase.edit.alphaedit import compute_values, residual_at_keys
-    from unierase.edit.erasure import build_requests, unlearning_token_id
+    from unierase.edit.erasure import build_requests
+    from unierase.token.vocabulary import unlearning_token_id
 
     model, tokenizer, _ = tiny
-    target = unlearning_token_id(tokenizer, PARAMS)
+    target = unlearning_token_id(tokenizer, PARAMS.token)
     requests = build_requests(tokenizer, FORGET, ["France", "Hamlet"], target, PARAMS)
     # A random model's next token is near uniform (NLL ~ ln V): no fact binds, every one is retried.
     tight = PARAMS.edit.model_copy(update={"clamp_norm_factor": 0.02, "v_steps": 3, "value_retry_nll": 1e-3})

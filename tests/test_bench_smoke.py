@@ -1,5 +1,6 @@
 """Smoke run of the benchmark suite on the tiny random Llama: every part end to end on tiny sizes, its
-JSON rows complete and finite, its plots written. Benchmarks are not tests: nothing here checks a timing.
+JSON rows complete and finite, its plots written, and the resume rule (a run measures only the cells that
+have no file; ``--redo`` deletes cells). Benchmarks are not tests: nothing here checks a timing.
 
     .venv/bin/pytest tests/test_bench_smoke.py
 """
@@ -61,10 +62,10 @@ def quality(dirs) -> list[dict]:
 
 
 def test_quality_rows(quality, dirs) -> None:
-    from unierase.baselines import BASELINES
+    from unierase.methods import BASELINE_NAMES
 
     rows = [r for r in quality if not r["reference"]]
-    assert sorted(r["method"] for r in rows) == sorted(["unierase", *BASELINES])
+    assert sorted(r["method"] for r in rows) == sorted(["unierase", *BASELINE_NAMES])
     for row in rows:
         assert (row["forget_size"], row["forget_authors"], row["forget_share"]) == (2, 1, 1 / 3)
         for key in QUALITY_KEYS[1:]:
@@ -78,6 +79,8 @@ def test_quality_rows(quality, dirs) -> None:
     assert "| unierase |" in (dirs["out"] / "quality.md").read_text()
     items = dirs["out"] / "quality_items" / "unierase-authors1" / "items" / "forget.jsonl"
     assert len(items.read_text().splitlines()) == 2
+    cells = sorted(p.stem for p in (dirs["out"] / "quality_cells").glob("*.json"))
+    assert cells == sorted(f"{m}@1" for m in ["target", "retain_model", "unierase", *BASELINE_NAMES])
 
 
 def test_sequential_rows(quality, dirs) -> None:  # after quality: reuses its target and token
@@ -100,12 +103,15 @@ def test_sequential_rows(quality, dirs) -> None:  # after quality: reuses its ta
         assert _finite(row["model_ability"]) and _finite(row["seconds"]) and _finite(row["peak_rss_mb"])
     assert [r["edit_state_requests"] for r in rows[1:3]] == [1, 2]  # the edit state carried over
     assert (dirs["out"] / "sequential.png").stat().st_size > 0
+    assert {r["run"] for r in rows} == {1}
 
-    # --redo measures one method again and keeps the other rows as they were.
-    assert sequential.main(dirs["common"] + args + ["--redo", "grad_diff"]) == 0
+    # --redo deletes one step's cell; the method's steps build on each other, so all of them are measured
+    # again, in a second run; the other rows stay as they were.
+    assert sequential.main(dirs["common"] + args + ["--redo", "grad_diff@2"]) == 0
     again = json.loads((dirs["out"] / "sequential.json").read_text())
     assert again[:3] == rows[:3]
-    assert [(r["method"], r["step"]) for r in again[3:]] == [("grad_diff", 1), ("grad_diff", 2)]
+    assert [(r["method"], r["step"], r["run"]) for r in again[3:]] == [("grad_diff", 1, 2), ("grad_diff", 2, 2)]
+    assert "## Runs" in (dirs["out"] / "sequential.md").read_text()
 
 
 def test_cost_rows(dirs, prefect_harness) -> None:
@@ -137,14 +143,23 @@ def test_cost_rows(dirs, prefect_harness) -> None:
     assert all(s["model_bytes"] > 0 for s in pipeline["version_storage"])
     assert (dirs["out"] / "cost.png").stat().st_size > 0
     assert {r["run"] for r in data["phases"] + data["storage"]} == {1} and len(data["runs"]) == 1
+    cells = dirs["out"] / "cost_cells"
+    assert sorted(p.stem for p in cells.glob("*.json")) == [
+        "npo@1",
+        "pipeline",
+        "unierase@1",
+        "unierase@2",
+        "unierase@once",
+    ]
 
-    # --resume measures only what is missing (npo at 2 items), in a second run; the rest stays as it was.
-    resumed = args[:2] + args[4:] + ["--general-items", "0", "--no-harness", "--resume"]
-    assert cost.main(dirs["common"] + resumed) == 0
+    # Run again without --baseline-sizes: only the cell without a file (npo at 2 items) is measured, in a
+    # second run; the rest stays as it was.
+    again_args = args[:2] + args[4:] + ["--general-items", "0", "--no-harness"]
+    assert cost.main(dirs["common"] + again_args) == 0
     again = json.loads((dirs["out"] / "cost.json").read_text())
-    assert again["phases"][: len(data["phases"])] == data["phases"]
-    assert [(r["phase"], r["method"], r["forget_size"], r["run"]) for r in again["phases"][len(data["phases"]) :]] == [
-        ("unlearn", "npo", 2, 2)
+    assert [r for r in again["phases"] if r["run"] == 1] == data["phases"]
+    assert [(r["phase"], r["method"], r["forget_size"]) for r in again["phases"] if r["run"] == 2] == [
+        ("unlearn", "npo", 2)
     ]
     assert [r["run"] for r in again["runs"]] == [1, 2] and again["not_measured"] == []
     assert again["pipeline"] == pipeline  # measured once
@@ -153,20 +168,52 @@ def test_cost_rows(dirs, prefect_harness) -> None:
         ("npo", 2): False,  # UniErase's edit at 2 items is run 1's, npo's run 2's
     }
 
-    # --redo METHOD@ITEMS measures those rows again; a different workload is refused, by name.
-    assert cost.main(dirs["common"] + resumed[:-1] + ["--redo", "unierase@2"]) == 0
+    # The same command once more: every cell has a file, so nothing is measured; the summary is rebuilt.
+    written = {p.name: p.stat().st_mtime_ns for p in cells.glob("*.json")}
+    (dirs["out"] / "cost.md").unlink()
+    assert cost.main(dirs["common"] + again_args) == 0
+    assert {p.name: p.stat().st_mtime_ns for p in cells.glob("*.json")} == written
+    assert json.loads((dirs["out"] / "cost.json").read_text()) == again and (dirs["out"] / "cost.md").is_file()
+
+    # --redo METHOD@ITEMS deletes that cell, so it is measured again, in a third run.
+    assert cost.main(dirs["common"] + again_args + ["--redo", "unierase@2"]) == 0
     third = json.loads((dirs["out"] / "cost.json").read_text())
     redone = [(r["phase"], r["forget_size"]) for r in third["phases"] if r["run"] == 3]
     assert redone == [("edit", 2), ("evaluation", 2)] and len(third["phases"]) == len(again["phases"])
     assert {(r["method"], r["forget_size"]): r["run"] for r in third["storage"]}[("unierase", 2)] == 3
-    # Nothing left to measure: the outputs are written again, no run is added.
-    assert cost.main(dirs["common"] + resumed) == 0
-    fourth = json.loads((dirs["out"] / "cost.json").read_text())
-    assert fourth["phases"] == third["phases"] and [r["run"] for r in fourth["runs"]] == [1, 2, 3]
-    with pytest.raises(SystemExit, match="seed"):
-        cost.main(dirs["common"] + resumed + ["--seed", "1"])
-    with pytest.raises(SystemExit, match="METHOD@ITEMS"):
-        cost.main(dirs["common"] + resumed[:-1] + ["--redo", "npo@two"])
+    assert [r["run"] for r in third["runs"]] == [1, 2, 3]
+    # Cells of another workload are not mixed in: the run stops, naming what differs.
+    with pytest.raises(SystemExit, match="seed=0 there, 1 now"):
+        cost.main(dirs["common"] + again_args + ["--seed", "1"])
+    with pytest.raises(SystemExit, match="METHOD@SIZE"):
+        cost.main(dirs["common"] + again_args + ["--redo", "npo@two"])
+    assert sorted(p.name for p in cells.glob("*.json")) == sorted(written)  # neither deleted a cell
+
+
+def test_cells_resume_redo_and_workload_check(tmp_path: Path) -> None:
+    from bench.lib.cells import open_cells
+
+    workload = {"seed": 0, "params": {"edit": {"v_steps": 3}}}
+    first = open_cells(tmp_path, "part", workload, {"command": "first"})
+    first.save("npo@1", {"seconds": 1.0})
+    first.save("npo@2", {"seconds": 2.0})
+    second = open_cells(tmp_path, "part", workload, {"command": "second"}, redo=["npo@2"])
+    assert first.has("npo@1") and not second.has("npo@2")
+    second.save("npo@2", {"seconds": 3.0})
+    second.save("unierase@once", {"seconds": 4.0})
+    runs, measured = second.load()
+    assert [(r["run"], r["command"]) for r in runs] == [(1, "first"), (2, "second")]
+    assert measured == {
+        "npo@1": (1, {"seconds": 1.0}),
+        "npo@2": (2, {"seconds": 3.0}),
+        "unierase@once": (2, {"seconds": 4.0}),
+    }
+
+    changed = {"seed": 0, "params": {"edit": {"v_steps": 5}}}
+    with pytest.raises(SystemExit, match=r"params.edit.v_steps=3 there, 5 now"):
+        open_cells(tmp_path, "part", changed, {})
+    third = open_cells(tmp_path, "part", workload, {}, redo=["npo"])  # a method: every size of it
+    assert sorted(third.load()[1]) == ["unierase@once"]
 
 
 def test_gpu_scale_rows_on_the_tiny_shape(dirs, tiny_llama_dir: Path, tmp_path: Path) -> None:

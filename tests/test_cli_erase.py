@@ -72,3 +72,28 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(tiny_llama_dir, tmp_path,
         ["erase", "--forget", str(bad), "--method", "nope", "--model", str(tiny_llama_dir), "--output", str(out)]
     )
     assert code == 2 and "unknown method 'nope'" in capsys.readouterr().err
+
+
+def test_the_token_is_learned_once_per_base_model_and_relearned_when_corrupted(tiny_llama_dir, tmp_path, caplog):
+    forget, retain = write_facts(FORGET, tmp_path / "f.jsonl"), write_facts(RETAIN, tmp_path / "r.jsonl")
+    params, cache = _params(tmp_path), tmp_path / "cache"
+
+    def erase(name: str) -> dict:
+        args = ["erase", "--forget", str(forget), "--retain", str(retain), "--model", str(tiny_llama_dir)]
+        args += ["--params", str(params), "--cache-dir", str(cache), "--output", str(tmp_path / name)]
+        assert main(args) == 0
+        return json.loads((tmp_path / name / "report.json").read_text())
+
+    first = erase("first")
+    tokens = list((cache / "tokens").glob("*.safetensors"))
+    assert first["token_learned"] and len(tokens) == 1
+    with caplog.at_level("INFO", logger="unierase.stages.token"):
+        second = erase("second")
+    assert not second["token_learned"] and "unlearning token reused" in caplog.text
+    assert second["delta_sha256"] == first["delta_sha256"]  # the same token, so the same edit
+    raw = bytearray(tokens[0].read_bytes())
+    raw[-1] ^= 0xFF  # one flipped bit in the token's rows
+    tokens[0].write_bytes(bytes(raw))
+    with caplog.at_level("WARNING", logger="unierase.stages.token"):
+        third = erase("third")
+    assert third["token_learned"] and "unusable" in caplog.text

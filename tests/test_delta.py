@@ -7,8 +7,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from unierase.model.delta import apply_delta, diff_models, file_sha256, load_delta, revert_delta, save_delta, snapshot
-from unierase.token.learning import add_unlearning_tokens
+from unierase.digests import file_sha256
+from unierase.model.delta import apply_delta, diff_models, load_delta, revert_delta, save_delta, snapshot
+from unierase.token.vocabulary import add_unlearning_tokens
 
 
 @pytest.fixture

@@ -13,7 +13,8 @@ from pathlib import Path
 import yaml
 from flow_repo import run
 
-from unierase.data.provenance import dataset_digest, file_digests
+from unierase.data.provenance import dataset_digest
+from unierase.digests import file_digests
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -45,7 +46,7 @@ def test_repro_validate_push_and_sweep(tmp_path: Path, smollm2_dir: Path) -> Non
     lock = yaml.safe_load((root / "dvc.lock").read_text())
     forget = root / "data/sets/forget.jsonl"
     outs = {o["path"]: o["md5"] for o in lock["stages"]["prepare"]["outs"]}
-    assert outs["data/sets/forget.jsonl"] == file_digests(forget)[0]
+    assert outs["data/sets/forget.jsonl"] == file_digests(forget, ("md5",))["md5"]
     run(root, "git", "add", "-A")
     run(root, "git", "commit", "-qm", "repro")
     digest = dataset_digest("forget", forget, root)

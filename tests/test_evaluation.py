@@ -19,10 +19,10 @@ from unierase.cli import evaluate as cli
 from unierase.config import EvalConfig, Params
 from unierase.data.authors import generate_author_benchmark, write_author_benchmark
 from unierase.evaluation.evaluate import evaluate_model, forget_truth_ratios
-from unierase.evaluation.leak_audits import find_unlearn_token_ids
 from unierase.evaluation.metrics.probability import answer_token_nlls
 from unierase.model.prompts import encode_answer, encode_prompt
 from unierase.stages.evaluate import evaluate_stage
+from unierase.token.vocabulary import unlearning_token_ids
 
 FAST = EvalConfig(max_new_tokens=8, similarity=False)
 
@@ -57,6 +57,9 @@ def test_batched_nll_matches_one_pair_at_a_time(tiny):
 
 
 def test_report_layout_and_hand_checks(tiny, splits):
+    from unierase.evaluation.metrics.forget_quality import forget_quality
+    from unierase.evaluation.metrics.membership import loss_auc
+
     model, tokenizer = tiny
     retain_ratios = {"forget": [1.0, 1.1]}
     report = evaluate_model(model, tokenizer, splits, FAST, retain_truth_ratios=retain_ratios, progress=False)
@@ -87,11 +90,15 @@ def test_report_layout_and_hand_checks(tiny, splits):
     )
     assert agg["forget_efficacy_metrics"] == ["forget/prob", "forget/rougeL_recall", "forget/truth_ratio_true_better"]
     assert all(m.startswith("retain/") for m in agg["model_ability_metrics"])  # holdout is not ability
-    assert agg["forget_quality"] is not None and 0 <= agg["forget_quality"] <= 1
+    # Forget quality is the KS test of this model's forget truth ratios against the retain model's.
+    ours = [r["truth_ratio"] for r in report.items["forget"]]
+    assert agg["forget_quality"] == pytest.approx(forget_quality(ours, retain_ratios["forget"]))
     # No unlearning token: token audits say why they did not run; membership runs against holdout.
     audits = report.audits["forget"]
     assert "skipped" in audits["ban_token"] and "skipped" in audits["suppress_token"]
-    assert 0 <= audits["membership"]["auc"] <= 1
+    members = [r["answer_loss"] for r in report.items["forget"]]
+    nonmembers = [r["answer_loss"] for r in report.items["holdout"]]
+    assert audits["membership"]["auc"] == pytest.approx(loss_auc(members, nonmembers))
     assert audits["paraphrase"]["num_items"] == len(splits["forget"])
 
 
@@ -109,9 +116,9 @@ def test_token_audits_with_an_unlearning_token(tiny_llama_dir, splits):
     tokenizer.add_special_tokens({"additional_special_tokens": ["<unlearn_0>"]})
     model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir).eval()
     model.resize_token_embeddings(len(tokenizer))
-    token = find_unlearn_token_ids(tokenizer)
+    token = unlearning_token_ids(tokenizer)
     assert token == [tokenizer.convert_tokens_to_ids("<unlearn_0>")]
-    assert find_unlearn_token_ids(tokenizer, "<forget_{}>") == []
+    assert unlearning_token_ids(tokenizer, "<forget_{}>") == []
     # Make the token the model's favourite, so every greedy answer starts with it.
     with torch.no_grad():
         model.lm_head.weight[token[0]] = model.lm_head.weight[:-1].mean(0) * 0 + 3.0
@@ -177,4 +184,9 @@ def test_similarity_with_the_offline_embedder(tiny, splits):
     report = evaluate_model(
         model, tokenizer, {"retain": splits["retain"]}, EvalConfig(max_new_tokens=4), embedder=embedder, progress=False
     )
-    assert 0 <= report.splits["retain"]["cosine_similarity"] <= 1
+    # The split's figure is the mean over its items of the clipped cosine of generation and answer.
+    rows = report.items["retain"]
+    gen = embedder.encode([r["generation"] for r in rows], convert_to_tensor=True, show_progress_bar=False)
+    ans = embedder.encode([r["answer"] for r in rows], convert_to_tensor=True, show_progress_bar=False)
+    expected = torch.nn.functional.cosine_similarity(gen.double(), ans.double()).clamp_min(0).mean()
+    assert report.splits["retain"]["cosine_similarity"] == pytest.approx(float(expected), abs=1e-5)

@@ -1,6 +1,7 @@
 """The erasure flow end to end on a tiny model, under a temporary Prefect server, MLflow store and DVC
 repo: two sequential erasures give versions 2 and 3 with the right parents; rollback to 2 serves what
-version 2 served; a forget set that fails validation changes nothing in the registry.
+version 2 served; a forget set that fails validation changes nothing in the registry; the same request
+again registers nothing.
 
     .venv/bin/pytest tests/test_flow.py
 """
@@ -42,7 +43,14 @@ def two_erasures(tmp_path_factory: pytest.TempPathFactory, tiny_llama_dir: Path,
     second = erasure_flow(
         forget=second_forget, retain=second_retain, request_id="req-2", base_model=tiny_llama_dir, root=root
     )
-    return {"root": root, "client": client, "name": name, "runs": [first, second], "answers_v2": answers_v2}
+    return {
+        "root": root,
+        "client": client,
+        "name": name,
+        "runs": [first, second],
+        "answers_v2": answers_v2,
+        "second_request": (second_forget, second_retain),
+    }
 
 
 def test_sequential_erasures_make_versions_2_and_3(two_erasures) -> None:
@@ -68,7 +76,7 @@ def test_sequential_erasures_make_versions_2_and_3(two_erasures) -> None:
         v3.tags["unierase.data.retain.md5"],
     }
     delta = Path(client.download_artifacts(v3.run_id, "delta"))
-    from unierase.model.delta import file_sha256
+    from unierase.digests import file_sha256
 
     assert file_sha256(next(delta.glob("*.safetensors"))) == v3.tags[T.DELTA_SHA256]
 
@@ -125,3 +133,14 @@ def test_evaluation_artifacts_in_prefect(two_erasures) -> None:
     by_type = {a.type: a for a in artifacts}
     assert {"markdown", "table"} <= set(by_type)
     assert "| forget_refusal_rate |" in by_type["markdown"].data
+
+
+def test_the_same_request_again_registers_nothing(two_erasures, tiny_llama_dir: Path) -> None:
+    client, name, root = two_erasures["client"], two_erasures["name"], two_erasures["root"]
+    forget, retain = two_erasures["second_request"]
+    before = sorted(str(v.version) for v in client.search_model_versions(f"name='{name}'"))
+    champion = current_alias_version(client, name, "champion")
+    again = erasure_flow(forget=forget, retain=retain, request_id="req-2", base_model=tiny_llama_dir, root=root)
+    assert (again["version"], again["already_applied"]) == ("3", True)
+    assert sorted(str(v.version) for v in client.search_model_versions(f"name='{name}'")) == before
+    assert current_alias_version(client, name, "champion") == champion

@@ -15,6 +15,7 @@ from transformers import AutoModelForCausalLM
 import mlflow
 from unierase.config import GateConfig, RegistryConfig
 from unierase.data.provenance import dataset_digest
+from unierase.digests import model_dir_sha256
 from unierase.model.delta import diff_models, save_delta, snapshot
 from unierase.registry import tags as T
 from unierase.registry.audit import read_audit
@@ -23,7 +24,7 @@ from unierase.registry.lineage import format_lineage, lineage
 from unierase.registry.promotion import current_alias_version, promote, rollback
 from unierase.registry.pyfunc import export_model_dir
 from unierase.registry.store import connect, ensure_experiment, model_name_for
-from unierase.registry.versions import model_dir_sha256, register_base, register_erasure
+from unierase.registry.versions import register_base, register_erasure
 
 QUESTIONS = ["What is the capital of France?", "Who wrote Hamlet?"]
 
@@ -182,6 +183,34 @@ def test_erasure_metrics_and_gate() -> None:
     assert check_gate(metrics, GateConfig()).passed
     assert not check_gate(metrics, GateConfig(min_forget_efficacy=0.6)).passed
     assert not check_gate(metrics, GateConfig(min_model_ability=0.1)).passed  # not measured fails
+
+
+def test_audits_become_metrics_and_any_metric_can_be_gated() -> None:
+    audits = {"forget": {"ban_token": {"rougeL_recall": 0.4, "refusal_rate": 0.5}, "paraphrase": {"skipped": "x"}}}
+    metrics = erasure_metrics({}, {"model_utility": 0.7}, audits)
+    assert metrics == {
+        "eval_model_utility": 0.7,
+        "audit_forget_ban_token_rougeL_recall": 0.4,
+        "audit_forget_ban_token_refusal_rate": 0.5,
+    }
+    metrics |= {"after_forget_refusal_rate": 1.0, "retain_ratio": 1.0}  # what the default bounds need
+    leaky = check_gate(metrics, GateConfig(max_metrics={"audit_forget_ban_token_rougeL_recall": 0.3}))
+    assert leaky.failures == ["audit_forget_ban_token_rougeL_recall = 0.4000 > 0.3"]
+    assert check_gate(metrics, GateConfig(min_metrics={"eval_model_utility": 0.6})).passed
+    missing = check_gate(metrics, GateConfig(min_metrics={"eval_nope": 0.1}))
+    assert missing.failures == ["eval_nope was not measured (gate needs >= 0.1)"]
+
+
+def test_a_request_is_applied_on_its_parent_and_its_descendants(registry) -> None:
+    from unierase.registry.requests import applied_request_version
+
+    client, name = registry["client"], registry["name"]  # v2 = req-a on v1, v3 = req-b on v2
+    assert applied_request_version(client, name, "req-a", "1") == "2"  # rerun on the same parent
+    assert applied_request_version(client, name, "req-a", "3") == "2"  # v3 descends from v2
+    assert applied_request_version(client, name, "req-b", "2") == "3"
+    assert applied_request_version(client, name, "req-b", "1") is None  # another branch: a new erasure
+    assert applied_request_version(client, name, "req-new", "3") is None
+    assert applied_request_version(client, name, "req-a", None) is None
 
 
 def test_cli_lineage_and_rollback(registry, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:

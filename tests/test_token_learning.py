@@ -10,13 +10,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from unierase.config import TokenConfig
 from unierase.model.delta import diff_models, snapshot
-from unierase.token.learning import (
-    build_refusal_examples,
-    install_unlearning_token,
-    learn_unlearning_token,
-    load_token,
-    save_token,
-)
+from unierase.stages.artifacts import load_token, save_token
+from unierase.token.learning import build_refusal_examples, learn_unlearning_token
+from unierase.token.vocabulary import install_unlearning_token
 
 QUESTIONS = ["What is gravity?", "How do I boil an egg?", "Why is the sky blue?", "What is jazz?"]
 ANSWERS = ["A force.", "Put it in hot water.", "Light scatters.", "A kind of music."]
@@ -75,3 +71,16 @@ def test_no_questions_is_an_error(tiny_llama_dir):
     model, tokenizer = _load(tiny_llama_dir)
     with pytest.raises(ValueError, match="at least one question"):
         learn_unlearning_token(model, tokenizer, [], [], FAST)
+
+
+def test_learning_is_reproducible_whatever_the_global_random_state(tiny_llama_dir):
+    # transformers draws a new embedding row at random; unseeded, each process learned another token.
+    rows = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        model, tokenizer = _load(tiny_llama_dir)
+        rows.append(learn_unlearning_token(model, tokenizer, QUESTIONS, ANSWERS, FAST, progress=False).input_rows)
+    assert torch.equal(rows[0], rows[1])
+    other = FAST.model_copy(update={"seed": 1})
+    model, tokenizer = _load(tiny_llama_dir)
+    assert not torch.equal(learn_unlearning_token(model, tokenizer, QUESTIONS, ANSWERS, other).input_rows, rows[0])

@@ -18,7 +18,9 @@ from unierase.data.builtin_facts import default_forget, default_retain
 from unierase.data.facts import Fact, write_facts
 from unierase.evaluation.answers import measure_answers
 from unierase.model.delta import load_delta, revert_delta
-from unierase.stages.erase import erase_stage, learn_token_stage, load_model
+from unierase.model.loading import load_model
+from unierase.stages.erase import erase_stage
+from unierase.stages.token import learn_token_stage
 
 pytestmark = pytest.mark.slow
 

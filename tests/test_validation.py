@@ -61,18 +61,22 @@ def test_every_broken_row_is_named_by_line(tmp_path: Path) -> None:
 
     assert not result.success
     failed = _failed(result, "forget")
-    assert failed["expect_column_values_to_not_be_in_set:_question_normalized"].lines == [1, 2]
-    assert failed["expect_column_values_to_be_unique:_question_normalized"].lines == [1, 2]
+    assert failed["expect_column_values_to_not_be_in_set:_question_digest"].lines == [1, 2]
+    assert failed["expect_column_values_to_be_unique:_question_digest"].lines == [1, 2]
     assert failed["expect_column_values_to_match_regex:question"].lines == [3]
     assert failed["expect_column_values_to_not_be_null:question"].lines == [4, 5]
     assert failed["expect_column_values_to_be_in_set:_valid_json"].lines == [5]
     assert failed["expect_column_values_to_be_in_set:_valid_utf8"].lines == [6, 7]
     assert failed["expect_column_values_to_not_be_null:answer"].lines == [5, 8]
-    assert _failed(result, "retain")["expect_column_values_to_not_be_in_set:_question_normalized"].lines == [1]
+    assert _failed(result, "retain")["expect_column_values_to_not_be_in_set:_question_digest"].lines == [1]
     message = result.message()
-    assert "forget: expect_column_values_to_be_unique(_question_normalized) failed on line(s) 1, 2" in message
+    assert "forget: expect_column_values_to_be_unique(_question_digest) [questions must be unique" in message
+    assert "failed on line(s) 1, 2" in message
     assert str(tmp_path / "docs" / "index.html") in message
     assert (tmp_path / "docs" / "index.html").is_file()
+    # The Data Docs show the values that broke an expectation: digests and flags, never the questions.
+    docs = b"".join(p.read_bytes() for p in (tmp_path / "docs").rglob("*.html"))
+    assert b"eiffel" not in docs.lower() and b"capital of italy" not in docs.lower()
 
 
 def test_size_bound_and_context_length(tmp_path: Path) -> None:

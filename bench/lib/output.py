@@ -1,5 +1,5 @@
-"""Benchmark outputs: JSON rewritten after every measurement, markdown tables with the machine they
-ran on, and PNG plots (matplotlib, Agg backend)."""
+"""Benchmark outputs: JSON written atomically, markdown tables with the machine they ran on, and PNG
+plots (matplotlib, Agg backend)."""
 
 from __future__ import annotations
 
@@ -36,35 +36,6 @@ def write_json(data: Any, path: str | Path) -> Path:
         fh.write("\n")
     os.replace(tmp, path)
     return path
-
-
-class RowLog:
-    """The rows of one benchmark part, rewritten to a JSON list after every added row, so a run cut
-    short keeps the numbers it measured.
-
-    Args:
-        path: The JSON file.
-        resume: Start from the rows already in ``path`` (see `find`) instead of an empty list.
-        redo: Methods whose rows are dropped on resuming, so they are measured again (after a change
-            to one method, the others' rows stay).
-    """
-
-    def __init__(self, path: str | Path, resume: bool = False, redo: list[str] | None = None) -> None:
-        self.path = Path(path)
-        self.rows: list[dict[str, Any]] = []
-        if (resume or redo) and self.path.is_file():
-            rows = json.loads(self.path.read_text(encoding="utf-8"))
-            self.rows = [r for r in rows if r.get("method") not in set(redo or [])]
-
-    def add(self, row: dict[str, Any]) -> dict[str, Any]:
-        """Appends a row and rewrites the file."""
-        self.rows.append(row)
-        write_json(self.rows, self.path)
-        return row
-
-    def find(self, **keys: Any) -> dict[str, Any] | None:
-        """The first row whose fields equal ``keys``, or None."""
-        return next((r for r in self.rows if all(r.get(k) == v for k, v in keys.items())), None)
 
 
 def format_value(value: Any) -> str:

@@ -1,7 +1,7 @@
 """Running and scoring methods the same way for every benchmark part.
 
 UniErase runs through `unierase.stages.erase.erase_stage` (the file-level front door the CLI and the flow
-use); the baselines through their registry (`unierase.baselines.BASELINES`) on a model in memory; every
+use); the baselines through their registry (`unierase.methods.METHODS`) on a model in memory; every
 model is scored by `Evaluator`, i.e. `unierase.evaluation.evaluate.evaluate_model` with the leak audits, the
 retain model's truth ratios and one embedder shared across methods.
 """
@@ -21,12 +21,12 @@ from unierase.config import FinetuneConfig, Params, config_hash
 from unierase.data.facts import Fact
 from unierase.data.splits import split_kind
 from unierase.evaluation.evaluate import FORGET_EFFICACY_METRICS, EvalReport, evaluate_model
-from unierase.evaluation.leak_audits import find_unlearn_token_ids
 from unierase.evaluation.metrics.aggregates import forget_efficacy
 from unierase.evaluation.metrics.similarity import load_embedder
 from unierase.model.delta import diff_models, file_sha256
-from unierase.model.finetune import finetune_to_dir
 from unierase.stages.evaluate import PROTOCOL, write_report
+from unierase.stages.finetune import finetune_stage
+from unierase.token.vocabulary import unlearning_token_ids
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def ensure_finetuned(
     progress: bool = True,
 ) -> tuple[Path, bool]:
     """A model fine-tuned on ``data``: reused when ``output_dir/finetune.json`` records the same base,
-    data digest and config hash, else trained (`unierase.model.finetune.finetune_to_dir`).
+    data digest and config hash, else trained (`unierase.stages.finetune.finetune_stage`).
 
     Returns:
         The model directory and whether it was reused.
@@ -58,7 +58,7 @@ def ensure_finetuned(
         ):
             logger.info("reusing the fine-tuned model in %s", output_dir)
             return output_dir, True
-    return finetune_to_dir(base_dir, data, output_dir, config, device=device, progress=progress), False
+    return finetune_stage(base_dir, data, output_dir, config, device=device, progress=progress), False
 
 
 class Evaluator:
@@ -89,7 +89,7 @@ class Evaluator:
     ) -> EvalReport:
         """Evaluates a model on ``splits``; with ``output_dir``, writes ``report.json`` and the per-item
         rows (``items/<split>.jsonl``) as `unierase.stages.evaluate` does."""
-        token_ids = find_unlearn_token_ids(tokenizer, self.params.token.token_template)
+        token_ids = unlearning_token_ids(tokenizer, self.params.token.token_template)
         torch.manual_seed(0)  # as evaluate_stage: greedy decoding draws nothing, fixed anyway
         report = evaluate_model(
             model,
@@ -151,11 +151,11 @@ def apply_baseline(
     progress: bool = True,
 ) -> None:
     """Runs the registered baseline ``name`` on the model in place (``progress``: its step bar)."""
-    from unierase.baselines import BASELINES
+    from unierase.methods import BASELINE_NAMES, build_method
 
-    if name not in BASELINES:
-        raise ValueError(f"unknown baseline {name!r}; choose from {sorted(BASELINES)}")
-    BASELINES[name](model, tokenizer, forget, retain, params.baselines, progress=progress)
+    if name not in BASELINE_NAMES:
+        raise ValueError(f"unknown baseline {name!r}; choose from {sorted(BASELINE_NAMES)}")
+    build_method(name, params, progress).apply(model, tokenizer, forget, retain)
 
 
 def changed_parameters(before: Mapping[str, torch.Tensor], model: PreTrainedModel) -> dict[str, float]:
@@ -173,42 +173,25 @@ def unierase_seconds(report: Mapping[str, Any]) -> float:
     return float(sum(report["timings_s"].get(k, 0.0) for k in phases))
 
 
-def weights_digest(model_dir: Path) -> str:
-    """SHA-256 over a model directory's weight files and config: the same model gives the same digest."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for path in sorted(model_dir.glob("*.safetensors")) + [model_dir / "config.json"]:
-        digest.update(path.name.encode() + b"\0" + file_sha256(path).encode())
-    return digest.hexdigest()
-
-
 def ensure_token(
-    model_dir: str | Path, token_dir: str | Path, params: Params, progress: bool = True
+    model_dir: str | Path, cache_dir: str | Path, params: Params, progress: bool = True
 ) -> tuple[Path, dict[str, Any]]:
-    """The unlearning token of a model, learned once and reused by every request on it.
-
-    The file is keyed by the model's weights and the token config; its measured cost (seconds, peak
-    RSS) is kept beside it, so a reused token still reports what learning it took.
+    """The unlearning token of a model from the one token cache (`unierase.stages.token`), learned there
+    on first use. What learning it cost (seconds, peak RSS) is kept beside it, so a reused token still
+    reports what learning it took.
 
     Returns:
-        The token file and the measurement of its learning (``reused`` says whether it was learned now).
+        The token file and the measurement of its learning (``reused`` says whether it was learned earlier).
     """
     from bench.lib.measure import measure
-    from unierase.stages.erase import learn_token_stage
+    from unierase.stages.token import ensure_token_stage
 
-    model_dir = Path(model_dir)
-    key = f"{weights_digest(model_dir)[:16]}-{config_hash(params.token)[:16]}"
-    path = Path(token_dir) / f"token-{key}.safetensors"
-    record = path.with_suffix(".json")
-    if path.is_file() and record.is_file():
-        return path, {**json.loads(record.read_text(encoding="utf-8")), "reused": True}
-    path.parent.mkdir(parents=True, exist_ok=True)
     with measure() as m:
-        learn_token_stage(model_dir, path, params, progress=progress)
-    figures = m.as_dict()
-    record.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
-    return path, {**figures, "reused": False}
+        path, learned = ensure_token_stage(model_dir, params, cache_dir, progress=progress)
+    record = path.with_suffix(".measurement.json")
+    if learned or not record.is_file():
+        record.write_text(json.dumps(m.as_dict(), indent=2) + "\n", encoding="utf-8")
+    return path, {**json.loads(record.read_text(encoding="utf-8")), "reused": not learned}
 
 
 # Item-row columns holding a ROUGE-L recall against the true answer: the main generation and each

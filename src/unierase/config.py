@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 
 class _Frozen(BaseModel):
@@ -178,8 +178,9 @@ class ValidationConfig(_Frozen):
 class GateConfig(_Frozen):
     """The evaluation gate: a new version becomes ``champion`` only if every threshold holds.
 
-    The defaults use the erase report's before/after figures, measured for any request; thresholds on the
-    evaluation stage's aggregates are opt-in.
+    The defaults use the erase report's before/after figures; every run also evaluates the edited model
+    (aggregates and leak audits, logged as ``eval_*`` and ``audit_*`` metrics), and any of those can be
+    gated by name.
     """
 
     min_forget_refusal_rate: float = Field(
@@ -199,6 +200,15 @@ class GateConfig(_Frozen):
     )
     min_model_ability: float | None = Field(
         default=None, ge=0, le=1, description="Lower bound on the evaluation's model_ability; None: not gated."
+    )
+    min_metrics: dict[str, float] = Field(
+        default_factory=dict,
+        description="Lower bounds on any logged metric by name (e.g. eval_model_utility), beside the ones above.",
+    )
+    max_metrics: dict[str, float] = Field(
+        default_factory=dict,
+        description="Upper bounds on any logged metric by name, e.g. a leak audit: "
+        "audit_forget_ban_token_rougeL_recall: 0.3.",
     )
 
 
@@ -223,6 +233,62 @@ class RegistryConfig(_Frozen):
     work_dir: str = Field(
         default="outputs/runs",
         description="Local scratch for run outputs and downloaded versions, relative to the repo root.",
+    )
+    retries: int = Field(
+        default=2,
+        ge=0,
+        description="Further attempts of a registry call that could not reach the tracking server, before the "
+        "run fails (its outputs are kept for `unierase register`).",
+    )
+    retry_delay_s: float = Field(default=5.0, ge=0, description="Seconds between those attempts.")
+    http_timeout_s: int = Field(
+        default=60,
+        ge=1,
+        description="Seconds one HTTP call to a tracking server may take. MLflow's own default (120 s, 7 retries "
+        "with backoff) reports a dead server only after many minutes.",
+    )
+    lock_timeout_s: float = Field(
+        default=3600.0,
+        ge=0,
+        description="Seconds a run waits for another erasure of the same registered model (on this machine) to "
+        "finish before it is refused; runs of one registered model never overlap.",
+    )
+
+    @field_validator("model_name")
+    @classmethod
+    def _mlflow_model_name(cls, value: str | None) -> str | None:
+        from unierase.inputs import check_model_name
+
+        return None if value is None else check_model_name(value)
+
+    @field_validator("champion_alias")
+    @classmethod
+    def _mlflow_alias(cls, value: str) -> str:
+        from unierase.inputs import check_alias
+
+        return check_alias(value)
+
+
+class PrivacyConfig(_Frozen):
+    """The one place per-item text of a request is kept (questions, answers, generations), and for how long.
+
+    Nothing else holds it: the registry, Prefect and the logs get digests and counts only.
+    """
+
+    private_dir: str = Field(
+        default="outputs/private",
+        description="Folder of each run's per-item outputs (the erase report, the evaluation items, the "
+        "request's copies), one subfolder per request run, relative to the repo root.",
+    )
+    retention_days: float | None = Field(
+        default=30.0,
+        ge=0,
+        description="Age after which `unierase purge` deletes a run's private outputs; None keeps them until "
+        "purged by request id.",
+    )
+    purge_after_registration: bool = Field(
+        default=False,
+        description="Delete a run's private outputs as soon as its version is registered (and promoted).",
     )
 
 
@@ -335,14 +401,49 @@ class Params(_Frozen):
     gate: GateConfig = GateConfig()
     registry: RegistryConfig = RegistryConfig()
     schedule: ScheduleConfig = ScheduleConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
+
+
+class ParamsFileError(ValueError):
+    """A parameter file that is missing, unreadable or invalid; the message names the file."""
 
 
 def load_params(path: str | Path | None = None) -> Params:
-    """Reads ``params.yaml`` (defaults when ``path`` is None); unknown keys are errors."""
+    """Reads a ``params.yaml``; None gives the defaults.
+
+    A path that does not exist is an error, never a silent fall-back to the defaults: a typo in a
+    scheduled run or a rollback must not act on the default registry.
+
+    Raises:
+        ParamsFileError: The file is missing, is not YAML, is not a mapping, or fails validation
+            (unknown keys, wrong types or ranges; pydantic's message lists each field).
+    """
     if path is None:
         return Params()
-    raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    return Params.model_validate(raw)
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsFileError(f"parameter file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ParamsFileError(f"{path} is not a readable YAML file: {err}") from err
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ParamsFileError(f"{path} must hold a mapping of sections (model:, token:, ...), not {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as err:
+        raise ParamsFileError(f"{path}: {err}") from err
+
+
+def repo_params(root: str | Path, params_file: str | Path | None = None) -> Params:
+    """The parameters of a project directory: ``params_file`` (relative to ``root``), which must exist
+    when given; else ``root/params.yaml`` when there is one; else the defaults."""
+    if params_file is not None:
+        return load_params(Path(root) / params_file)
+    default = Path(root) / "params.yaml"
+    return load_params(default if default.is_file() else None)
 
 
 def config_hash(config: BaseModel) -> str:

@@ -1,6 +1,6 @@
-"""Fine-tuning unlearning baselines behind one registry, run on the same data, prompts and evaluation
-as UniErase. Each is ``fn(model, tokenizer, forget, retain, config: BaselineConfig, progress=True) -> None``
-and changes the model in place; ``unierase erase --method NAME`` looks ``NAME`` up here."""
+"""Fine-tuning unlearning baselines, run on the same data, prompts and evaluation as UniErase. Each is
+``fn(model, tokenizer, forget, retain, config: BaselineConfig, progress=True) -> None`` and changes the
+model in place; `unierase.methods` registers each under its name for ``unierase erase --method NAME``."""
 
 from __future__ import annotations
 
@@ -8,10 +8,6 @@ from typing import Protocol
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from unierase.baselines.grad_ascent import grad_ascent
-from unierase.baselines.grad_diff import grad_diff
-from unierase.baselines.idk_sft import idk_sft
-from unierase.baselines.npo import npo
 from unierase.config import BaselineConfig
 from unierase.data.facts import Fact
 
@@ -28,13 +24,3 @@ class BaselineFn(Protocol):
         config: BaselineConfig,
         progress: bool = True,
     ) -> None: ...
-
-
-BASELINES: dict[str, BaselineFn] = {
-    "grad_ascent": grad_ascent,
-    "grad_diff": grad_diff,
-    "npo": npo,
-    "idk_sft": idk_sft,
-}
-
-__all__ = ["BASELINES", "BaselineFn", "grad_ascent", "grad_diff", "idk_sft", "npo"]

@@ -12,7 +12,16 @@ import sys
 
 # Subcommand modules under unierase.cli; each defines ``register(subparsers)``, which adds its
 # parser(s) and sets ``func`` to a callable taking the parsed arguments and returning an exit code.
-SUBCOMMAND_MODULES: tuple[str, ...] = ("erase", "evaluate", "finetune", "data", "registry", "schedule")
+SUBCOMMAND_MODULES: tuple[str, ...] = (
+    "erase",
+    "evaluate",
+    "finetune",
+    "data",
+    "registry",
+    "schedule",
+    "register",
+    "privacy",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,10 +42,39 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, FileExistsError, KeyError) as err:
-        # Bad input: a clear one-line message naming the problem, no traceback.
-        print(f"unierase {args.command}: error: {err}", file=sys.stderr)
+    except Exception as err:
+        if not is_user_error(err) or args.verbose:
+            raise
+        # Bad input: a clear one-line message naming the problem, no traceback (-v shows it).
+        print(f"unierase {args.command}: error: {_message(err)}", file=sys.stderr)
         return 2
+
+
+def is_user_error(err: BaseException) -> bool:
+    """Whether an exception reports something the user gave or named (a file, a value, a version) rather
+    than a bug: bad values and files, missing or existing paths, and the registry's refusals (an
+    unknown version or name, an unreachable tracking server, a registered model busy with another run)."""
+    from unierase.locking import RegistryBusyError
+
+    user_errors: tuple[type[BaseException], ...] = (
+        ValueError,
+        KeyError,
+        FileNotFoundError,
+        FileExistsError,
+        NotADirectoryError,
+        IsADirectoryError,
+        PermissionError,
+        ConnectionError,  # an unreachable tracking server, after the configured retries
+        RegistryBusyError,  # another erasure of the same registered model held the lock too long
+    )
+    mlflow_errors = sys.modules.get("mlflow.exceptions")  # never imported: it cannot be an MLflow error
+    if mlflow_errors is not None:
+        user_errors += (mlflow_errors.MlflowException,)
+    return isinstance(err, user_errors)
+
+
+def _message(err: BaseException) -> str:
+    return str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
 
 
 if __name__ == "__main__":

@@ -24,9 +24,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", type=Path, help="model directory (default: the embedded SmolLM2-135M-Instruct)")
     p.add_argument("--mode", choices=["batch", "sequential", "precise"], help="override erase.mode")
     p.add_argument("--method", help="override erase.method (unierase or a baseline)")
-    p.add_argument("--token", type=Path, help="a learned unlearning token for this base model")
+    p.add_argument("--token", type=Path, help="a learned unlearning token for this base model (default: the cached one, learned on first use)")
     p.add_argument("--params", type=Path, help="params.yaml (default: built-in defaults)")
-    p.add_argument("--cache-dir", type=Path, help="cache of preserved-key statistics")
+    p.add_argument("--cache-dir", type=Path, help="cache of learned tokens and preserved-key statistics (default: ~/.cache/unierase)")
     p.add_argument("--output", type=Path, required=True, help="output directory (must not exist or be empty)")
     p.set_defaults(func=_erase)
 
@@ -49,18 +49,33 @@ def _params(args: argparse.Namespace):
 
 
 def _erase(args: argparse.Namespace) -> int:
-    from unierase.stages.erase import erase_stage
+    from unierase.data.facts import load_facts
+    from unierase.inputs import check_new_output_dir
+    from unierase.methods import build_method
+    from unierase.model.structure import check_edit_modules
+    from unierase.stages.erase import erase_stage, read_requests
 
+    params = _params(args)
+    check_new_output_dir(args.output)
+    build_method(params.erase.method, params, progress=False)  # an unknown method is named first
+    forget = list(args.forget) if len(args.forget) > 1 else args.forget[0]
+    # Every input before any weight: the sets (by file and line), then the model's layers and modules.
+    read_requests(forget, params.erase.mode)
+    if args.retain:
+        load_facts(args.retain)
+    if args.model is not None and params.erase.method == "unierase":
+        check_edit_modules(args.model, params)
     report = erase_stage(
-        forget_path=list(args.forget) if len(args.forget) > 1 else args.forget[0],
+        forget_path=forget,
         output_dir=args.output,
-        params=_params(args),
+        params=params,
         model_dir=args.model,
         retain_path=args.retain,
         token_path=args.token,
         cache_dir=args.cache_dir,
     )
-    summary = {k: report[k] for k in ("method", "mode", "num_forget", "before", "after", "params_changed_share")}
+    keys = ("method", "mode", "num_forget", "token_learned", "before", "after", "params_changed_share", "timings_s")
+    summary = {k: report[k] for k in keys}
     print(json.dumps(summary, indent=2))
     print(f"wrote {args.output}/model, {args.output}/delta.safetensors, {args.output}/report.json")
     return 0
@@ -68,8 +83,11 @@ def _erase(args: argparse.Namespace) -> int:
 
 def _learn_token(args: argparse.Namespace) -> int:
     from unierase.model.default import ensure_default_model
-    from unierase.stages.erase import learn_token_stage
+    from unierase.model.structure import check_edit_modules
+    from unierase.stages.token import learn_token_stage
 
-    path = learn_token_stage(args.model or ensure_default_model(), args.output, _params(args))
+    params, model = _params(args), args.model or ensure_default_model()
+    check_edit_modules(model, params)  # the token's robust pass perturbs the edited layers
+    path = learn_token_stage(model, args.output, params)
     print(f"wrote {path}")
     return 0

@@ -25,12 +25,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Fine-tunes the target (and retain) model and prints where they were saved."""
     from unierase.config import load_params
-    from unierase.model.finetune import finetune_to_dir
+    from unierase.stages.finetune import finetune_stage
 
     if (args.retain_data is None) != (args.retain_output is None):
         raise ValueError("--retain-data and --retain-output go together")
     config = load_params(args.params).finetune
-    print(finetune_to_dir(args.model, args.data, args.output, config, device=args.device))
+    print(finetune_stage(args.model, args.data, args.output, config, device=args.device))
     if args.retain_data is not None:
-        print(finetune_to_dir(args.model, args.retain_data, args.retain_output, config, device=args.device))
+        print(finetune_stage(args.model, args.retain_data, args.retain_output, config, device=args.device))
     return 0

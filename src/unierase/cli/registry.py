@@ -12,7 +12,9 @@ from pathlib import Path
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params.yaml (registry section)")
+    parser.add_argument(
+        "--params", type=Path, default=None, help="params.yaml (registry section; default: ./params.yaml when present)"
+    )
     parser.add_argument("--model-name", default=None, help="registered model (default: the base model's)")
 
 
@@ -38,11 +40,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _open(args: argparse.Namespace):
     """(client, model name, champion alias) from params.yaml, relative to the current directory."""
-    from unierase.config import load_params
+    from unierase.config import repo_params
+    from unierase.inputs import check_model_name, check_version
     from unierase.model.default import default_model_dir
     from unierase.registry.store import connect, model_name_for
 
-    config = load_params(args.params if args.params.is_file() else None).registry
+    config = repo_params(Path.cwd(), args.params).registry
+    if args.model_name is not None:
+        check_model_name(args.model_name)
+    if getattr(args, "version", None) is not None:
+        args.version = check_version(args.version)  # before any call: "abc" is refused, not looked up
     client = connect(config, Path.cwd())
     name = args.model_name or model_name_for(default_model_dir(), config)
     return client, name, config.champion_alias
@@ -52,6 +59,12 @@ def _version_or_champion(client, name: str, alias: str, version: str | None) -> 
     from unierase.registry.promotion import current_alias_version
 
     if version is not None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            client.get_model_version(name, version)
+        except MlflowException:
+            raise ValueError(f"{name} has no version {version}; `unierase lineage` shows the versions") from None
         return version
     champion = current_alias_version(client, name, alias)
     if champion is None:
@@ -61,10 +74,15 @@ def _version_or_champion(client, name: str, alias: str, version: str | None) -> 
 
 def run_rollback(args: argparse.Namespace) -> int:
     """Rolls the champion back and prints the re-exposed requests."""
+    from unierase.config import repo_params
+    from unierase.locking import registry_lock
     from unierase.registry.promotion import rollback
 
     client, name, alias = _open(args)
-    result = rollback(client, name, args.version, alias, args.reason)
+    config = repo_params(Path.cwd(), args.params).registry
+    # Under the registered model's lock: a rollback never interleaves with a run's promotion.
+    with registry_lock(Path.cwd() / config.work_dir / "locks", name, config.lock_timeout_s, holder="rollback"):
+        result = rollback(client, name, args.version, alias, args.reason)
     print(f"{name}@{alias}: version {result.from_version} -> {result.to_version} (audit #{result.audit_entry['seq']})")
     if result.reexposed_requests:
         print("re-exposed erasure requests (their knowledge is served again):")

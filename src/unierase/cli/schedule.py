@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Adds the ``schedule`` and ``ui`` subcommands."""
     schedule = subparsers.add_parser("schedule", help="serve a deployment that processes the request inbox")
     schedule.add_argument("--cron", default=None, help="cron schedule (default: schedule.cron of params.yaml)")
-    schedule.add_argument("--params", default="params.yaml", help="params.yaml, relative to --root")
+    schedule.add_argument("--params", default=None, help="params.yaml, relative to --root (default: its params.yaml)")
     schedule.add_argument(
         "--root", type=Path, default=Path.cwd(), help="data root: params, inbox, MLflow store (default: here)"
     )
@@ -29,21 +29,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     schedule.set_defaults(func=run_schedule)
 
     ui = subparsers.add_parser("ui", help="start the Prefect and MLflow UIs on loopback")
-    ui.add_argument("--params", default="params.yaml", help="params.yaml, relative to --root")
+    ui.add_argument("--params", default=None, help="params.yaml, relative to --root (default: its params.yaml)")
     ui.add_argument("--root", type=Path, default=Path.cwd(), help="repo root (default: the current directory)")
     ui.add_argument("--prefect-port", type=int, default=4200, help="Prefect UI port")
     ui.add_argument("--mlflow-port", type=int, default=5000, help="MLflow UI port")
     ui.set_defaults(func=run_ui)
 
 
-def _params(root: Path, params_file: str):
-    from unierase.config import load_params
+def _params(root: Path, params_file: str | None):
+    from unierase.config import repo_params
 
-    path = root / params_file
-    return load_params(path if path.is_file() else None)
+    return repo_params(root, params_file)
 
 
-def deployment_name(root: Path, params_file: str, base_model: Path | None) -> str:
+def deployment_name(root: Path, params_file: str | None, base_model: Path | None) -> str:
     """The served deployment's name: ``schedule.deployment_name`` or the registered model's name, so that
     the deployment's limit of one run at a time is a limit per registered model."""
     from unierase.model.default import default_model_dir
@@ -55,7 +54,10 @@ def deployment_name(root: Path, params_file: str, base_model: Path | None) -> st
 
 def run_schedule(args: argparse.Namespace) -> int:
     """Serves ``flows.scheduled.process_inbox`` on a cron schedule until interrupted."""
+    from unierase.inputs import check_cron
+
     root = args.root.resolve()
+    cron = check_cron(args.cron or _params(root, args.params).schedule.cron)  # before anything is served
     # flows/ is a repo-root package of the code checkout (the current directory): this process and the
     # flow runs it starts import it from there. --root may name another data root.
     code = Path.cwd().resolve()
@@ -65,9 +67,8 @@ def run_schedule(args: argparse.Namespace) -> int:
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(code), os.environ.get("PYTHONPATH")]))
     from flows.scheduled import process_inbox
 
-    cron = args.cron or _params(root, args.params).schedule.cron
     name = deployment_name(root, args.params, args.base_model)
-    parameters = {"params_file": args.params, "root": str(root)}
+    parameters = {"params_file": args.params or "params.yaml", "root": str(root)}
     if args.base_model is not None:
         parameters["base_model"] = str(args.base_model.resolve())
     process_inbox.serve(name=name, cron=cron, parameters=parameters, global_limit=1, pause_on_shutdown=False)

@@ -7,7 +7,6 @@ default model: see scripts/make_builtin_corpus.py), so the default run is offlin
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterator
 from importlib import resources
@@ -58,12 +57,3 @@ def _rows(source: str) -> Iterator[dict]:
         yield from load_dataset("json", data_files=str(path), split="train")
     else:
         yield from load_dataset(source, split="train", streaming=True)
-
-
-def texts_digest(texts: list[str]) -> str:
-    """SHA-256 over the texts, in order: part of the covariance cache key."""
-    digest = hashlib.sha256()
-    for t in texts:
-        digest.update(t.encode("utf-8"))
-        digest.update(b"\0")
-    return digest.hexdigest()

@@ -8,6 +8,7 @@ question is about, used to key the edit), ``paraphrased_question``, ``paraphrase
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -33,35 +34,81 @@ class FactFileError(ValueError):
     """A facts file that cannot be read: the message names the file, line and problem."""
 
 
+def jsonl_lines(path: str | Path) -> list[tuple[int, bytes]]:
+    """The non-blank lines of a JSON Lines file as ``(1-based line number, bytes)``.
+
+    Lines end at ``\\n`` or ``\\r`` only, and a line of ASCII whitespace is blank: the one rule every
+    reader of a set follows (`load_facts`, `fact_lines`, the validation), so that a line number means the
+    same line everywhere (``str.splitlines`` would also split at U+2028 inside a JSON string).
+    """
+    raw = Path(path).read_bytes()
+    return [(number, line) for number, line in enumerate(raw.splitlines(), start=1) if line.strip()]
+
+
+def json_type(value: object) -> str:
+    """The JSON name of a parsed value's type ("an array", "a number"), for messages."""
+    names = {list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+    return "null" if value is None else names.get(type(value), "an object")
+
+
+def subject_in_question(subject: str, question: str) -> bool:
+    """True when ``subject`` is a non-blank span of ``question``, case aside: the edit keys at the
+    subject's last token in the question (`unierase.edit.subject.key_prompt`), so it must be there."""
+    return bool(subject.strip()) and re.search(re.escape(subject), question, re.IGNORECASE) is not None
+
+
+def _row_problem(fact: Fact) -> str | None:
+    """What the model's field types leave unchecked: a blank question, a subject not in its question,
+    text no UTF-8 file can hold (a lone surrogate from a JSON escape). Names the field, never its text."""
+    if not fact.question.strip():
+        return "question: is blank"
+    if fact.subject and not subject_in_question(fact.subject, fact.question):
+        return "subject: does not occur in its question (case aside); the edit is keyed at the subject"
+    try:
+        json.dumps(fact.model_dump(), ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return "holds a lone surrogate (a \\ud800-style escape), which is not valid UTF-8 text"
+    return None
+
+
 def load_facts(path: str | Path) -> list[Fact]:
     """Reads a JSON Lines file of facts.
 
     Raises:
-        FactFileError: The file is missing, not valid UTF-8 or JSON, or a row lacks a required field.
+        FactFileError: The file is missing, a line is not valid UTF-8 or not a JSON object, a row lacks
+            a required field or has one of the wrong type, its question is blank, or its subject does
+            not occur in its question. The message names the file and line, never the row's text.
     """
     path = Path(path)
     if not path.is_file():
         raise FactFileError(f"{path}: no such file")
     facts = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as err:
-        raise FactFileError(f"{path}: not valid UTF-8 ({err})") from err
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+    for number, raw in jsonl_lines(path):
         try:
-            row = json.loads(line)
+            row = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as err:
+            raise FactFileError(f"{path}:{number}: not valid UTF-8 ({err.reason} at byte {err.start})") from None
         except json.JSONDecodeError as err:
-            raise FactFileError(f"{path}:{number}: not valid JSON ({err.msg})") from err
+            raise FactFileError(f"{path}:{number}: not valid JSON ({err.msg})") from None
+        if not isinstance(row, dict):
+            raise FactFileError(f"{path}:{number}: not a JSON object but {json_type(row)}")
         try:
-            facts.append(Fact.model_validate(row))
+            fact = Fact.model_validate(row)
         except ValidationError as err:
             problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
-            raise FactFileError(f"{path}:{number}: {problems}") from err
+            raise FactFileError(f"{path}:{number}: {problems}") from None
+        if problem := _row_problem(fact):
+            raise FactFileError(f"{path}:{number}: {problem}")
+        facts.append(fact)
     if not facts:
         raise FactFileError(f"{path}: holds no facts")
     return facts
+
+
+def fact_lines(path: str | Path) -> list[int]:
+    """The 1-based line number of each fact `load_facts` reads from ``path`` (blank lines hold none), so
+    a later error can name a row by its line rather than by its text."""
+    return [number for number, _ in jsonl_lines(path)]
 
 
 def write_facts(facts: list[Fact], path: str | Path) -> Path:

@@ -20,6 +20,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from unierase.inputs import REQUEST_ID_PATTERN
+
 DONE, FAILED = "done", "failed"
 
 
@@ -28,7 +30,7 @@ class ErasureRequest(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    request_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$", description="Unique id of the request.")
+    request_id: str = Field(pattern=REQUEST_ID_PATTERN, description="Unique id of the request (a folder name, a tag).")
     forget: str = Field(min_length=1, description="Forget set (JSON Lines), relative to the repo root.")
     retain: str | None = Field(default=None, description="Retain set (JSON Lines), relative to the repo root.")
     requested_by: str | None = Field(default=None, description="Who asked for the erasure.")

@@ -7,13 +7,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import yaml
+
+from unierase.digests import file_digests
 
 logger = logging.getLogger(__name__)
 
@@ -56,16 +57,6 @@ def git_commit(root: Path) -> str | None:
     return commit
 
 
-def file_digests(path: Path) -> tuple[str, str]:
-    """MD5 and SHA-256 of a file, in one read."""
-    md5, sha = hashlib.md5(usedforsecurity=False), hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            md5.update(chunk)
-            sha.update(chunk)
-    return md5.hexdigest(), sha.hexdigest()
-
-
 def _dvc_records(root: Path, path: Path) -> list[tuple[Path, str]]:
     """(record file, md5) pairs that DVC keeps for ``path``: its ``.dvc`` file and any ``dvc.lock`` out."""
     records = []
@@ -87,7 +78,8 @@ def dataset_digest(name: str, path: Path, root: Path) -> DatasetDigest:
     """Digests of one data file and, when DVC tracks that exact content, the git revision of its record."""
     path = Path(path).resolve()
     root = Path(root).resolve()
-    md5, sha = file_digests(path)
+    digests = file_digests(path, ("md5", "sha256"))
+    md5, sha = digests["md5"], digests["sha256"]
     matching = [record for record, digest in _dvc_records(root, path) if digest == md5]
     rev = None
     if matching:

@@ -1,13 +1,19 @@
 """Great Expectations checks on a forget set and a retain set, run before any model is loaded.
 
-The suite: required columns present and non-null, questions non-blank and unique (after normalising
-case, Unicode form and whitespace), every row valid UTF-8 and JSON, question plus answer within the
-model's context, no question in both sets, and each set's size between 1 and a bound from config. A
-failed validation names every broken row (by line number in its file) and writes GX Data Docs HTML.
+The suite: required columns present and non-null, question and answer strings, questions non-blank
+and unique (after normalising case, Unicode form and whitespace), a given subject a span of its
+question, every row valid UTF-8 and a JSON object, question plus answer within the model's context, no
+question in both sets, and each set's size between 1 and a bound from config. A failed validation names
+every broken row (by line number in its file) and the rule it broke, and writes GX Data Docs HTML.
+
+The Data Docs show the values that broke an expectation, so the suite checks the text through
+computed columns: a digest of each normalised question (uniqueness, overlap) and one flag per rule.
+Neither the docs nor the messages hold a question, an answer or a subject.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import unicodedata
@@ -15,10 +21,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from unierase.config import ValidationConfig
+from unierase.data.facts import jsonl_lines, subject_in_question
 
 logger = logging.getLogger(__name__)
 
-NORMALIZED, NUM_TOKENS, VALID_UTF8, VALID_JSON = "_question_normalized", "_num_tokens", "_valid_utf8", "_valid_json"
+NORMALIZED, NUM_TOKENS, VALID_UTF8, VALID_JSON = "_question_digest", "_num_tokens", "_valid_utf8", "_valid_json"
+QUESTION_TEXT, ANSWER_TEXT, SUBJECT_IN_QUESTION = "_question_is_text", "_answer_is_text", "_subject_in_question"
+# The rule each expectation stands for, by (expectation, column), in the words a user acts on.
+RULES = {
+    ("expect_table_row_count_to_be_between", None): "a set holds between 1 and validation.max_set_size rows",
+    ("expect_column_values_to_be_in_set", VALID_UTF8): "every line must be valid UTF-8 text",
+    ("expect_column_values_to_be_in_set", VALID_JSON): "every line must be one JSON object",
+    ("expect_column_values_to_be_in_set", QUESTION_TEXT): "question must be a string",
+    ("expect_column_values_to_be_in_set", ANSWER_TEXT): "answer must be a string",
+    ("expect_column_values_to_be_in_set", SUBJECT_IN_QUESTION): "subject, when given, must be a string that "
+    "occurs in its question (case aside)",
+    ("expect_column_values_to_match_regex", "question"): "question must not be blank",
+    ("expect_column_values_to_be_unique", NORMALIZED): "questions must be unique (case, spacing and Unicode "
+    "form aside)",
+    ("expect_column_values_to_not_be_in_set", NORMALIZED): "a question must not be in both the forget and the "
+    "retain set",
+    ("expect_column_values_to_be_between", NUM_TOKENS): "question plus answer must fit validation.max_tokens "
+    "(or the model's context)",
+}
 _SHOWN_ROWS = 20  # line numbers listed per failed expectation in the message; the Data Docs list all
 
 
@@ -43,6 +68,10 @@ class ExpectationFailure:
     def describe(self) -> str:
         """One line naming the expectation, the column and the rows that broke it."""
         what = f"{self.expectation}({self.column})" if self.column else self.expectation
+        if self.expectation == "expect_column_values_to_not_be_null":
+            what += f" [{self.column} is required]"
+        elif rule := RULES.get((self.expectation, self.column)):
+            what += f" [{rule}]"
         if self.lines:
             shown = ", ".join(map(str, self.lines[:_SHOWN_ROWS]))
             more = f" and {len(self.lines) - _SHOWN_ROWS} more" if len(self.lines) > _SHOWN_ROWS else ""
@@ -87,6 +116,25 @@ def normalize_question(text: str) -> str:
     return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
 
 
+def question_digest(text: str) -> str:
+    """A short SHA-256 of the normalised question: what the suite compares and the Data Docs show."""
+    return hashlib.sha256(normalize_question(text).encode("utf-8", "replace")).hexdigest()[:16]
+
+
+def row_flags(row: dict) -> dict[str, bool]:
+    """The per-row rules the suite checks through computed columns: question and answer are strings
+    (a missing one is the not-null expectation's to report), and a given subject occurs in its question."""
+    question, answer, subject = row.get("question"), row.get("answer"), row.get("subject")
+    subject_ok = subject is None or subject == "" or not isinstance(question, str)
+    if isinstance(subject, str) and subject and isinstance(question, str):
+        subject_ok = subject_in_question(subject, question)
+    return {
+        QUESTION_TEXT: question is None or isinstance(question, str),
+        ANSWER_TEXT: answer is None or isinstance(answer, str),
+        SUBJECT_IN_QUESTION: subject_ok,
+    }
+
+
 def read_rows(path: Path) -> list[dict]:
     """Reads a JSON Lines file leniently: each non-blank line becomes a row, broken lines included.
 
@@ -96,9 +144,7 @@ def read_rows(path: Path) -> list[dict]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     rows = []
-    for number, raw in enumerate(path.read_bytes().splitlines(), start=1):
-        if not raw.strip():
-            continue
+    for number, raw in jsonl_lines(path):
         row: dict = {"_line": number, VALID_UTF8: True, VALID_JSON: True}
         try:
             text = raw.decode("utf-8")
@@ -155,7 +201,10 @@ def _frame(rows: list[dict], config: ValidationConfig, count_tokens):
     frame = pd.DataFrame(rows, columns=sorted({k for row in rows for k in row} | {"_line", *config.required_columns}))
     frame = frame.set_index("_line", drop=False)
     # pandas turns missing keys into NaN; GX's null checks treat NaN and None alike.
-    frame[NORMALIZED] = [normalize_question(q) if isinstance(q, str) else None for q in frame["question"]]
+    frame[NORMALIZED] = [question_digest(q) if isinstance(q, str) else None for q in frame["question"]]
+    flags = [row_flags(row) for row in rows]  # from the rows, as pandas turns a missing key into NaN
+    for column in (QUESTION_TEXT, ANSWER_TEXT, SUBJECT_IN_QUESTION):
+        frame[column] = [f[column] for f in flags]
     frame[NUM_TOKENS] = [
         count_tokens(f"{q} {a}") if isinstance(q, str) and isinstance(a, str) else 0
         for q, a in zip(frame["question"], frame["answer"])
@@ -164,7 +213,7 @@ def _frame(rows: list[dict], config: ValidationConfig, count_tokens):
 
 
 def build_suite(name: str, config: ValidationConfig, max_tokens: int | None, other_questions: list[str]):
-    """The expectation suite of one set (``other_questions``: the other set's normalised questions)."""
+    """The expectation suite of one set (``other_questions``: digests of the other set's questions)."""
     import great_expectations as gx
 
     ex = gx.expectations
@@ -172,6 +221,8 @@ def build_suite(name: str, config: ValidationConfig, max_tokens: int | None, oth
     suite.add_expectation(ex.ExpectTableRowCountToBeBetween(min_value=1, max_value=config.max_set_size))
     suite.add_expectation(ex.ExpectColumnValuesToBeInSet(column=VALID_UTF8, value_set=[True]))
     suite.add_expectation(ex.ExpectColumnValuesToBeInSet(column=VALID_JSON, value_set=[True]))
+    for column in (QUESTION_TEXT, ANSWER_TEXT, SUBJECT_IN_QUESTION):
+        suite.add_expectation(ex.ExpectColumnValuesToBeInSet(column=column, value_set=[True]))
     for column in config.required_columns:
         suite.add_expectation(ex.ExpectColumnValuesToNotBeNull(column=column))
     suite.add_expectation(ex.ExpectColumnValuesToMatchRegex(column="question", regex=r"\S"))
@@ -211,7 +262,7 @@ def validate_sets(
     if retain_path is not None:
         sets["retain"] = read_rows(Path(retain_path))
     questions = {
-        name: {normalize_question(r["question"]) for r in rows if isinstance(r.get("question"), str)}
+        name: {question_digest(r["question"]) for r in rows if isinstance(r.get("question"), str)}
         for name, rows in sets.items()
     }
     count_tokens, max_tokens = _token_counter(model_dir), context_length(model_dir, config)

@@ -28,6 +28,7 @@ from transformers import PreTrainedModel
 from unierase.config import EditConfig, ModelConfig
 from unierase.edit.nullspace import NullSpace
 from unierase.edit.subject import KeyedPrompt
+from unierase.model.batching import pad_sequences
 from unierase.model.freezing import frozen_parameters
 from unierase.model.hooks import _StopForward, capture_inputs, get_module, run_until_captured, weight_matrix
 from unierase.model.upper_layers import last_logprobs_from_stream, only_layers_above
@@ -94,16 +95,6 @@ class EditOutcome:
     value_rounds: list[int] = field(default_factory=list)
 
 
-def _pad(prompts: list[KeyedPrompt], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(p.input_ids) for p in prompts)
-    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for i, p in enumerate(prompts):  # right padding keeps key positions where they are
-        ids[i, : len(p.input_ids)] = torch.tensor(p.input_ids)
-        mask[i, : len(p.input_ids)] = 1
-    return ids.to(device), mask.to(device)
-
-
 @torch.no_grad()
 def compute_keys(
     model: PreTrainedModel, requests: list[EditRequest], modules: dict[int, nn.Module], pad_id: int, batch_size: int
@@ -117,8 +108,8 @@ def compute_keys(
     with capture_inputs(modules) as seen:
         for start in range(0, len(flat), batch_size):
             chunk = flat[start : start + batch_size]
-            ids, mask = _pad([v for _, v in chunk], pad_id, device)
-            run_until_captured(model, seen, input_ids=ids, attention_mask=mask)
+            batch = pad_sequences([v.input_ids for _, v in chunk], pad_id).to(device)
+            run_until_captured(model, seen, **batch.model_inputs())
             rows = torch.arange(len(chunk))
             positions = torch.tensor([v.key_index for _, v in chunk])
             owners = torch.tensor([r for r, _ in chunk])
@@ -138,9 +129,9 @@ def residual_at_keys(
     the prompt as users send it (the first variant), as MEMIT measures what is still missing."""
     device = next(model.parameters()).device
     prompts = [r.variants[0] for r in requests]
-    ids, mask = _pad(prompts, pad_id, device)
+    batch = pad_sequences([p.input_ids for p in prompts], pad_id).to(device)
     with _capture_output(layer_module) as seen:
-        run_until_captured(model, seen, input_ids=ids, attention_mask=mask)
+        run_until_captured(model, seen, **batch.model_inputs())
     h = seen["out"]
     return torch.stack([h[i, p.key_index] for i, p in enumerate(prompts)]).float().cpu()
 
@@ -165,22 +156,6 @@ def _capture_output(module: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
         handle.remove()
 
 
-def _pad_left(prompts: list[KeyedPrompt], pad_id: int, device: torch.device):
-    """Left padding, so every prompt ends at the last position (one logit row each), with explicit
-    position ids so padded prompts compute exactly what unpadded ones do."""
-    width = max(len(p.input_ids) for p in prompts)
-    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    keys = []
-    for i, p in enumerate(prompts):
-        shift = width - len(p.input_ids)
-        ids[i, shift:] = torch.tensor(p.input_ids)
-        mask[i, shift:] = 1
-        keys.append(p.key_index + shift)
-    positions = (mask.cumsum(1) - 1).clamp_min(0)
-    return ids.to(device), mask.to(device), positions.to(device), torch.tensor(keys, device=device)
-
-
 def compute_values(
     model: PreTrainedModel,
     requests: list[EditRequest],
@@ -196,53 +171,43 @@ def compute_values(
     keeps them independent. Loss per fact: mean NLL of the unlearning token after each prompt
     variant, plus ``kl_factor`` x KL(original || edited) of the next token after the subject prompt,
     plus ``v_weight_decay`` x ``(‖δ‖ / ‖z₀‖)²``; ``‖δ‖`` is clamped to ``clamp_norm_factor · ‖z₀‖``.
+    Facts still unbound after the reference schedule (NLL above ``value_retry_nll``) get up to
+    ``value_retries`` more rounds, each continuing from its last delta with the clamp and the number of
+    steps doubled.
     """
     layer_module = get_module(model, model_config.layer_template.format(layer))
-    z0 = residual_at_keys(model, requests, layer_module, pad_id)
+    z0_all = residual_at_keys(model, requests, layer_module, pad_id)
     zs, losses, rounds = [], [], []
     chunks = range(0, len(requests), config.value_batch_size)
     for start in tqdm(chunks, desc="edit:values", disable=not progress or len(chunks) < 2, leave=False):
         chunk = requests[start : start + config.value_batch_size]
-        z, nll, used = _bind(model, chunk, z0[start : start + len(chunk)], layer, config, model_config, pad_id)
+        z0 = z0_all[start : start + len(chunk)]
+        z, nll = _optimise_values(model, chunk, z0, layer, config, model_config, pad_id)
+        used = [1] * len(chunk)
+        for retry in range(1, config.value_retries + 1):
+            stuck = [i for i, x in enumerate(nll) if x > config.value_retry_nll]
+            if not stuck:
+                break
+            wider = config.model_copy(
+                update={"clamp_norm_factor": config.clamp_norm_factor * 2**retry, "v_steps": config.v_steps * 2**retry}
+            )
+            logger.info(
+                "value round %d for %d unbound facts (NLL %s)", retry + 1, len(stuck), [round(nll[i], 2) for i in stuck]
+            )
+            picked = torch.tensor(stuck)
+            retried = [chunk[i] for i in stuck]
+            z_new, nll_new = _optimise_values(
+                model, retried, z0[picked], layer, wider, model_config, pad_id, z[picked] - z0[picked]
+            )
+            z[picked] = z_new
+            for j, i in enumerate(stuck):
+                nll[i], used[i] = nll_new[j], retry + 1
+        if unbound := [round(x, 2) for x in nll if x > config.value_retry_nll]:
+            logger.warning("%d facts still unbound after %d rounds (target NLL %s)", len(unbound), max(used), unbound)
         zs.append(z)
         losses += nll
         rounds += used
     return torch.cat(zs), losses, rounds
-
-
-def _bind(
-    model: PreTrainedModel,
-    requests: list[EditRequest],
-    z0: torch.Tensor,
-    layer: int,
-    config: EditConfig,
-    model_config: ModelConfig,
-    pad_id: int,
-) -> tuple[torch.Tensor, list[float], list[int]]:
-    """The reference schedule, then up to ``value_retries`` rounds for the facts still unbound, each
-    continuing from its last delta with the clamp and the number of steps doubled."""
-    z, nll = _optimise_values(model, requests, z0, layer, config, model_config, pad_id)
-    rounds = [1] * len(requests)
-    for retry in range(1, config.value_retries + 1):
-        stuck = [i for i, x in enumerate(nll) if x > config.value_retry_nll]
-        if not stuck:
-            break
-        wider = config.model_copy(
-            update={"clamp_norm_factor": config.clamp_norm_factor * 2**retry, "v_steps": config.v_steps * 2**retry}
-        )
-        logger.info(
-            "value round %d for %d unbound facts (NLL %s)", retry + 1, len(stuck), [round(nll[i], 2) for i in stuck]
-        )
-        picked = torch.tensor(stuck)
-        z_new, nll_new = _optimise_values(
-            model, [requests[i] for i in stuck], z0[picked], layer, wider, model_config, pad_id, z[picked] - z0[picked]
-        )
-        z[picked] = z_new
-        for j, i in enumerate(stuck):
-            nll[i], rounds[i] = nll_new[j], retry + 1
-    if unbound := [round(x, 2) for x in nll if x > config.value_retry_nll]:
-        logger.warning("%d facts still unbound after %d rounds (target NLL %s)", len(unbound), max(rounds), unbound)
-    return z, nll, rounds
 
 
 @dataclass
@@ -267,9 +232,12 @@ class _Group:
 @torch.no_grad()
 def _group(model: PreTrainedModel, prompts: list[KeyedPrompt], owner: list[int], layer_module: nn.Module, pad_id: int):
     device = next(model.parameters()).device
-    ids, mask, positions, key_pos = _pad_left(prompts, pad_id, device)
+    batch = pad_sequences([p.input_ids for p in prompts], pad_id, side="left").to(device)
+    positions = batch.position_ids()
+    key_pos = torch.tensor([p.key_index + shift for p, shift in zip(prompts, batch.shifts)], device=device)
     with _capture_output(layer_module) as seen:
-        run_until_captured(model, seen, input_ids=ids, attention_mask=mask, position_ids=positions)
+        run_until_captured(model, seen, **batch.model_inputs(), position_ids=positions)
+    ids, mask = batch.input_ids, batch.attention_mask
     return _Group(ids, seen["out"], mask, positions, key_pos, torch.tensor(owner, device=device))
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -16,10 +16,11 @@ from unierase.config import Params
 from unierase.data.facts import Fact
 from unierase.edit.alphaedit import EditOutcome, EditRequest, apply_alphaedit, compute_keys
 from unierase.edit.nullspace import null_space
+from unierase.edit.state import EditState
 from unierase.edit.subject import KeyedPrompt, find_subject, key_prompt
 from unierase.model.delta import WeightDelta, diff_models, snapshot
 from unierase.model.hooks import get_module
-from unierase.token.learning import token_names
+from unierase.token.vocabulary import unlearning_token_id
 
 logger = logging.getLogger(__name__)
 
@@ -35,22 +36,6 @@ CONTEXT_PREFIXES: tuple[str, ...] = (
     "Answer this, please.",
     "Can you tell me?",
 )
-
-
-@dataclass
-class EditState:
-    """What sequential erasures carry from one request to the next (saved beside the model).
-
-    Attributes:
-        previous_keys: Layer -> accumulated ``K Kᵀ`` of every earlier edit (AlphaEdit's ``C_prev``).
-        preserved: Layer -> second moment of the preserved keys, fixed at the first edit (AlphaEdit
-            computes its projection once, on the unedited model).
-        num_requests: How many requests have been applied.
-    """
-
-    previous_keys: dict[int, torch.Tensor] = field(default_factory=dict)
-    preserved: dict[int, torch.Tensor] = field(default_factory=dict)
-    num_requests: int = 0
 
 
 @dataclass
@@ -72,26 +57,20 @@ class ErasureResult:
     timings: dict[str, float]
 
 
-def unlearning_token_id(tokenizer: PreTrainedTokenizerBase, params: Params) -> int:
-    """Id of the trigger token; an error when the tokenizer lacks it (learn or install it first)."""
-    name = token_names(params.token)[0]
-    if name not in tokenizer.get_vocab():
-        raise ValueError(f"the tokenizer has no {name!r}: learn the unlearning token (Phase I) before editing")
-    return tokenizer.convert_tokens_to_ids(name)
-
-
 def resolve_subjects(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, facts: list[Fact], params: Params
 ) -> list[str]:
-    """Each fact's subject: its own ``subject`` field, else the span causal tracing finds."""
+    """Each fact's subject: its own ``subject`` field, else the one `find_subject` chooses (causal
+    tracing, then its text-only fallback). The erase stage fills subjects in earlier
+    (`unierase.edit.subject.attach_subjects`), so there every fact arrives with one."""
     out = []
     for fact in facts:
         if fact.subject:
             out.append(fact.subject)
         else:
             found = find_subject(model, tokenizer, fact.question, fact.answer, max_words=params.edit.subject_max_words)
-            logger.info("subject of %r: %r", fact.question, found)
-            out.append(found)
+            logger.info("subject found by %s", found.method)  # never the question or subject: forget text
+            out.append(found.subject)
     return out
 
 
@@ -159,7 +138,7 @@ def erase_facts(
         raise ValueError(f"preserved-key statistics lack layers {missing}; recompute them for edit.layers")
     timings: dict[str, float] = {}
     before = snapshot(model)
-    target = unlearning_token_id(tokenizer, params)
+    target = unlearning_token_id(tokenizer, params.token)
 
     started = time.perf_counter()
     subjects = resolve_subjects(model, tokenizer, forget, params)

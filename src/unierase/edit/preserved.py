@@ -14,6 +14,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from unierase.model.batching import pad_sequences
 from unierase.model.hooks import capture_inputs, get_module, run_until_captured
 from unierase.model.prompts import encode_prompt
 
@@ -43,13 +44,9 @@ def key_second_moment(
     with capture_inputs(modules) as seen:
         for start in tqdm(batches, desc=desc, disable=not progress, leave=False):
             chunk = sequences[start : start + batch_size]
-            width = max(len(s) for s in chunk)
-            ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.bool)
-            for i, s in enumerate(chunk):
-                ids[i, : len(s)] = torch.tensor(s)
-                mask[i, : len(s)] = True
-            run_until_captured(model, seen, input_ids=ids.to(device), attention_mask=mask.long().to(device))
+            batch = pad_sequences(chunk, pad_id)
+            mask = batch.attention_mask.bool()
+            run_until_captured(model, seen, **batch.to(device).model_inputs())
             for path in module_paths:
                 keys = seen[path][mask.to(device)].double()
                 sums[path] = sums.get(path, 0) + keys.T @ keys

@@ -7,16 +7,34 @@ their subject; otherwise it is found as causal tracing does (Meng et al., 2022):
 whose corruption (Gaussian noise, 3x the embeddings' std, on its token embeddings) lowers the
 probability of the answer the most. Of the spans that come within ``keep_share`` of the best drop,
 the shortest wins, so "France" beats "capital of France".
+
+Tracing finds nothing when no span lowers the answer's probability (every corruption raised it on
+questions a model does not know, and the old rule then crashed), when the answer is empty or when the
+question has no content word. Users bring questions without subjects, so a text-only fallback
+(`fallback_subject`) then picks, in order:
+
+1. ``fallback:entity``: the strongest name-like span, a run of capitalised words (with connectors such
+   as "of the" or "da" inside, numbers after a name): runs not at a sentence start first, then the
+   most words, then the most characters, then the last;
+2. ``fallback:content-word``: the last word that is neither a stopword nor a common verb, else the
+   last word that is not a stopword;
+3. ``fallback:last-word``: the last word;
+4. ``fallback:question``: the whole question (no word at all, e.g. only punctuation).
+
+Every subject returned is a span of the question, so `key_prompt` can locate it; only a blank
+question has none.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from unierase.data.facts import Fact
 from unierase.model.prompts import format_prompt, has_chat_template
 
 _WORD = re.compile(r"[\w][\w'’\-\.]*[\w]|[\w]")
@@ -26,6 +44,24 @@ _STOPWORDS = frozenset(
     they them he she i you we me my your our can could would should will shall may might must has have had
     not no yes if so such one any some all many much more most other known name named""".split()
 )
+# Lowercase words that may sit inside a name ("Bank of England", "Leonardo da Vinci"), never at its ends.
+_CONNECTORS = frozenset("of the de da del della di du des la le van von der den al bin ibn y".split())
+# Capitalised only because they open a sentence: imperative openers and leading prepositions/adverbs.
+_OPENERS = frozenset(
+    """tell name list give describe explain please define identify mention provide share summarize summarise
+    recall guess say imagine compare find show write suggest during after before since under through between
+    among according besides apart approximately roughly typically generally historically exactly also over
+    within without following considering given""".split()
+)
+# Verbs common in questions: as a fallback key, the noun before them says more ("the war" in "When did
+# the war end?").
+_COMMON_VERBS = frozenset(
+    """write wrote written writes born die died dies live lived lives play played plays end ended ends start
+    started starts begin began begun happen happened happens mean means meant call called invent invented
+    discover discovered work worked works find found make made get got go went come came take took say said
+    use used become became win won lead led located situated like think""".split()
+)
+_POSSESSIVE = re.compile(r"['’]s$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -41,15 +77,59 @@ class KeyedPrompt:
     key_index: int
 
 
+@dataclass(frozen=True)
+class SubjectChoice:
+    """A question's subject and how it was chosen.
+
+    Attributes:
+        subject: The subject, as it appears in the question.
+        method: ``given`` (the row's own), ``traced`` (causal tracing) or ``fallback:<step>`` (see the
+            module docstring: ``entity``, ``content-word``, ``last-word``, ``question``).
+    """
+
+    subject: str
+    method: str
+
+
+class SubjectError(ValueError):
+    """A row whose subject cannot key an edit; the message names the row, never its text."""
+
+
+def _question_span(text: str, question: str) -> tuple[int, int]:
+    """Character span of ``question`` inside the prompt ``text`` (-1, -1 when absent). Templates that
+    trim the message (Llama 3's does) hold the stripped question."""
+    start = text.rfind(question)
+    if start >= 0:
+        return start, start + len(question)
+    stripped = question.strip()
+    start = text.rfind(stripped) if stripped else -1
+    return (start, start + len(stripped)) if start >= 0 else (-1, -1)
+
+
+def _rfind_casefree(text: str, needle: str, start: int, end: int) -> int:
+    """Last index in ``text[start:end]`` where ``needle`` occurs, case aside (-1 if nowhere).
+
+    ``str.lower`` may change a string's length ("İ" becomes two characters), which would shift every
+    index after it; a case-insensitive match keeps the original indices.
+    """
+    pattern = re.compile(re.escape(needle), re.IGNORECASE)
+    for pos in range(end - len(needle), start - 1, -1):
+        if pattern.match(text, pos, end):
+            return pos
+    return -1
+
+
 def key_prompt(tokenizer: PreTrainedTokenizerBase, question: str, subject: str) -> KeyedPrompt:
     """Tokenises the chat-formatted ``question`` and locates the last token of ``subject`` in it.
 
     Raises:
-        ValueError: The subject does not occur in the question.
+        ValueError: The subject is blank or does not occur in the question.
     """
+    if not subject.strip():
+        raise ValueError("the subject is blank: it must be a span of the question")
     text = format_prompt(tokenizer, question)
-    start = text.rfind(question)
-    found = text.lower().rfind(subject.lower(), start, start + len(question)) if start >= 0 else -1
+    start, end = _question_span(text, question)
+    found = _rfind_casefree(text, subject, start, end) if start >= 0 else -1
     if found < 0:
         raise ValueError(f"subject {subject!r} does not occur in the question {question!r}")
     end_char = found + len(subject)
@@ -71,7 +151,7 @@ def candidate_spans(question: str, max_words: int) -> list[tuple[int, int]]:
 
 
 @torch.no_grad()
-def find_subject(
+def trace_subject(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     question: str,
@@ -80,7 +160,7 @@ def find_subject(
     noise_samples: int = 3,
     keep_share: float = 0.8,
     seed: int = 0,
-) -> str:
+) -> str | None:
     """The span of ``question`` whose corruption hurts the answer's log-probability most.
 
     Args:
@@ -93,17 +173,18 @@ def find_subject(
         keep_share: Spans within this share of the best drop compete on length.
         seed: Noise seed, so detection is deterministic.
 
-    Raises:
-        ValueError: The question has no content word to trace.
+    Returns:
+        The span, or None when no span lowers the answer's probability (then no span is "within a
+        share" of the best in any useful sense), the answer is empty, or no word can be traced.
     """
     spans = candidate_spans(question, max_words)
-    if not spans:
-        raise ValueError(f"no candidate subject in {question!r}: name the subject explicitly")
     text = format_prompt(tokenizer, question)
-    offset = text.rfind(question)
+    offset, _ = _question_span(text, question)
+    answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"][:16]
+    if not spans or offset < 0 or not answer_ids:
+        return None
     enc = tokenizer(text, add_special_tokens=not has_chat_template(tokenizer), return_offsets_mapping=True)
     prompt_ids, offsets = enc["input_ids"], enc["offset_mapping"]
-    answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"][:16]
     ids = torch.tensor([prompt_ids + answer_ids])
     device = next(model.parameters()).device
     embed = model.get_input_embeddings()
@@ -125,8 +206,174 @@ def find_subject(
         noise = torch.randn((noise_samples, len(tok_idx), clean.shape[-1]), generator=gen).to(device, clean.dtype)
         batch[:, tok_idx] += 3 * std * noise
         drops.append(float(base - answer_logprob(batch).mean()))
-    best = max(drops)
+    best = max((d for d in drops if not math.isnan(d)), default=0.0)
+    if not best > 0:
+        # Every corruption raised (or kept) the answer's probability: the model does not rely on any
+        # span for this answer, and "within keep_share of a negative best" would admit nothing.
+        return None
     close = [i for i, d in enumerate(drops) if d >= keep_share * best]
     winner = min(close, key=lambda i: (spans[i][1] - spans[i][0], -drops[i]))
     s, e = spans[winner]
     return question[s:e]
+
+
+def _without_possessive(question: str, start: int, end: int) -> tuple[int, int]:
+    """Drops a trailing "'s", so the key is the name's own last token, not the possessive's."""
+    match = _POSSESSIVE.search(question, start, end)
+    return (start, match.start()) if match and match.start() > start else (start, end)
+
+
+def _sentence_start(question: str, pos: int) -> bool:
+    """True when the word at ``pos`` opens the question or a sentence in it."""
+    before = question[:pos].rstrip(" \t\n\"'“‘(")
+    return not before or before[-1] in ".!?:;"
+
+
+def entity_spans(question: str) -> list[tuple[int, int, bool]]:
+    """Name-like spans: runs of capitalised words, with lowercase connectors inside and numbers after.
+
+    Returns:
+        ``(start, end, at_sentence_start)`` character spans, in order.
+    """
+    words = [(m.start(), m.end(), m.group()) for m in _WORD.finditer(question)]
+
+    def capitalised(k: int) -> bool:
+        s, _, w = words[k]
+        if w.lower() in _STOPWORDS or not any(c.isupper() for c in w):
+            return False
+        return not (w.lower() in _OPENERS and _sentence_start(question, s))
+
+    runs, k = [], 0
+    while k < len(words):
+        if not capitalised(k):
+            k += 1
+            continue
+        first = last = k
+        j = k + 1
+        while j < len(words):
+            gap = question[words[j - 1][1] : words[j][0]]
+            if gap.strip(" -"):  # punctuation between words (a comma, a quote) ends a name
+                break
+            if capitalised(j) or words[j][2].isdigit():
+                last = j
+            elif words[j][2].lower() not in _CONNECTORS:
+                break
+            j += 1
+        s, e = _without_possessive(question, words[first][0], words[last][1])
+        runs.append((s, e, _sentence_start(question, words[first][0])))
+        k = last + 1
+    return runs
+
+
+def fallback_subject(question: str) -> SubjectChoice:
+    """A subject from the question's text alone, for when causal tracing finds none (module docstring).
+
+    Raises:
+        ValueError: The question is blank.
+    """
+    runs = entity_spans(question)
+    if runs:
+        # Runs inside a sentence first (a capital at a sentence's start says little), then the longest,
+        # then the last: a question's own entity tends to come after its question words.
+        def strength(i: int) -> tuple[bool, int, int, int]:
+            s, e, initial = runs[i]
+            return not initial, len(_WORD.findall(question[s:e])), e - s, i
+
+        s, e, _ = runs[max(range(len(runs)), key=strength)]
+        return SubjectChoice(question[s:e], "fallback:entity")
+    words = [(m.start(), m.end(), m.group().lower()) for m in _WORD.finditer(question)]
+    content = [w for w in words if w[2] not in _STOPWORDS]
+    nouns = [w for w in content if w[2] not in _COMMON_VERBS]
+    if nouns or content:
+        s, e, _ = (nouns or content)[-1]
+        s, e = _without_possessive(question, s, e)
+        return SubjectChoice(question[s:e], "fallback:content-word")
+    if words:
+        s, e, _ = words[-1]
+        return SubjectChoice(question[s:e], "fallback:last-word")
+    if question.strip():
+        return SubjectChoice(question.strip(), "fallback:question")
+    raise ValueError("the question is blank: no subject can key an edit")
+
+
+def find_subject(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    question: str,
+    answer: str,
+    max_words: int = 4,
+    noise_samples: int = 3,
+    keep_share: float = 0.8,
+    seed: int = 0,
+) -> SubjectChoice:
+    """The subject of ``question``: the causal-tracing winner, else the text-only fallback.
+
+    Args:
+        model: The model whose knowledge is traced.
+        tokenizer: Its tokenizer.
+        question: The question.
+        answer: The answer the model gives (or the reference answer).
+        max_words: Longest span tried by tracing.
+        noise_samples: Noise draws averaged per span.
+        keep_share: Spans within this share of the best drop compete on length.
+        seed: Noise seed, so detection is deterministic.
+
+    Returns:
+        A span of the question and how it was found (``traced`` or ``fallback:<step>``).
+
+    Raises:
+        ValueError: The question is blank.
+    """
+    traced = trace_subject(model, tokenizer, question, answer, max_words, noise_samples, keep_share, seed)
+    return SubjectChoice(traced, "traced") if traced is not None else fallback_subject(question)
+
+
+def attach_subjects(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    facts: list[Fact],
+    max_words: int = 4,
+    rows: list[str] | None = None,
+) -> tuple[list[Fact], list[SubjectChoice]]:
+    """Every fact with a subject that keys its prompt: its own, checked, or one found for it.
+
+    Runs a few forward passes per unlabelled fact, so callers run it before any expensive phase and a
+    bad row fails in seconds.
+
+    Args:
+        model: The model whose knowledge is traced (the base model, before any token is installed).
+        tokenizer: Its tokenizer.
+        facts: The facts, with or without ``subject``.
+        max_words: Longest span tried by tracing.
+        rows: A name for each fact in errors (e.g. ``forget.jsonl:7``); positions when None.
+
+    Returns:
+        Copies of the facts with ``subject`` filled in, and how each subject was chosen.
+
+    Raises:
+        SubjectError: A fact's given subject does not occur in its question, or its question is blank.
+    """
+    rows = rows or [f"row {i + 1}" for i in range(len(facts))]
+    if len(rows) != len(facts):
+        raise ValueError(f"{len(rows)} row names for {len(facts)} facts")
+    out, choices = [], []
+    for fact, row in zip(facts, rows, strict=True):
+        try:
+            if fact.subject:
+                choice = SubjectChoice(fact.subject, "given")
+            else:
+                choice = find_subject(model, tokenizer, fact.question, fact.answer, max_words=max_words)
+            key_prompt(tokenizer, fact.question, choice.subject)
+        except ValueError:
+            # The message names the row, not its text: forget sets are what must not reach the logs
+            # (and `from None` keeps the text-bearing original out of the traceback).
+            if fact.subject:
+                problem = "its subject is blank or does not occur in its question (case aside)"
+            elif not fact.question.strip():
+                problem = "its question is blank"
+            else:
+                problem = "no span of its question keys the prompt"
+            raise SubjectError(f"{row}: {problem}; give the row a 'subject' that appears in its question") from None
+        out.append(fact if choice.method == "given" else fact.model_copy(update={"subject": choice.subject}))
+        choices.append(choice)
+    return out, choices

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import re
 from collections.abc import Iterator, Sequence
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -28,12 +27,6 @@ from unierase.evaluation.metrics.probability import answer_token_nlls, normalise
 from unierase.evaluation.metrics.rouge import rouge_l_recall
 from unierase.model.generation import generate_answers
 from unierase.token.refusals import is_refusal
-
-
-def find_unlearn_token_ids(tokenizer: PreTrainedTokenizerBase, token_template: str = "<unlearn_{}>") -> list[int]:
-    """Ids of the added tokens whose names match ``token_template`` (``{}`` = a number), sorted."""
-    pattern = re.compile("^" + re.escape(token_template).replace(r"\{\}", r"\d+") + "$")
-    return sorted(tid for name, tid in tokenizer.get_added_vocab().items() if pattern.match(name))
 
 
 @contextlib.contextmanager

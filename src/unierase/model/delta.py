@@ -7,7 +7,6 @@ safetensors; the SHA-256 of the file is its identity in the registry.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,10 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from unierase.digests import file_sha256
+
 _BEFORE, _AFTER, _APPENDED = "before::", "after::", "appended::"
+_HEADER = "unierase.delta"
 
 
 @dataclass
@@ -131,7 +133,9 @@ def save_delta(delta: WeightDelta, path: str | Path) -> str:
     tensors = {_AFTER + k: v.contiguous() for k, v in delta.after.items()}
     tensors.update({_BEFORE + k: v.contiguous() for k, v in delta.before.items()})
     tensors.update({_APPENDED + k: v.contiguous() for k, v in delta.appended.items()})
-    meta = {"unierase": json.dumps(delta.metadata, sort_keys=True), "base_rows": json.dumps(delta.base_rows)}
+    # One metadata entry: safetensors writes several in an order that varies between runs, which would
+    # give the same delta a different SHA-256 each time.
+    meta = {_HEADER: json.dumps({"metadata": delta.metadata, "base_rows": delta.base_rows}, sort_keys=True)}
     save_file(tensors, str(path), metadata=meta)
     return file_sha256(path)
 
@@ -143,7 +147,11 @@ def load_delta(path: str | Path, expected_sha256: str | None = None) -> WeightDe
         raise ValueError(f"{path}: SHA-256 {actual} does not match the expected {expected_sha256}")
     with safe_open(str(path), framework="pt") as fh:
         header = fh.metadata() or {}
-    metadata, base_rows = json.loads(header.get("unierase", "{}")), json.loads(header.get("base_rows", "{}"))
+    if _HEADER in header:
+        body = json.loads(header[_HEADER])
+        metadata, base_rows = body["metadata"], body["base_rows"]
+    else:  # written before the header was one entry
+        metadata, base_rows = json.loads(header.get("unierase", "{}")), json.loads(header.get("base_rows", "{}"))
     tensors = load_file(str(path))
 
     def part(prefix: str) -> dict[str, torch.Tensor]:
@@ -152,12 +160,3 @@ def load_delta(path: str | Path, expected_sha256: str | None = None) -> WeightDe
     return WeightDelta(
         after=part(_AFTER), before=part(_BEFORE), appended=part(_APPENDED), base_rows=base_rows, metadata=metadata
     )
-
-
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

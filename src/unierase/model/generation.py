@@ -8,6 +8,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, StoppingCriteria, StoppingCriteriaList
 
+from unierase.model.batching import pad_sequences
 from unierase.model.prompts import encode_prompt
 
 
@@ -61,15 +62,10 @@ def generate_answers(
     for start in tqdm(batches, desc="generate", disable=not progress or len(batches) < 2, leave=False):
         chunk = questions[start : start + batch_size]
         encoded = [encode_prompt(tokenizer, q) for q in chunk]
-        width = max(len(ids) for ids in encoded)
-        input_ids = torch.full((len(chunk), width), tokenizer.pad_token_id, dtype=torch.long)
-        attention = torch.zeros((len(chunk), width), dtype=torch.long)
-        for row, ids in enumerate(encoded):
-            input_ids[row, width - len(ids) :] = torch.tensor(ids)
-            attention[row, width - len(ids) :] = 1
+        batch = pad_sequences(encoded, tokenizer.pad_token_id, side="left").to(device)
+        width = batch.input_ids.shape[1]
         generated = model.generate(
-            input_ids=input_ids.to(device),
-            attention_mask=attention.to(device),
+            **batch.model_inputs(),
             max_new_tokens=max_new_tokens,
             do_sample=False,
             num_beams=1,

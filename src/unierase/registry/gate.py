@@ -24,9 +24,18 @@ class GateResult:
     failures: list[str] = field(default_factory=list)
 
 
-def erasure_metrics(erase_report: Mapping, eval_report: Mapping | None = None) -> dict[str, float]:
+def erasure_metrics(
+    erase_report: Mapping, eval_report: Mapping | None = None, eval_audits: Mapping | None = None
+) -> dict[str, float]:
     """Flat metrics of an erasure: before/after figures of the erase report, the retain ratio, the share
-    of parameters changed, and the evaluation's aggregates when there is an evaluation report."""
+    of parameters changed, the evaluation's aggregates (``eval_*``) and its leak audits
+    (``audit_<split>_<audit>_<figure>``, e.g. ``audit_forget_ban_token_rougeL_recall``).
+
+    Args:
+        erase_report: The erase stage's report.
+        eval_report: The evaluation's ``aggregates``.
+        eval_audits: The evaluation's ``audits`` (split -> audit -> figures).
+    """
     metrics: dict[str, float] = {}
     for phase in ("before", "after"):
         for key in _REPORT_FIGURES:
@@ -50,6 +59,11 @@ def erasure_metrics(erase_report: Mapping, eval_report: Mapping | None = None) -
         value = (eval_report or {}).get(key)
         if isinstance(value, (int, float)):
             metrics[f"eval_{key}"] = float(value)
+    for split, audits in (eval_audits or {}).items():
+        for audit, figures in audits.items():
+            for key, value in figures.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    metrics[f"audit_{split}_{audit}_{key}"] = float(value)
     return metrics
 
 
@@ -62,7 +76,7 @@ def check_gate(metrics: Mapping[str, float], config: GateConfig) -> GateResult:
         "eval_model_ability": config.min_model_ability,
     }
     failures = []
-    for metric, bound in bounds.items():
+    for metric, bound in {**bounds, **config.min_metrics}.items():
         if bound is None:
             continue
         value = metrics.get(metric)
@@ -70,4 +84,10 @@ def check_gate(metrics: Mapping[str, float], config: GateConfig) -> GateResult:
             failures.append(f"{metric} was not measured (gate needs >= {bound})")
         elif value < bound:
             failures.append(f"{metric} = {value:.4f} < {bound}")
+    for metric, bound in config.max_metrics.items():
+        value = metrics.get(metric)
+        if value is None:
+            failures.append(f"{metric} was not measured (gate needs <= {bound})")
+        elif value > bound:
+            failures.append(f"{metric} = {value:.4f} > {bound}")
     return GateResult(passed=not failures, failures=failures)

@@ -31,16 +31,9 @@ class UnlearnedLM(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         """Loads the model and tokenizer from the version's artifacts (on the CPU unless CUDA is there)."""
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from unierase.model.loading import load_model
 
-        model_dir = context.artifacts[MODEL_ARTIFACT]
-        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-        if torch.cuda.is_available():
-            self.model.to("cuda")
+        self.model, self.tokenizer = load_model(context.artifacts[MODEL_ARTIFACT])
 
     def predict(self, context, model_input: list[str], params: dict | None = None) -> list[str]:
         """Answers each question (a DataFrame's single column arrives as a list too).

@@ -7,7 +7,6 @@ is marked FAILED.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import warnings
 from collections.abc import Mapping
@@ -20,21 +19,12 @@ from mlflow.exceptions import MlflowException
 import mlflow
 from mlflow import MlflowClient
 from unierase.data.provenance import DatasetDigest, dataset_tags
+from unierase.digests import file_sha256, model_dir_sha256
+from unierase.faults import fault_point
 from unierase.registry import tags as T
 from unierase.registry.pyfunc import log_language_model
 
 logger = logging.getLogger(__name__)
-
-
-def model_dir_sha256(model_dir: Path) -> str:
-    """SHA-256 over a model directory's files (names and bytes, in name order): the model's identity."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in Path(model_dir).rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(model_dir)).encode() + b"\0")
-        with path.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
 
 
 def ensure_registered_model(client: MlflowClient, name: str) -> None:
@@ -63,7 +53,9 @@ def _log_inputs(datasets: list[DatasetDigest], root: Path) -> None:
 
 
 def _create_version(client: MlflowClient, name: str, model_uri: str, run_id: str, tags: Mapping[str, str]) -> str:
-    version = client.create_model_version(name, source=model_uri, run_id=run_id, tags=dict(tags))
+    # A tracking server (not the SQLite store) refuses a logged model's URI as source without its id.
+    model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
+    version = client.create_model_version(name, source=model_uri, run_id=run_id, tags=dict(tags), model_id=model_id)
     logger.info("registered %s version %s", name, version.version)
     return str(version.version)
 
@@ -129,7 +121,6 @@ def register_erasure(
     Raises:
         ValueError: The delta file's digest does not match, or the lineage tags lack the parent version.
     """
-    from unierase.model.delta import file_sha256
 
     if T.PARENT_VERSION not in tags:
         raise ValueError(f"an erasure version needs the {T.PARENT_VERSION} tag")
@@ -144,6 +135,7 @@ def register_erasure(
         for report in reports:
             mlflow.log_artifact(str(report), artifact_path="reports")
         info = log_language_model(model_dir)
+        fault_point("register")  # tests kill here: the run has logged everything, no version exists yet
         return _create_version(client, name, info.model_uri, run.info.run_id, all_tags)
 
 

@@ -12,14 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from unierase.config import Params, config_hash, load_params
 from unierase.data.splits import load_splits, split_kind
+from unierase.digests import file_sha256
 from unierase.evaluation.evaluate import EvalReport, evaluate_model, forget_truth_ratios
-from unierase.evaluation.leak_audits import find_unlearn_token_ids
 from unierase.evaluation.metrics.similarity import load_embedder
-from unierase.model.delta import file_sha256
+from unierase.model.loading import load_model
+from unierase.token.vocabulary import unlearning_token_ids
 
 logger = logging.getLogger(__name__)
 
@@ -31,17 +31,6 @@ PROTOCOL = {
     "answer_tokens": "answer tokenised alone (add_special_tokens=False), appended to the prompt ids",
     "generation": "greedy",
 }
-
-
-def load_model(model_dir: str | Path, device: str | None = None) -> tuple[Any, Any]:
-    """A causal LM (float32, eval mode) and its tokenizer (pad token set), on ``device`` (CUDA when
-    there is one, else the CPU)."""
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(device).eval()
-    return model, tokenizer
 
 
 def read_retain_truth_ratios(retain_eval: str | Path, forget_splits: list[str]) -> dict[str, list[float]]:
@@ -106,7 +95,7 @@ def evaluate_stage(
     splits = load_splits(data_dir)
     forget_splits = [n for n in splits if split_kind(n) == "forget"]
     model, tokenizer = load_model(model_dir, device)
-    token_ids = find_unlearn_token_ids(tokenizer, params.token.token_template)
+    token_ids = unlearning_token_ids(tokenizer, params.token.token_template)
     retain_ratios = None
     if retain_eval is not None:
         if (Path(retain_eval) / "config.json").is_file():

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 import time
 from pathlib import Path
 
@@ -16,32 +15,12 @@ from safetensors.torch import save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from unierase.config import Params
-from unierase.data.corpus import load_corpus, texts_digest
+from unierase.data.corpus import load_corpus
 from unierase.data.general_questions import general_questions
+from unierase.digests import texts_sha256, weights_sha256
 from unierase.edit.preserved import key_second_moment, preserved_second_moment
 
 logger = logging.getLogger(__name__)
-
-
-def model_digest(model: PreTrainedModel, layer_template: str | None = None, up_to_layer: int | None = None) -> str:
-    """SHA-256 over the parameters' names, shapes and bytes: all of them, or, given ``layer_template``
-    and ``up_to_layer``, those the inputs of layers ``<= up_to_layer`` depend on (the layers above and the
-    output head are left out: about 70% of the 29.5 GB an 8B model's lookup hashed, with layers 4-8)."""
-    skip: set[str] = set()
-    if layer_template is not None and up_to_layer is not None:
-        layer = re.compile(re.escape(layer_template).replace(r"\{\}", r"(\d+)") + r"\.")
-        above = {n for n, _ in model.named_parameters() if (m := layer.match(n)) and int(m.group(1)) > up_to_layer}
-        head = model.get_output_embeddings()
-        untied = {id(p) for p in head.parameters()} if head is not None else set()
-        untied -= {id(p) for p in model.get_input_embeddings().parameters()}  # a tied head is the embedding
-        skip = above | {n for n, p in model.named_parameters() if id(p) in untied}
-    digest = hashlib.sha256()
-    for name, p in sorted(model.named_parameters()):
-        if name in skip:
-            continue
-        digest.update(f"{name}:{tuple(p.shape)}:{p.dtype}".encode())
-        digest.update(p.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 def split_heldout(texts: list[str], every: int = 5) -> tuple[list[str], list[str]]:
@@ -71,13 +50,13 @@ def cached_preserved_moments(
     questions = general_questions()
     layers = sorted(params.edit.layers)
     spec = {
-        "model": model_digest(model, params.model.layer_template, max(layers)),
+        "model": weights_sha256(model, params.model.layer_template, max(layers)),
         "layers": layers,
         "template": params.model.mlp_out_template,
-        "corpus": texts_digest(texts),
+        "corpus": texts_sha256(texts),
         "num_samples": params.covariance.num_samples,
         "max_length": params.covariance.max_length,
-        "questions": texts_digest(questions),
+        "questions": texts_sha256(questions),
         "question_weight": params.covariance.question_weight,
     }
     key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:32]

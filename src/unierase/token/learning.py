@@ -16,84 +16,27 @@ row trained under the same loss.
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from unierase.config import TokenConfig
+from unierase.config import Params, TokenConfig
+from unierase.data.general_questions import general_questions
+from unierase.model.batching import IGNORE_INDEX, pad_sequences
 from unierase.model.freezing import frozen_parameters
+from unierase.model.generation import generate_answers
+from unierase.model.hooks import get_module
 from unierase.model.prompts import encode_prompt
 from unierase.token.refusals import pick_refusal
+from unierase.token.vocabulary import UnlearningToken, add_unlearning_tokens, is_tied, token_names
 
 logger = logging.getLogger(__name__)
-
-IGNORE = -100
-
-
-@dataclass
-class UnlearningToken:
-    """A learned unlearning token (or several).
-
-    Attributes:
-        names: Token strings, e.g. ``["<unlearn_0>"]``.
-        input_rows: Their input embedding rows, shape (n, hidden).
-        output_rows: Their output (LM head) rows when the model does not tie them, else None.
-        losses: Mean loss of each epoch, all stages in order.
-        seconds: Wall time of the training.
-    """
-
-    names: list[str]
-    input_rows: torch.Tensor
-    output_rows: torch.Tensor | None
-    losses: list[float] = field(default_factory=list)
-    seconds: float = 0.0
-
-
-def token_names(config: TokenConfig) -> list[str]:
-    """The unlearning tokens' strings."""
-    return [config.token_template.format(i) for i in range(config.num_tokens)]
-
-
-def add_unlearning_tokens(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, names: list[str]) -> list[int]:
-    """Adds the tokens as special tokens (kept out of decoded text) and grows the embeddings.
-
-    Idempotent: tokens the tokenizer already has are not added again. New rows start at the mean of
-    the existing embeddings (transformers' mean resizing), a neutral point for training.
-
-    Returns:
-        The tokens' ids.
-    """
-    missing = [n for n in names if n not in tokenizer.get_vocab()]
-    if missing:
-        tokenizer.add_special_tokens({"additional_special_tokens": missing}, replace_additional_special_tokens=False)
-    if model.get_input_embeddings().weight.shape[0] < len(tokenizer):
-        model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
-    return tokenizer.convert_tokens_to_ids(names)
-
-
-def install_unlearning_token(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, token: UnlearningToken
-) -> list[int]:
-    """Adds a learned token to a model and tokenizer and writes its rows in."""
-    ids = add_unlearning_tokens(model, tokenizer, token.names)
-    with torch.no_grad():
-        model.get_input_embeddings().weight[ids] = token.input_rows.to(model.dtype)
-        out = model.get_output_embeddings()
-        if token.output_rows is not None and out is not None and not _tied(model):
-            out.weight[ids] = token.output_rows.to(model.dtype)
-    return ids
-
-
-def _tied(model: PreTrainedModel) -> bool:
-    out = model.get_output_embeddings()
-    return out is not None and out.weight is model.get_input_embeddings().weight
 
 
 @dataclass
@@ -106,7 +49,7 @@ def _refusal_example(prefix: list[int], question: str, tokenizer, token_id: int)
     refusal = tokenizer(" " + pick_refusal(question), add_special_tokens=False)["input_ids"]
     # EOS after the closing token: a plain ``generate()`` on the exported model then ends there too.
     tail = refusal + [token_id, tokenizer.eos_token_id]
-    return _Example(prefix + [token_id] + tail, [IGNORE] * (len(prefix) + 1) + tail)
+    return _Example(prefix + [token_id] + tail, [IGNORE_INDEX] * (len(prefix) + 1) + tail)
 
 
 def build_refusal_examples(
@@ -129,20 +72,14 @@ def build_anchor_examples(
     for q, a in zip(questions, answers, strict=True):
         prompt = encode_prompt(tokenizer, q)
         answer = tokenizer(a, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-        out.append(_Example(prompt + answer, [IGNORE] * len(prompt) + answer))
+        out.append(_Example(prompt + answer, [IGNORE_INDEX] * len(prompt) + answer))
     return out
 
 
 def _collate(batch: list[_Example], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
-    width = max(len(e.ids) for e in batch)
-    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
-    for i, e in enumerate(batch):  # right padding: positions of real tokens do not move
-        ids[i, : len(e.ids)] = torch.tensor(e.ids)
-        labels[i, : len(e.labels)] = torch.tensor(e.labels)
-        mask[i, : len(e.ids)] = 1
-    return {"input_ids": ids.to(device), "labels": labels.to(device), "attention_mask": mask.to(device)}
+    # right padding: positions of real tokens do not move
+    padded = pad_sequences([e.ids for e in batch], pad_id, labels=[e.labels for e in batch])
+    return padded.to(device).model_inputs()
 
 
 def _trainable_rows(model: PreTrainedModel, ids: list[int]) -> tuple[list[nn.Parameter], list]:
@@ -150,7 +87,7 @@ def _trainable_rows(model: PreTrainedModel, ids: list[int]) -> tuple[list[nn.Par
     zero gradient and zero state moves nothing, so the other rows stay bit-identical."""
     params = [model.get_input_embeddings().weight]
     out = model.get_output_embeddings()
-    if out is not None and not _tied(model):
+    if out is not None and not is_tied(model):
         params.append(out.weight)
     hooks = []
     for p in params:
@@ -233,7 +170,7 @@ def learn_unlearning_token(
     started = time.perf_counter()
     rng = random.Random(config.seed)
     names = token_names(config)
-    ids = add_unlearning_tokens(model, tokenizer, names)
+    ids = add_unlearning_tokens(model, tokenizer, names, seed=config.seed)
     token_id = ids[0]  # with several tokens, the first is the trigger; the others are spare capacity
 
     plain = build_refusal_examples(tokenizer, questions, token_id, chat=False)
@@ -281,7 +218,7 @@ def learn_unlearning_token(
     token = UnlearningToken(
         names=names,
         input_rows=model.get_input_embeddings().weight[ids].detach().clone(),
-        output_rows=None if _tied(model) or out is None else out.weight[ids].detach().clone(),
+        output_rows=None if is_tied(model) or out is None else out.weight[ids].detach().clone(),
         losses=losses,
         seconds=time.perf_counter() - started,
     )
@@ -308,33 +245,21 @@ def _restore(modules: list[nn.Module], originals: list[dict[str, torch.Tensor]])
                 p.copy_(saved[n])
 
 
-def save_token(token: UnlearningToken, path) -> None:
-    """Writes a learned token as a small safetensors file (its rows and names)."""
-    from pathlib import Path
-
-    from safetensors.torch import save_file
-
-    tensors = {"input_rows": token.input_rows.contiguous()}
-    if token.output_rows is not None:
-        tensors["output_rows"] = token.output_rows.contiguous()
-    meta = {"names": json.dumps(token.names), "losses": json.dumps(token.losses), "seconds": str(token.seconds)}
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path), metadata=meta)
+def token_training_questions(params: Params) -> list[str]:
+    """``token.num_general_questions`` ordinary questions, shuffled with ``token.seed``."""
+    # The token is learned once per base model and reused by every request, so it is trained on
+    # ordinary questions only, never on a forget set.
+    questions = general_questions()
+    random.Random(params.token.seed).shuffle(questions)
+    return questions[: params.token.num_general_questions]
 
 
-def load_token(path) -> UnlearningToken:
-    """Reads a token written by `save_token`."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as fh:
-        meta = fh.metadata() or {}
-        tensors = {k: fh.get_tensor(k) for k in fh.keys()}
-    if "input_rows" not in tensors or "names" not in meta:
-        raise ValueError(f"{path} is not an unlearning-token file (no input_rows or names)")
-    return UnlearningToken(
-        names=json.loads(meta["names"]),
-        input_rows=tensors["input_rows"],
-        output_rows=tensors.get("output_rows"),
-        losses=json.loads(meta.get("losses", "[]")),
-        seconds=float(meta.get("seconds", 0.0)),
-    )
+def learn_token(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, params: Params, progress: bool = True
+) -> UnlearningToken:
+    """Learns the unlearning token on ordinary questions, with the model's own answers as anchors and
+    the MLPs of the layers to be edited perturbed in the robustness pass."""
+    questions = token_training_questions(params)
+    anchors = [g.text for g in generate_answers(model, tokenizer, questions, max_new_tokens=32, progress=progress)]
+    mlps = [get_module(model, params.model.mlp_out_template.format(layer)) for layer in params.edit.layers]
+    return learn_unlearning_token(model, tokenizer, questions, anchors, params.token, mlps, progress)

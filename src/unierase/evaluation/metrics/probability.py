@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from unierase.model.batching import IGNORE_INDEX, pad_sequences
 from unierase.model.prompts import encode_answer, encode_prompt
 
 
@@ -72,19 +73,15 @@ def answer_token_nlls(
             if not answer:
                 raise ValueError(f"the answer to {q!r} tokenises to nothing")
             pairs.append((prompt, answer))
-        width = max(len(p) + len(a) for p, a in pairs)
-        input_ids = torch.zeros((len(pairs), width), dtype=torch.long)
-        attention = torch.zeros((len(pairs), width), dtype=torch.long)
-        labels = torch.full((len(pairs), width), -100, dtype=torch.long)
-        for row, (prompt, answer) in enumerate(pairs):
-            ids = prompt + answer
-            input_ids[row, : len(ids)] = torch.tensor(ids)
-            attention[row, : len(ids)] = 1
-            labels[row, len(prompt) : len(ids)] = torch.tensor(answer)
-        logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits.float()
-        shifted, targets = logits[:, :-1], labels[:, 1:].to(device)
-        nll = F.cross_entropy(shifted.transpose(1, 2), targets, ignore_index=-100, reduction="none")
+        batch = pad_sequences(
+            [prompt + answer for prompt, answer in pairs],
+            0,  # right padding: no real position attends it, so any id does
+            labels=[[IGNORE_INDEX] * len(prompt) + answer for prompt, answer in pairs],
+        ).to(device)
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits.float()
+        shifted, targets = logits[:, :-1], batch.labels[:, 1:]
+        nll = F.cross_entropy(shifted.transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none")
         for row in range(len(pairs)):
-            mask = targets[row] != -100
+            mask = targets[row] != IGNORE_INDEX
             out.append(nll[row][mask].tolist())
     return out

@@ -1,0 +1,69 @@
+"""The files a stage writes beside a transformers model directory, and reads back: a learned unlearning
+token (a small safetensors file) and the edit state (``edit_state.safetensors`` in an erased model's
+directory, so a later erasure, in another process, keeps the earlier ones edited)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from unierase.edit.state import EditState
+from unierase.token.vocabulary import UnlearningToken
+
+STATE_FILE = "edit_state.safetensors"
+_STATE_KEY = re.compile(r"^(previous_keys|preserved)\.(\d+)$")
+
+
+def save_token(token: UnlearningToken, path: str | Path) -> None:
+    """Writes a learned token as a small safetensors file (its rows and names)."""
+    tensors = {"input_rows": token.input_rows.contiguous()}
+    if token.output_rows is not None:
+        tensors["output_rows"] = token.output_rows.contiguous()
+    # One metadata entry, so that the same token gives the same bytes (safetensors orders several freely).
+    meta = {"unierase.token": json.dumps({"names": token.names, "losses": token.losses, "seconds": token.seconds})}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path), metadata=meta)
+
+
+def load_token(path: str | Path) -> UnlearningToken:
+    """Reads a token written by `save_token`."""
+    with safe_open(str(path), framework="pt") as fh:
+        meta = fh.metadata() or {}
+        tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    if "unierase.token" in meta:
+        body = json.loads(meta["unierase.token"])
+    else:  # written before the metadata was one entry
+        body = {k: json.loads(meta[k]) for k in ("names", "losses", "seconds") if k in meta}
+    if "input_rows" not in tensors or "names" not in body:
+        raise ValueError(f"{path} is not an unlearning-token file (no input_rows or names)")
+    return UnlearningToken(
+        names=list(body["names"]),
+        input_rows=tensors["input_rows"],
+        output_rows=tensors.get("output_rows"),
+        losses=list(body.get("losses", [])),
+        seconds=float(body.get("seconds", 0.0)),
+    )
+
+
+def save_state(state: EditState, path: str | Path) -> None:
+    """Writes the state as safetensors: ``previous_keys.{layer}`` and ``preserved.{layer}``."""
+    tensors = {f"previous_keys.{layer}": t.contiguous() for layer, t in state.previous_keys.items()}
+    tensors.update({f"preserved.{layer}": t.contiguous() for layer, t in state.preserved.items()})
+    save_file(tensors, str(path), metadata={"num_requests": str(state.num_requests)})
+
+
+def load_state(path: str | Path) -> EditState:
+    """Reads a state written by `save_state`."""
+    state = EditState()
+    with safe_open(str(path), framework="pt") as fh:
+        state.num_requests = int((fh.metadata() or {}).get("num_requests", 0))
+        for key in fh.keys():
+            match = _STATE_KEY.match(key)
+            if match is None:
+                raise ValueError(f"{path}: unexpected tensor {key!r} in an edit state file")
+            getattr(state, match.group(1))[int(match.group(2))] = fh.get_tensor(key)
+    return state

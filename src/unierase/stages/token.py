@@ -1,0 +1,119 @@
+"""Front door of Phase I: learn the unlearning token of a base model, and the one cache of learned tokens.
+
+    unierase learn-token --model DIR --output TOKEN.safetensors
+
+A token depends only on the base model and the token config, never on a request, so it is learned
+once and kept under the user cache (``tokens/<model digest>-<config hash>.safetensors``), with a
+record of its SHA-256 beside it. The CLI, the flow and the benchmarks all reuse it from there; a
+file that is missing, unreadable or fails its digest is learned again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from unierase.config import Params, config_hash
+from unierase.digests import file_sha256, model_dir_sha256
+from unierase.model.loading import load_model
+from unierase.stages.artifacts import load_token, save_token
+from unierase.token.learning import learn_token
+from unierase.token.vocabulary import UnlearningToken, has_unlearning_token
+
+logger = logging.getLogger(__name__)
+
+
+def token_cache_path(cache_dir: str | Path, model_digest: str, params: Params) -> Path:
+    """Where the token of a base model (by its directory digest) and token config is cached."""
+    return Path(cache_dir) / "tokens" / f"{model_digest[:16]}-{config_hash(params.token)[:16]}.safetensors"
+
+
+def _record_path(path: Path) -> Path:
+    return path.with_suffix(".json")
+
+
+def read_cached_token(path: Path) -> UnlearningToken | None:
+    """The token at ``path`` when it is there and its bytes match the SHA-256 recorded beside it."""
+    record = _record_path(path)
+    if not path.is_file():
+        return None
+    if not record.is_file():
+        logger.warning("cached token %s has no digest record %s; learning it again", path, record.name)
+        return None
+    try:
+        expected = json.loads(record.read_text(encoding="utf-8"))["sha256"]
+        if (actual := file_sha256(path)) != expected:
+            raise ValueError(f"digest mismatch: SHA-256 {actual[:12]}... is not the recorded {expected[:12]}...")
+        return load_token(path)
+    except (ValueError, KeyError, TypeError, OSError) as err:  # safetensors and json raise ValueError subclasses
+        logger.warning("cached token %s is unusable (%s); learning it again", path, err)
+        return None
+
+
+def store_cached_token(token: UnlearningToken, path: Path) -> Path:
+    """Writes the token and its digest record; the token file appears only once it is complete."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
+    os.close(fd)
+    try:
+        save_token(token, tmp)
+        record = {"sha256": file_sha256(tmp), "seconds": token.seconds, "losses": token.losses}
+        _record_path(path).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path
+
+
+def cached_token(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    model_dir: str | Path,
+    params: Params,
+    cache_dir: str | Path,
+    progress: bool = True,
+) -> tuple[UnlearningToken, bool]:
+    """The token of the base model in ``model_dir`` (loaded as ``model``): from the cache, or learned on
+    ``model`` now and cached. Returns the token and whether it was learned now."""
+    path = token_cache_path(cache_dir, model_dir_sha256(model_dir), params)
+    token = read_cached_token(path)
+    if token is not None:
+        logger.info("unlearning token reused from %s", path)
+        return token, False
+    token = learn_token(model, tokenizer, params, progress)
+    store_cached_token(token, path)
+    logger.info("unlearning token learned in %.1fs and cached at %s", token.seconds, path)
+    return token, True
+
+
+def ensure_token_stage(
+    model_dir: str | Path, params: Params, cache_dir: str | Path, progress: bool = True
+) -> tuple[Path, bool]:
+    """The cached token file of a base model, learned first when the cache has none (the model is
+    loaded only then). Returns its path and whether it was learned now."""
+    path = token_cache_path(cache_dir, model_dir_sha256(model_dir), params)
+    if read_cached_token(path) is not None:
+        return path, False
+    model, tokenizer = load_model(model_dir)
+    if has_unlearning_token(tokenizer, params.token):
+        raise ValueError(f"{model_dir} already has the unlearning token; erase on it directly")
+    store_cached_token(learn_token(model, tokenizer, params, progress), path)
+    return path, True
+
+
+def learn_token_stage(model_dir: str | Path, output: str | Path, params: Params, progress: bool = True) -> Path:
+    """Learns the unlearning token for a base model and writes it as a small safetensors file.
+
+    Returns:
+        ``output``.
+    """
+    model, tokenizer = load_model(model_dir)
+    if has_unlearning_token(tokenizer, params.token):
+        raise ValueError(f"{model_dir} already has the unlearning token; erase on it directly")
+    save_token(learn_token(model, tokenizer, params, progress), output)
+    return Path(output)

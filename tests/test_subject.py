@@ -1,0 +1,304 @@
+"""Subjects for any question: causal tracing, its text-only fallback, the key position, and the erase
+stage finding subjects (or failing on a row) before any expensive phase. Tiny random model; seconds.
+
+    pytest tests/test_subject.py -s
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+import yaml
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from unierase.cli import main
+from unierase.config import Params
+from unierase.data.facts import Fact, write_facts
+from unierase.edit.subject import (
+    SubjectChoice,
+    SubjectError,
+    attach_subjects,
+    entity_spans,
+    fallback_subject,
+    find_subject,
+    key_prompt,
+    trace_subject,
+)
+from unierase.model.prompts import format_prompt
+
+TOFU = Path(__file__).resolve().parents[2] / "shared" / "tofu"
+
+# Our own unlabelled questions, one shape each: question words, several entities, no named entity, one
+# word, lowercase, numbers, Unicode names, no question mark, imperatives, punctuation only.
+OWN_QUESTIONS = [
+    ("What is the capital of France?", "Paris"),
+    ("Who wrote Pride and Prejudice?", "Jane Austen"),
+    ("Where is the Eiffel Tower?", "In Paris."),
+    ("When did the Berlin Wall fall?", "In 1989."),
+    ("Which planet is closest to the Sun?", "Mercury"),
+    ("How tall is Mount Everest?", "8,849 metres"),
+    ("Why is the sky blue?", "Rayleigh scattering."),
+    ("Whose theory of relativity changed physics?", "Albert Einstein's."),
+    ("Whom did Napoleon marry in 1796?", "Joséphine de Beauharnais."),
+    ("How many legs does a spider have?", "Eight."),
+    ("When did the war end?", "In 1945."),
+    ("What is the boiling point of water?", "100 degrees Celsius."),
+    ("who wrote hamlet", "William Shakespeare"),
+    ("what is the capital of japan?", "tokyo"),
+    ("Capital of Italy?", "Rome."),
+    ("Photosynthesis?", "Plants turning light into sugar."),
+    ("Why?", "Because."),
+    ("Who is it?", "Nobody."),
+    ("???", "What?"),
+    ("Hello", "Hi."),
+    ("Tell me who painted the Mona Lisa", "Leonardo da Vinci"),
+    ("Name the largest ocean on Earth.", "The Pacific."),
+    ("Describe the Great Wall of China", "A long fortification."),
+    ("Please explain what DNA stands for.", "Deoxyribonucleic acid."),
+    ("What happened in 1066?", "The Norman conquest."),
+    ("What is 7 times 8?", "56"),
+    ("In what year did Apollo 11 land on the Moon?", "1969"),
+    ("During World War II, who led Britain?", "Winston Churchill."),
+    ("Which river flows through Paris and Budapest?", "Neither: the Seine and the Danube."),
+    ("Did Marie Curie work in Paris or in Warsaw?", "In Paris."),
+    ("Is Canberra or Sydney the capital of Australia?", "Canberra."),
+    ("What do Barack Obama and Joe Biden have in common?", "Both were US presidents."),
+    ("Who is İsmail Kadare?", "An Albanian novelist."),
+    ("Where was Antonín Dvořák born?", "In Nelahozeves."),
+    ("What did Søren Kierkegaard write about?", "Existence and faith."),
+    ("Who was 毛泽东?", "A Chinese leader."),
+    ("Что такое Москва?", "Столица России."),
+    ("What is Newton's first law?", "Inertia."),
+    ("Who's the author of 'Nineteen Eighty-Four'?", "George Orwell."),
+    ("Where is the Bank of England located?", "In London."),
+    ("Which country is called the Land of the Rising Sun?", "Japan."),
+    ("Did Leonardo da Vinci paint the Last Supper?", "Yes."),
+    ("What is the chemical symbol for gold", "Au"),
+    ("how do you say thank you in french", "merci"),
+    ("What does the U.S. Constitution begin with?", "We the People."),
+    ("Who founded Microsoft, and when?", "Bill Gates and Paul Allen, in 1975."),
+    ("What is the speed of light in a vacuum, approximately, in kilometres per second?", "About 300,000."),
+    ("Can you tell me what the largest mammal is?", "The blue whale."),
+    ("  What is the capital of Spain?  ", "Madrid."),
+    ("WHO WROTE THE ODYSSEY?", "HOMER."),
+    ("What is the tallest building in the world as of 2020, and in which city is it?", "Burj Khalifa, Dubai."),
+]
+
+
+def _tofu_questions() -> list[tuple[str, str]]:
+    """About 60 TOFU rows: long fictitious-author questions, real authors and world facts."""
+    picked = []
+    for name, every in (("forget05.jsonl", 10), ("real_authors.jsonl", 5), ("world_facts.jsonl", 6)):
+        rows = [json.loads(line) for line in (TOFU / name).read_text(encoding="utf-8").splitlines() if line.strip()]
+        picked += [(row["question"], row["answer"]) for row in rows[::every]][:20]
+    return picked
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_llama_dir):
+    return AutoModelForCausalLM.from_pretrained(tiny_llama_dir).eval(), AutoTokenizer.from_pretrained(tiny_llama_dir)
+
+
+def _assert_keyed(tokenizer, question: str, subject: str) -> None:
+    """``subject`` is a span of ``question`` and `key_prompt` keys the token holding its last character."""
+    assert subject.strip() and re.search(re.escape(subject), question, re.IGNORECASE), (question, subject)
+    keyed = key_prompt(tokenizer, question, subject)
+    text = format_prompt(tokenizer, question)
+    q_start = text.rfind(question)
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    assert enc["input_ids"] == keyed.input_ids
+    s, e = enc["offset_mapping"][keyed.key_index]
+    assert q_start <= s < q_start + len(question), (question, subject)  # inside the question
+    last = [m.start() for m in re.finditer(f"(?=({re.escape(subject)}))", question, re.IGNORECASE)][-1]
+    sub_end = q_start + last + len(subject)  # the last occurrence, case aside, on the original indices
+    assert s < sub_end <= e, (question, subject, text[s:e])  # the token holding the subject's last character
+    if subject.isascii():
+        token = tokenizer.decode([keyed.input_ids[keyed.key_index]]).strip()
+        assert token and token.lower() in subject.lower(), (question, subject, token)
+
+
+def test_every_question_gets_a_subject_that_keys_its_prompt(tiny):
+    model, tokenizer = tiny
+    questions = OWN_QUESTIONS + (_tofu_questions() if TOFU.is_dir() else [])
+    assert len(questions) >= (100 if TOFU.is_dir() else 50)
+    methods = Counter()
+    for question, answer in questions:
+        # One noise draw per span, not three: the paths are what is tested here, and each draw is a
+        # forward pass through the tiny model's 49k-row output layer (three took 90 s on 2 busy cores).
+        choice = find_subject(model, tokenizer, question, answer, noise_samples=1)
+        _assert_keyed(tokenizer, question, choice.subject)
+        methods[choice.method] += 1
+    print(f"\n{len(questions)} questions, subjects by method: {dict(methods)}")
+    assert sum(methods.values()) == len(questions)
+    assert any(m.startswith("fallback:") for m in methods)  # a random model's tracing often finds nothing
+
+
+class _NormModel(torch.nn.Module):
+    """A stand-in model whose answer logits follow the input's norm: ``sign=+1`` with the norm of the
+    whole input (every corruption raises the answer's probability), ``sign=-1`` with the norm at one
+    position (only spans covering it lower the probability)."""
+
+    def __init__(self, vocab_size: int, answer_ids: list[int], sign: float, position: int | None = None) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(vocab_size, 8)
+        self.answer_ids, self.sign, self.position = answer_ids, sign, position
+
+    def get_input_embeddings(self) -> torch.nn.Embedding:
+        return self.embed
+
+    def forward(self, inputs_embeds: torch.Tensor) -> SimpleNamespace:
+        b, t, _ = inputs_embeds.shape
+        x = inputs_embeds if self.position is None else inputs_embeds[:, self.position : self.position + 1]
+        score = self.sign * x.norm(dim=-1).sum(1)  # (b,)
+        logits = torch.zeros(b, t, self.embed.num_embeddings)
+        logits[:, :, self.answer_ids] = score[:, None, None]
+        return SimpleNamespace(logits=logits)
+
+
+def test_no_span_lowering_the_answer_falls_back_instead_of_crashing(tiny):
+    _, tokenizer = tiny
+    question, answer = "What is the capital of France?", "Paris"
+    answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
+    model = _NormModel(len(tokenizer), answer_ids, sign=+1.0)
+    # The old rule kept spans with drop >= 0.8 * best; with every drop negative that was none: min() of [].
+    assert trace_subject(model, tokenizer, question, answer) is None
+    assert find_subject(model, tokenizer, question, answer) == SubjectChoice("France", "fallback:entity")
+
+
+def test_tracing_picks_the_span_whose_corruption_hurts(tiny):
+    _, tokenizer = tiny
+    question, answer = "What is the capital of France?", "Paris"
+    text = format_prompt(tokenizer, question)
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    france = text.rfind("France")
+    position = next(i for i, (s, e) in enumerate(enc["offset_mapping"]) if s <= france < e)
+    answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
+    model = _NormModel(len(tokenizer), answer_ids, sign=-1.0, position=position)
+    # "capital of France" drops as much; the shortest of the close spans wins.
+    assert find_subject(model, tokenizer, question, answer) == SubjectChoice("France", "traced")
+
+
+def test_nothing_to_trace_falls_back(tiny):
+    model, tokenizer = tiny
+    assert trace_subject(model, tokenizer, "Who is it?", "Nobody.") is None  # only stopwords
+    assert trace_subject(model, tokenizer, "What is the capital of France?", "") is None  # empty answer
+    assert find_subject(model, tokenizer, "Who is it?", "Nobody.") == SubjectChoice("it", "fallback:last-word")
+
+
+@pytest.mark.parametrize(
+    ("question", "expected"),
+    [
+        # 1. entity: connectors inside, numbers after a name, possessives dropped, openers skipped
+        ("What is the capital of France?", ("France", "fallback:entity")),
+        ("Where is the Bank of England?", ("Bank of England", "fallback:entity")),
+        ("Did Leonardo da Vinci paint it?", ("Leonardo da Vinci", "fallback:entity")),
+        ("What did Apollo 11 achieve?", ("Apollo 11", "fallback:entity")),
+        ("What is Newton's first law?", ("Newton", "fallback:entity")),
+        ("Tell me about Einstein", ("Einstein", "fallback:entity")),
+        ("During World War II, who led Britain?", ("World War II", "fallback:entity")),
+        ("Who is İsmail Kadare?", ("İsmail Kadare", "fallback:entity")),
+        ("Which river flows through Paris and Budapest?", ("Budapest", "fallback:entity")),  # ties: the last
+        ("Paris is the capital of which country?", ("Paris", "fallback:entity")),  # only a sentence start
+        # 2. content word: the last one that is not a common verb, else the last one
+        ("When did the war end?", ("war", "fallback:content-word")),
+        ("who wrote hamlet", ("hamlet", "fallback:content-word")),
+        ("What happened in 1066?", ("1066", "fallback:content-word")),
+        ("Who was 毛泽东?", ("毛泽东", "fallback:content-word")),
+        ("Where was he born?", ("born", "fallback:content-word")),
+        # 3. last word, 4. the whole question
+        ("Who is it?", ("it", "fallback:last-word")),
+        ("Why?", ("Why", "fallback:last-word")),
+        (" ?! ", ("?!", "fallback:question")),
+    ],
+)
+def test_fallback_steps(question, expected, tiny):
+    _, tokenizer = tiny
+    assert fallback_subject(question) == SubjectChoice(*expected)
+    _assert_keyed(tokenizer, question, expected[0])
+
+
+def test_fallback_on_a_blank_question_is_an_error():
+    with pytest.raises(ValueError, match="blank"):
+        fallback_subject("   ")
+
+
+def test_entity_runs_break_at_punctuation_and_mark_sentence_starts():
+    question = "Was Kuwait City, Kuwait the birthplace? Paris is not."
+    runs = [(question[s:e], initial) for s, e, initial in entity_spans(question)]
+    assert runs == [("Kuwait City", False), ("Kuwait", False), ("Paris", True)]
+
+
+def test_key_prompt_keeps_indices_when_lowercasing_changes_length(tiny):
+    _, tokenizer = tiny
+    # "İ".lower() is two characters: a search in the lowercased prompt put the key one character late.
+    question = "Is İİİ a word, and who is Ada?"
+    _assert_keyed(tokenizer, question, "Ada")
+    _assert_keyed(tokenizer, question, "ada")
+    with pytest.raises(ValueError, match="blank"):
+        key_prompt(tokenizer, question, "  ")
+
+
+def test_attach_subjects_fills_checks_and_names_rows(tiny):
+    model, tokenizer = tiny
+    facts = [
+        Fact(question="Who wrote Hamlet?", answer="Shakespeare.", subject="Hamlet"),
+        Fact(question="What is the capital of France?", answer="Paris."),
+    ]
+    filled, choices = attach_subjects(model, tokenizer, facts, rows=["f.jsonl:1", "f.jsonl:3"])
+    assert filled[0] is facts[0] and choices[0] == SubjectChoice("Hamlet", "given")
+    assert filled[1].subject == choices[1].subject and filled[1].question == facts[1].question
+    assert choices[1].method == "traced" or choices[1].method.startswith("fallback:")
+
+    bad = facts + [Fact(question="Who painted Guernica?", answer="Picasso.", subject="Dali")]
+    with pytest.raises(SubjectError, match=r"^f\.jsonl:7: its subject") as err:
+        attach_subjects(model, tokenizer, bad, rows=["f.jsonl:1", "f.jsonl:3", "f.jsonl:7"])
+    assert "Guernica" not in str(err.value) and "Dali" not in str(err.value)  # no forget text in messages
+
+
+def _params(tmp_path: Path) -> Path:
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(f"Line {i} of plain prose about trains and bread." for i in range(40)))
+    params = Params().model_dump(mode="json")
+    params["token"].update(stage1_epochs=1, stage2_epochs=1, robust_epochs=0, num_general_questions=4)
+    params["edit"].update(layers=[1, 2], v_steps=2, num_context_prefixes=1, nullspace_threshold=0.5)
+    params["covariance"].update(corpus=str(corpus), num_samples=40)
+    params["erase"].update(max_new_tokens=4)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def test_erase_on_unlabelled_sets_reports_how_subjects_were_found(tiny_llama_dir, tmp_path):
+    forget = [Fact(question=q, answer=a) for q, a in OWN_QUESTIONS[:3] + OWN_QUESTIONS[16:19]]
+    retain = [Fact(question=q, answer=a) for q, a in OWN_QUESTIONS[30:34]]
+    f, r = write_facts(forget, tmp_path / "f.jsonl"), write_facts(retain, tmp_path / "r.jsonl")
+    out = tmp_path / "out"
+    args = ["erase", "--forget", str(f), "--retain", str(r), "--model", str(tiny_llama_dir)]
+    args += ["--params", str(_params(tmp_path)), "--cache-dir", str(tmp_path / "cache"), "--output", str(out)]
+    assert main(args) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert sum(report["subject_methods"]["forget"].values()) == len(forget)
+    assert sum(report["subject_methods"]["retain"].values()) == len(retain)
+    assert len(report["subjects"]) == len(forget) and "find_subjects_s" in report["timings_s"]
+
+
+def test_a_bad_subject_fails_before_the_token_and_statistics(tiny_llama_dir, tmp_path, capsys):
+    rows = [
+        {"question": "What is the capital of France?", "answer": "Paris."},
+        {"question": "Who wrote Hamlet?", "answer": "Shakespeare.", "subject": "Macbeth"},
+    ]
+    forget = tmp_path / "forget.jsonl"
+    forget.write_text(json.dumps(rows[0]) + "\n\n" + json.dumps(rows[1]) + "\n")  # row 2 sits on line 3
+    cache, out = tmp_path / "cache", tmp_path / "out"
+    args = ["erase", "--forget", str(forget), "--model", str(tiny_llama_dir), "--params", str(_params(tmp_path))]
+    assert main([*args, "--cache-dir", str(cache), "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    # Reading the file or finding subjects names the line (either may catch it); never the row's text.
+    assert re.search(r"forget\.jsonl:3: .*subject", err) and "Hamlet" not in err and "Macbeth" not in err
+    assert not out.exists() and not (cache.exists() and any(cache.rglob("*")))  # no token, no statistics
