@@ -244,7 +244,7 @@ def test_key_prompt_keeps_indices_when_lowercasing_changes_length(tiny):
         key_prompt(tokenizer, question, "  ")
 
 
-def test_attach_subjects_fills_checks_and_names_rows(tiny):
+def test_attach_subjects_fills_checks_and_names_rows(tiny, monkeypatch):
     model, tokenizer = tiny
     facts = [
         Fact(question="Who wrote Hamlet?", answer="Shakespeare.", subject="Hamlet"),
@@ -256,6 +256,11 @@ def test_attach_subjects_fills_checks_and_names_rows(tiny):
     assert choices[1].method == "traced" or choices[1].method.startswith("fallback:")
 
     bad = facts + [Fact(question="Who painted Guernica?", answer="Picasso.", subject="Dali")]
+
+    def no_tracing(*args, **kwargs):
+        raise AssertionError("a bad given subject must fail before any row is traced")
+
+    monkeypatch.setattr("unierase.edit.subject.find_subject", no_tracing)
     with pytest.raises(SubjectError, match=r"^f\.jsonl:7: its subject") as err:
         attach_subjects(model, tokenizer, bad, rows=["f.jsonl:1", "f.jsonl:3", "f.jsonl:7"])
     assert "Guernica" not in str(err.value) and "Dali" not in str(err.value)  # no forget text in messages

@@ -4,9 +4,7 @@
   gone or unreadable is never used; the warning names the file, and the token is learned again.
 * The registry (`unierase.registry.pyfunc`): a flipped byte in any stored file of a registered version
   (weights, tokenizer, config, edit state, delta) makes `export_model_dir` and `mlflow.pyfunc.load_model`
-  fail with a message naming the file. These tests state the requirement of issue 17 for the load path
-  (digests recorded at registration, checked on load); they are expected to fail (xfail, strict) until
-  that verification is in the registry, and then must pass.
+  fail with a message naming the file (digests recorded at registration, `unierase.registry.integrity`).
 
     .venv/bin/python -m pytest tests/test_tamper.py
 """
@@ -87,12 +85,6 @@ def test_tampered_cached_token_is_learned_again(cached_token, tiny_llama_dir: Pa
 
 # --- The registry's load path: digests recorded at registration, checked on load ---------------------
 
-LOAD_PATH = pytest.mark.xfail(
-    reason="issue 17: the registry's load path does not check stored files against digests recorded at "
-    "registration yet (the lead's part: registry/pyfunc.py and delta-based versions)",
-    strict=True,
-)
-
 
 @pytest.fixture(scope="module")
 def registered(tmp_path_factory: pytest.TempPathFactory, tiny_llama_dir: Path) -> dict:
@@ -157,7 +149,6 @@ def _tampered(registered: dict, kind: str):
     return path, saved
 
 
-@LOAD_PATH
 @pytest.mark.parametrize("kind", KINDS)
 def test_tampered_version_is_not_exported(registered: dict, kind: str, tmp_path: Path) -> None:
     from unierase.registry.pyfunc import export_model_dir
@@ -174,7 +165,6 @@ def test_tampered_version_is_not_exported(registered: dict, kind: str, tmp_path:
         path.write_bytes(saved)
 
 
-@LOAD_PATH
 @pytest.mark.parametrize("kind", KINDS)
 def test_tampered_version_is_not_loaded(registered: dict, kind: str) -> None:
     import mlflow

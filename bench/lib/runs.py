@@ -169,7 +169,7 @@ def changed_parameters(before: Mapping[str, torch.Tensor], model: PreTrainedMode
 def unierase_seconds(report: Mapping[str, Any]) -> float:
     """The unlearning time of an `erase_stage` report: token install, preserved-key statistics, subjects,
     projection and edit (not loading, the before/after answers or saving)."""
-    phases = ("token_s", "covariance_s", "subjects_s", "projection_s", "edit_s")
+    phases = ("find_subjects_s", "token_s", "covariance_s", "subjects_s", "projection_s", "edit_s")
     return float(sum(report["timings_s"].get(k, 0.0) for k in phases))
 
 

@@ -24,9 +24,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", type=Path, help="model directory (default: the embedded SmolLM2-135M-Instruct)")
     p.add_argument("--mode", choices=["batch", "sequential", "precise"], help="override erase.mode")
     p.add_argument("--method", help="override erase.method (unierase or a baseline)")
-    p.add_argument("--token", type=Path, help="a learned unlearning token for this base model (default: the cached one, learned on first use)")
+    p.add_argument(
+        "--token",
+        type=Path,
+        help="a learned unlearning token for this base model (default: the cached one, learned on first use)",
+    )
     p.add_argument("--params", type=Path, help="params.yaml (default: built-in defaults)")
-    p.add_argument("--cache-dir", type=Path, help="cache of learned tokens and preserved-key statistics (default: ~/.cache/unierase)")
+    p.add_argument(
+        "--cache-dir",
+        type=Path,
+        help="cache of learned tokens and preserved-key statistics (default: ~/.cache/unierase)",
+    )
     p.add_argument("--output", type=Path, required=True, help="output directory (must not exist or be empty)")
     p.set_defaults(func=_erase)
 

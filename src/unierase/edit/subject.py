@@ -356,8 +356,11 @@ def attach_subjects(
     rows = rows or [f"row {i + 1}" for i in range(len(facts))]
     if len(rows) != len(facts):
         raise ValueError(f"{len(rows)} row names for {len(facts)} facts")
-    out, choices = [], []
-    for fact, row in zip(facts, rows, strict=True):
+    # Given subjects first (a tokenisation each), so a bad one fails before any row is traced.
+    order = sorted(range(len(facts)), key=lambda i: not facts[i].subject)
+    found: dict[int, SubjectChoice] = {}
+    for i in order:
+        fact, row = facts[i], rows[i]
         try:
             if fact.subject:
                 choice = SubjectChoice(fact.subject, "given")
@@ -374,6 +377,10 @@ def attach_subjects(
             else:
                 problem = "no span of its question keys the prompt"
             raise SubjectError(f"{row}: {problem}; give the row a 'subject' that appears in its question") from None
-        out.append(fact if choice.method == "given" else fact.model_copy(update={"subject": choice.subject}))
-        choices.append(choice)
+        found[i] = choice
+    choices = [found[i] for i in range(len(facts))]
+    out = [
+        fact if choice.method == "given" else fact.model_copy(update={"subject": choice.subject})
+        for fact, choice in zip(facts, choices, strict=True)
+    ]
     return out, choices

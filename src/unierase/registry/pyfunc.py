@@ -30,10 +30,15 @@ class UnlearnedLM(mlflow.pyfunc.PythonModel):
         self.max_new_tokens = max_new_tokens
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
-        """Loads the model and tokenizer from the version's artifacts (on the CPU unless CUDA is there)."""
+        """Loads the model and tokenizer from the version's artifacts (on the CPU unless CUDA is there),
+        after checking every stored file, and the erasure's delta, against the digests recorded at
+        registration."""
         from unierase.model.loading import load_model
+        from unierase.registry.integrity import verify_delta, verify_model_dir
 
-        self.model, self.tokenizer = load_model(context.artifacts[MODEL_ARTIFACT])
+        model_dir = Path(context.artifacts[MODEL_ARTIFACT])
+        verify_delta(verify_model_dir(model_dir))
+        self.model, self.tokenizer = load_model(model_dir)
 
     def predict(self, context, model_input: list[str], params: dict | None = None) -> list[str]:
         """Answers each question (a DataFrame's single column arrives as a list too).
@@ -52,18 +57,32 @@ class UnlearnedLM(mlflow.pyfunc.PythonModel):
         return [a.text for a in answers]
 
 
-def log_language_model(model_dir: Path, max_new_tokens: int = 64) -> mlflow.models.model.ModelInfo:
-    """Logs a transformers directory as an `UnlearnedLM` pyfunc in the active run."""
+def log_language_model(
+    model_dir: Path, max_new_tokens: int = 64, delta: dict | None = None
+) -> tuple[mlflow.models.model.ModelInfo, str]:
+    """Logs a transformers directory as an `UnlearnedLM` pyfunc in the active run, with the manifest of
+    its files' digests (`unierase.registry.integrity`). Returns the model info and the manifest's SHA-256.
+
+    Args:
+        model_dir: The transformers directory.
+        max_new_tokens: Generation length of the pyfunc's answers.
+        delta: For an erasure: ``{"run_id", "artifact_path", "sha256"}`` of its weight delta.
+    """
+    from unierase.digests import file_sha256
+    from unierase.registry.integrity import write_manifest
+
     with tempfile.TemporaryDirectory() as tmp:
         # The artifact keeps its directory's name: give it a fixed one so every version looks alike.
         staged = Path(tmp) / MODEL_ARTIFACT
         shutil.copytree(model_dir, staged, copy_function=_link_or_copy)
-        return mlflow.pyfunc.log_model(
+        manifest_sha256 = file_sha256(write_manifest(staged, delta))
+        info = mlflow.pyfunc.log_model(
             name="model",
             python_model=UnlearnedLM(max_new_tokens),
             artifacts={MODEL_ARTIFACT: str(staged)},
             pip_requirements=PIP_REQUIREMENTS,
         )
+    return info, manifest_sha256
 
 
 def _link_or_copy(src: str, dst: str) -> None:
@@ -85,9 +104,28 @@ def export_model_dir(model_uri: str, out_dir: Path) -> Path:
     if out_dir.exists():
         raise FileExistsError(f"{out_dir} exists already; export into a new directory")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    from unierase.registry.integrity import verify_delta, verify_model_dir
+
     with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=".export-") as tmp:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
         spec = yaml.safe_load((local / "MLmodel").read_text())
         rel = spec["flavors"]["python_function"]["artifacts"][MODEL_ARTIFACT]["path"]
+        verify_delta(verify_model_dir(local / rel, _registered_manifest_sha256(model_uri)))
         (local / rel).rename(out_dir)
     return out_dir
+
+
+def _registered_manifest_sha256(model_uri: str) -> str | None:
+    """The manifest digest the registry recorded for ``models:/NAME/VERSION`` or ``models:/NAME@ALIAS``."""
+    from mlflow import MlflowClient
+    from unierase.registry import tags as T
+
+    ref = model_uri.removeprefix("models:/")
+    client = MlflowClient()
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        version = client.get_model_version_by_alias(name, alias)
+    else:
+        name, number = ref.rsplit("/", 1)
+        version = client.get_model_version(name, number)
+    return version.tags.get(T.MANIFEST_SHA256)

@@ -81,8 +81,10 @@ def register_base(
         **(extra_tags or {}),
     }
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"{name}-base", tags=tags) as run:
-        info = log_language_model(model_dir)
-        return _create_version(client, name, info.model_uri, run.info.run_id, tags)
+        info, manifest_sha256 = log_language_model(model_dir)
+        return _create_version(
+            client, name, info.model_uri, run.info.run_id, {**tags, T.MANIFEST_SHA256: manifest_sha256}
+        )
 
 
 def register_erasure(
@@ -134,7 +136,9 @@ def register_erasure(
         mlflow.log_artifact(str(delta_path), artifact_path="delta")
         for report in reports:
             mlflow.log_artifact(str(report), artifact_path="reports")
-        info = log_language_model(model_dir)
+        delta = {"run_id": run.info.run_id, "artifact_path": f"delta/{Path(delta_path).name}", "sha256": delta_sha256}
+        info, manifest_sha256 = log_language_model(model_dir, delta=delta)
+        all_tags[T.MANIFEST_SHA256] = manifest_sha256
         fault_point("register")  # tests kill here: the run has logged everything, no version exists yet
         return _create_version(client, name, info.model_uri, run.info.run_id, all_tags)
 
