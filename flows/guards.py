@@ -12,8 +12,8 @@ from typing import TypeVar
 
 from flows.steps import logged_params, version_tags
 from unierase.config import Params, repo_params
-from unierase.locking import registry_lock
 from unierase.registry.gate import GateResult
+from unierase.registry.locking import registry_lock
 from unierase.registry.reach import TrackingUnavailableError
 from unierase.registry.store import model_name_for
 from unierase.stages.private import pending_registration, private_root
@@ -23,7 +23,7 @@ F = TypeVar("F", bound=Callable[..., dict])
 
 
 def serialised_per_model(fn: F) -> F:
-    """Runs the erasure flow body under its registered model's lock (`unierase.locking`), so that two
+    """Runs the erasure flow body under its registered model's lock (`unierase.registry.locking`), so that two
     runs against the same model queue instead of both building on the same champion; a run still
     waiting after ``registry.lock_timeout_s`` is refused with the holder named. A run that fails because
     the tracking server stayed unreachable says how to register its kept outputs later."""

@@ -18,9 +18,9 @@ from flow_runs import flow_command, make_slim_repo, registry_state, start_flow, 
 
 from unierase.config import load_params
 from unierase.data.builtin_facts import default_retain
-from unierase.locking import RegistryBusyError, lock_path, registry_lock
 from unierase.registry import tags as T
 from unierase.registry.audit import read_audit
+from unierase.registry.locking import RegistryBusyError, lock_path, registry_lock
 from unierase.registry.promotion import current_alias_version
 from unierase.registry.store import connect
 
@@ -49,7 +49,7 @@ def test_lock_waits_then_refuses_naming_the_holder(tmp_path: Path) -> None:
 
 
 def test_a_killed_holder_leaves_no_stale_lock(tmp_path: Path) -> None:
-    code = f"from unierase.locking import registry_lock\nwith registry_lock({str(tmp_path)!r}, 'm', 5):\n"
+    code = f"from unierase.registry.locking import registry_lock\nwith registry_lock({str(tmp_path)!r}, 'm', 5):\n"
     code += "    print('held', flush=True)\n    import time; time.sleep(60)\n"
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:

@@ -70,6 +70,10 @@ def test_sequential_erasures_make_versions_2_and_3(two_erasures) -> None:
     assert v3.tags["unierase.data.forget.dvc_rev"] != "untracked"  # the git commit of its .dvc file
     assert v3.tags["unierase.flow_run_id"] and v3.tags["unierase.config_hash"] and v3.tags[T.DELTA_SHA256]
     assert "after_forget_refusal_rate" in v3.metrics
+    # Every run evaluates: the aggregates and each leak audit are the version's metrics.
+    assert {"eval_forget_efficacy", "eval_model_ability"} <= set(v3.metrics)
+    audits = ("strip_special", "ban_token", "suppress_token")
+    assert {f"audit_forget_{audit}_rougeL_recall" for audit in audits} <= set(v3.metrics)
     run = client.get_run(v3.run_id)
     assert {i.dataset.digest for i in run.inputs.dataset_inputs} == {
         v3.tags["unierase.data.forget.md5"],

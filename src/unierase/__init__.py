@@ -17,6 +17,9 @@ The package follows the pipeline, one subpackage per stage:
     registry/    the MLflow registry: versions, lineage, gate, promotion and rollback
     cli/         the ``unierase`` command
 
-``config.py`` holds the typed parameters read from ``params.yaml``; ``digests.py`` the one way
-files, directories and weights are fingerprinted.
+Beside them, the few cross-cutting modules: ``config.py`` (the typed parameters read from
+``params.yaml``), ``digests.py`` (the one way files, directories and weights are fingerprinted),
+``inputs.py`` (checks of the values a person names: request ids, versions, cron strings, names),
+``faults.py`` (the crash-injection points the reliability tests use) and ``offline.py`` (offline,
+telemetry-free defaults for every entry point).
 """

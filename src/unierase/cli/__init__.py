@@ -54,7 +54,7 @@ def is_user_error(err: BaseException) -> bool:
     """Whether an exception reports something the user gave or named (a file, a value, a version) rather
     than a bug: bad values and files, missing or existing paths, and the registry's refusals (an
     unknown version or name, an unreachable tracking server, a registered model busy with another run)."""
-    from unierase.locking import RegistryBusyError
+    from unierase.registry.locking import RegistryBusyError
 
     user_errors: tuple[type[BaseException], ...] = (
         ValueError,

@@ -75,7 +75,7 @@ def _version_or_champion(client, name: str, alias: str, version: str | None) -> 
 def run_rollback(args: argparse.Namespace) -> int:
     """Rolls the champion back and prints the re-exposed requests."""
     from unierase.config import repo_params
-    from unierase.locking import registry_lock
+    from unierase.registry.locking import registry_lock
     from unierase.registry.promotion import rollback
 
     client, name, alias = _open(args)

@@ -134,8 +134,8 @@ def register_run(run_dir: str | Path, root: str | Path, params: Params) -> dict:
         TrackingUnavailableError: The tracking server is still unreachable.
     """
     from unierase.data.provenance import DatasetDigest
-    from unierase.locking import registry_lock
     from unierase.registry import tags as T
+    from unierase.registry.locking import registry_lock
     from unierase.registry.promotion import current_alias_version, promote
     from unierase.registry.reach import bound_http_calls, call_with_retries
     from unierase.registry.recovery import close_abandoned_runs, version_of_flow_run
