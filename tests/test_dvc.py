@@ -28,9 +28,9 @@ def _dvc_repo(root: Path) -> Path:
     run(root, "dvc", "remote", "add", "-d", "local", str(root / "dvc-remote"))
     for name in ("dvc.yaml", "params.yaml"):
         shutil.copy(REPO / name, root / name)
-    (root / "src/unierase").mkdir(parents=True)
-    shutil.copy(REPO / "src/unierase/builtin_facts.py", root / "src/unierase/builtin_facts.py")
-    shutil.copy(REPO / "src/unierase/validation.py", root / "src/unierase/validation.py")
+    (root / "src/unierase/data").mkdir(parents=True)
+    for dep in ("builtin_facts.py", "validation.py"):  # the stages' code dependencies in dvc.yaml
+        shutil.copy(REPO / "src/unierase/data" / dep, root / "src/unierase/data" / dep)
     run(root, "git", "add", "-A")
     run(root, "git", "commit", "-qm", "pipeline")
     return root
