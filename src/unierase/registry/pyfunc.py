@@ -104,13 +104,14 @@ def export_model_dir(model_uri: str, out_dir: Path) -> Path:
     if out_dir.exists():
         raise FileExistsError(f"{out_dir} exists already; export into a new directory")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    from unierase.registry.integrity import verify_delta, verify_model_dir
+    from unierase.registry.integrity import MANIFEST, verify_delta, verify_model_dir
 
     with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=".export-") as tmp:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
         spec = yaml.safe_load((local / "MLmodel").read_text())
         rel = spec["flavors"]["python_function"]["artifacts"][MODEL_ARTIFACT]["path"]
         verify_delta(verify_model_dir(local / rel, _registered_manifest_sha256(model_uri)))
+        (local / rel / MANIFEST).unlink()  # registry metadata: the export is the directory as registered
         (local / rel).rename(out_dir)
     return out_dir
 
