@@ -1,8 +1,8 @@
 # unierase: the two commands of the README, and their parts.
 #   make demo   set up (if needed) and run the erasure flow on the embedded default model
 #   make test   set up (if needed) and run every test: tiny models, real services, and the behaviour
-#               tests on the real SmolLM2 (about 40 min on 2 cores; CI runs this)
-#   make test-fast   the tests without the SmolLM2 behaviour tests (about 4 min)
+#               tests on the real SmolLM2 (about 45-50 min on 2 cores; CI runs this)
+#   make test-fast   the tests without the SmolLM2 behaviour tests (about 12 min)
 #   make test-slow   only the SmolLM2 behaviour tests, with their figures printed
 VENV ?= .venv
 PY := $(VENV)/bin/python
