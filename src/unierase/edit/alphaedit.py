@@ -27,6 +27,7 @@ from transformers import PreTrainedModel
 
 from unierase.config import EditConfig, ModelConfig
 from unierase.edit.nullspace import NullSpace
+from unierase.edit.state import key_block
 from unierase.edit.subject import KeyedPrompt
 from unierase.model.batching import pad_sequences
 from unierase.model.freezing import frozen_parameters
@@ -85,12 +86,15 @@ class EditOutcome:
     Attributes:
         layers: Per-layer diagnostics.
         new_keys: Layer -> ``K Kᵀ`` of this edit's keys, to add to ``C_prev`` for later edits.
+        key_factors: Layer -> this edit's keys ``K`` (float64, d_in x n, on the CPU), from which
+            `unierase.edit.state.key_block` makes ``new_keys``.
         value_losses: Final NLL of the target per fact after value optimisation.
         value_rounds: Optimisation rounds per fact (1 + retries, see ``EditConfig.value_retries``).
     """
 
     layers: list[LayerReport] = field(default_factory=list)
     new_keys: dict[int, torch.Tensor] = field(default_factory=dict)
+    key_factors: dict[int, torch.Tensor] = field(default_factory=dict)
     value_losses: list[float] = field(default_factory=list)
     value_rounds: list[int] = field(default_factory=list)
 
@@ -388,5 +392,6 @@ def apply_alphaedit(
             report.heldout_drift = _drift(delta, w_before, held)
             report.heldout_drift_unprojected = _drift(free, w_before, held)
         outcome.layers.append(report)
-        outcome.new_keys[layer] = (K @ K.T).float().cpu()  # the edit state is saved from the CPU
+        outcome.key_factors[layer] = K.cpu()
+        outcome.new_keys[layer] = key_block(K)  # on the CPU: a replay of the stored K gives the same bits
     return outcome

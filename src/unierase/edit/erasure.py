@@ -16,7 +16,7 @@ from unierase.config import Params
 from unierase.data.facts import Fact
 from unierase.edit.alphaedit import EditOutcome, EditRequest, apply_alphaedit, compute_keys
 from unierase.edit.nullspace import null_space
-from unierase.edit.state import EditState
+from unierase.edit.state import EditState, accumulate
 from unierase.edit.subject import KeyedPrompt, find_subject, key_prompt
 from unierase.model.delta import WeightDelta, diff_models, snapshot
 from unierase.model.hooks import get_module
@@ -171,11 +171,10 @@ def erase_facts(
     timings["edit_s"] = time.perf_counter() - started
 
     new_state = EditState(
-        previous_keys={
-            layer: state.previous_keys.get(layer, torch.zeros_like(k)) + k for layer, k in outcome.new_keys.items()
-        },
+        previous_keys=accumulate(state.previous_keys, outcome.key_factors),
         preserved={layer: preserved[layer].cpu() for layer in layers},
         num_requests=state.num_requests + 1,
+        key_factors=[*state.key_factors, outcome.key_factors],
     )
     delta = diff_models(
         before, model, metadata={"method": "unierase", "mode": mode, "layers": ",".join(map(str, layers))}

@@ -1,5 +1,11 @@
 """What sequential erasures carry from one request to the next: AlphaEdit's accumulated keys of earlier
-edits and the preserved-key statistics fixed at the first edit."""
+edits and the preserved-key statistics fixed at the first edit.
+
+The accumulated ``C_prev`` of a layer is a sum of one ``K Kᵀ`` block per request, each made by
+`key_block` from that request's keys ``K`` (d_in x n, n the request's facts): `accumulate` is the one
+place the sum is taken, so replaying the stored keys of each request, in order, gives the accumulated
+matrices bit for bit (the registry stores the small ``K`` instead of the d_in x d_in sums).
+"""
 
 from __future__ import annotations
 
@@ -17,8 +23,29 @@ class EditState:
         preserved: Layer -> second moment of the preserved keys, fixed at the first edit (AlphaEdit
             computes its projection once, on the unedited model).
         num_requests: How many requests have been applied.
+        key_factors: Layer -> keys ``K`` (float64, d_in x n) of each request applied since the state
+            was loaded, oldest first. Not saved with the state: the registry stores them in place of
+            the accumulated matrices (`unierase.registry.packing`).
     """
 
     previous_keys: dict[int, torch.Tensor] = field(default_factory=dict)
     preserved: dict[int, torch.Tensor] = field(default_factory=dict)
     num_requests: int = 0
+    key_factors: list[dict[int, torch.Tensor]] = field(default_factory=list)
+
+
+def key_block(keys: torch.Tensor) -> torch.Tensor:
+    """``K Kᵀ`` of one request's keys (d_in x n), on the CPU in float64, stored as float32: the term a
+    request adds to ``C_prev``. Computed in one place, on one device, so a replay gives the same bits."""
+    keys = keys.detach().to("cpu", torch.float64)
+    return (keys @ keys.T).float()
+
+
+def accumulate(previous: dict[int, torch.Tensor], factors: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
+    """``C_prev`` after one more request: ``previous`` plus each layer's `key_block` (a layer the
+    request did not edit is dropped, as the edit state keeps the edited layers only)."""
+    out = {}
+    for layer, keys in factors.items():
+        block = key_block(keys)
+        out[layer] = previous.get(layer, torch.zeros_like(block)) + block
+    return out

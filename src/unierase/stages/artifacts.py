@@ -1,6 +1,8 @@
 """The files a stage writes beside a transformers model directory, and reads back: a learned unlearning
 token (a small safetensors file) and the edit state (``edit_state.safetensors`` in an erased model's
-directory, so a later erasure, in another process, keeps the earlier ones edited)."""
+directory, so a later erasure, in another process, keeps the earlier ones edited), and the keys of
+the requests an erasure run applied (``key_blocks.safetensors`` beside its delta: what the registry
+stores instead of the accumulated state)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import json
 import re
 from pathlib import Path
 
+import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -15,7 +18,9 @@ from unierase.edit.state import EditState
 from unierase.token.vocabulary import UnlearningToken
 
 STATE_FILE = "edit_state.safetensors"
+KEY_BLOCKS_FILE = "key_blocks.safetensors"
 _STATE_KEY = re.compile(r"^(previous_keys|preserved)\.(\d+)$")
+_BLOCK_KEY = re.compile(r"^(\d+)\.(\d+)$")
 
 
 def save_token(token: UnlearningToken, path: str | Path) -> None:
@@ -67,3 +72,28 @@ def load_state(path: str | Path) -> EditState:
                 raise ValueError(f"{path}: unexpected tensor {key!r} in an edit state file")
             getattr(state, match.group(1))[int(match.group(2))] = fh.get_tensor(key)
     return state
+
+
+def save_key_blocks(factors: list[dict[int, torch.Tensor]], path: str | Path, preserved_cache_key: str | None) -> None:
+    """Writes each request's keys (``{request}.{layer}``, oldest request first) and where the preserved
+    statistics of a first edit came from (the statistics cache key; None when they came from the
+    parent's edit state)."""
+    tensors = {f"{i}.{layer}": k.contiguous() for i, block in enumerate(factors) for layer, k in block.items()}
+    body = {"requests": len(factors), "preserved_cache_key": preserved_cache_key}
+    save_file(tensors, str(path), metadata={"unierase.key_blocks": json.dumps(body, sort_keys=True)})
+
+
+def load_key_blocks(path: str | Path) -> tuple[list[dict[int, torch.Tensor]], str | None]:
+    """Reads `save_key_blocks`'s file: the keys of each request, and the preserved statistics' cache key."""
+    with safe_open(str(path), framework="pt") as fh:
+        body = json.loads((fh.metadata() or {}).get("unierase.key_blocks", "{}"))
+        tensors = {key: fh.get_tensor(key) for key in fh.keys()}
+    if "requests" not in body:
+        raise ValueError(f"{path} is not a key-blocks file (no unierase.key_blocks metadata)")
+    factors: list[dict[int, torch.Tensor]] = [{} for _ in range(int(body["requests"]))]
+    for key, tensor in tensors.items():
+        match = _BLOCK_KEY.match(key)
+        if match is None:
+            raise ValueError(f"{path}: unexpected tensor {key!r} in a key-blocks file")
+        factors[int(match.group(1))][int(match.group(2))] = tensor
+    return [dict(sorted(block.items())) for block in factors], body.get("preserved_cache_key")

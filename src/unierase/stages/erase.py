@@ -25,7 +25,7 @@ from unierase.methods.base import Supplies
 from unierase.model.default import default_cache_dir, ensure_default_model
 from unierase.model.delta import WeightDelta, diff_models, save_delta, snapshot
 from unierase.model.loading import check_model_dir, load_model
-from unierase.stages.artifacts import STATE_FILE, load_state, load_token, save_state
+from unierase.stages.artifacts import KEY_BLOCKS_FILE, STATE_FILE, load_state, load_token, save_key_blocks, save_state
 from unierase.stages.statistics import cached_preserved_moments
 from unierase.stages.token import cached_token
 from unierase.token.vocabulary import unlearning_token_ids
@@ -57,8 +57,8 @@ def erase_stage(
     """One erasure run from files to files.
 
     Writes, all at once at the end (a failed run leaves nothing behind), ``output_dir/model/`` (a
-    full transformers directory, tokenizer and edit state included), ``output_dir/delta.safetensors``
-    and ``output_dir/report.json``.
+    full transformers directory, tokenizer and edit state included), ``output_dir/delta.safetensors``,
+    ``output_dir/report.json`` and, after an edit that keeps a state, ``output_dir/key_blocks.safetensors``.
 
     Args:
         forget_path: JSONL of facts to erase; in sequential mode a list of files, one request each
@@ -156,7 +156,9 @@ def erase_stage(
         "diagnostics": done.diagnostics,
         "items": {"before": before.items(), "after": after.items()},
     }
-    _write_outputs(output_dir, model, tokenizer, delta, done.state, report)
+    covariance = done.diagnostics.get("covariance") or {}
+    preserved_key = None if covariance.get("from_edit_state") else covariance.get("cache_key")
+    _write_outputs(output_dir, model, tokenizer, delta, done.state, report, preserved_key)
     return report
 
 
@@ -196,8 +198,10 @@ def _write_outputs(
     delta: WeightDelta,
     state,
     report: dict,
+    preserved_key: str | None = None,
 ) -> None:
-    """Writes everything into a sibling temporary directory, then moves it into place."""
+    """Writes everything into a sibling temporary directory, then moves it into place. With an edit
+    state, the keys of this run's requests go to ``key_blocks.safetensors`` (the registry stores them)."""
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=output_dir.parent, prefix=f".{output_dir.name}-"))
     try:
@@ -205,6 +209,8 @@ def _write_outputs(
         tokenizer.save_pretrained(tmp / "model")
         if state is not None:
             save_state(state, tmp / "model" / STATE_FILE)
+            if state.key_factors:
+                save_key_blocks(state.key_factors, tmp / KEY_BLOCKS_FILE, preserved_key)
         report["delta_sha256"] = save_delta(delta, tmp / "delta.safetensors")
         report["delta_bytes"] = (tmp / "delta.safetensors").stat().st_size
         (tmp / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
