@@ -146,6 +146,7 @@ def erasure_flow(
         provenance["datasets"],
         tags,
         [summary_file],
+        parent["model_dir"],
     )
     # Promote; a failure after registering discards the version, so no run leaves half a record.
     try:

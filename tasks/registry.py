@@ -16,10 +16,10 @@ from unierase.data.provenance import DatasetDigest
 from unierase.faults import fault_point
 from unierase.registry import tags as T
 from unierase.registry.promotion import current_alias_version, promote
-from unierase.registry.pyfunc import export_model_dir
 from unierase.registry.reach import bound_http_calls, call_with_retries
 from unierase.registry.store import connect, ensure_experiment
 from unierase.registry.versions import discard_version, register_base, register_erasure
+from unierase.stages.artifacts import KEY_BLOCKS_FILE
 
 _IO = {"cache_policy": NO_CACHE}  # retried in `_connect`, by registry.retries, not by Prefect
 
@@ -46,7 +46,10 @@ def ensure_base(config: RegistryConfig, root: Path, name: str, base_model: Path)
 @task(name="resolve-parent", **_IO)
 def resolve_parent(config: RegistryConfig, root: Path, name: str, base_model: Path) -> dict:
     """The version this erasure builds on (the champion; None before the base is registered) and a local
-    transformers directory of it. Reads only: nothing is registered before the edit has succeeded."""
+    transformers directory of it: rebuilt from the base and its chain of deltas, every digest checked,
+    and cached (`unierase.registry.rebuild`). Reads only: nothing is registered before the edit has
+    succeeded."""
+    from unierase.registry.rebuild import materialize
     from unierase.registry.versions import find_base_version
 
     client = _connect(config, root)
@@ -57,10 +60,7 @@ def resolve_parent(config: RegistryConfig, root: Path, name: str, base_model: Pa
         champion = base_version = None
     if champion is None or champion == base_version:
         return {"version": base_version, "model_dir": Path(base_model)}
-    local = Path(root) / config.work_dir / "versions" / f"{name}-v{champion}"
-    if not (local / "config.json").is_file():
-        export_model_dir(f"models:/{name}/{champion}", local)
-    return {"version": champion, "model_dir": local}
+    return {"version": champion, "model_dir": materialize(client, name, champion)}
 
 
 @task(name="find-applied-request", **_IO)
@@ -106,10 +106,11 @@ def register(
     datasets: list[dict],
     tags: dict[str, str],
     reports: list[Path],
+    parent_dir: Path | None = None,
 ) -> str:
-    """Logs the erasure run and registers its version. An attempt that could not reach the server is
-    retried (``registry.retries``); a retry first looks for the version this flow run registered, so it
-    never registers twice."""
+    """Logs the erasure run and registers its version (a delta of ``parent_dir``, the parent's full
+    directory). An attempt that could not reach the server is retried (``registry.retries``); a retry
+    first looks for the version this flow run registered, so it never registers twice."""
     from unierase.registry.recovery import version_of_flow_run
 
     client = _connect(config, root)
@@ -130,6 +131,8 @@ def register(
             tags,
             root,
             reports,
+            key_blocks=Path(erase_dir) / KEY_BLOCKS_FILE,
+            parent_dir=parent_dir,
         )
 
     return call_with_retries(attempt, config, "registering the erasure")

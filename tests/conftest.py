@@ -60,3 +60,12 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def rebuilt_models_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Registry versions rebuilt by the tests (`unierase.registry.rebuild`) are cached in a session
+    directory, not the user's cache (subprocesses inherit it)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("UNIERASE_MODEL_CACHE", str(tmp_path_factory.mktemp("rebuilt-models")))
+        yield

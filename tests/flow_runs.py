@@ -8,6 +8,7 @@ tests/test_bad_inputs.py; run through them (``.venv/bin/python -m pytest tests/t
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -64,7 +65,9 @@ def flow_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     session's Prefect server (`prefect_harness` must be active)."""
     from prefect.settings import PREFECT_API_URL
 
-    out = {**env(), "PREFECT_API_URL": PREFECT_API_URL.value(), "PYTHONPATH": str(REPO), **(extra or {})}
+    # The checkout first, then whatever path the caller set (a worktree's src/ before the venv's install).
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    out = {**env(), "PREFECT_API_URL": PREFECT_API_URL.value(), "PYTHONPATH": path, **(extra or {})}
     for name in ("UNIERASE_FAULT_AT", "UNIERASE_PAUSE_AT", "UNIERASE_PAUSE_FILE"):
         if extra is None or name not in extra:
             out.pop(name, None)

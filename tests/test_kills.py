@@ -29,7 +29,16 @@ REQUEST = "kill-1"
 # Artifacts every complete version has: the pyfunc model with its transformers directory, and (for an
 # erasure) the delta and the gate summary.
 MODEL_FILES = {"model/MLmodel", "model/artifacts/model/config.json", "model/artifacts/model/model.safetensors"}
-ERASURE_FILES = MODEL_FILES | {"reports/erasure-summary.json"}
+# An erasure stores its delta against its parent (unierase.registry.packing): the recipe, the manifest, the
+# changed bytes of the weights and the keys of its request.
+ERASURE_FILES = {
+    "model/MLmodel",
+    "model/artifacts/model/unierase-delta.json",
+    "model/artifacts/model/unierase-manifest.json",
+    "model/artifacts/model/delta/model.safetensors",
+    "model/artifacts/model/key_blocks.safetensors",
+    "reports/erasure-summary.json",
+}
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +60,14 @@ def _check_complete(root: Path, state: dict) -> None:
         artifacts = version_artifacts(root, name, version)
         assert expected <= artifacts, f"version {version} misses {sorted(expected - artifacts)}"
         if tags[T.KIND] == T.ERASURE:
-            assert any(a.startswith("delta/") for a in artifacts), f"version {version} has no delta"
+            assert any(a.startswith("model/artifacts/model/delta/") for a in artifacts), (
+                f"version {version} has no delta"
+            )
+            # Complete means rebuildable: base + its chain of deltas give the registered directory.
+            from unierase.digests import model_dir_sha256
+            from unierase.registry.rebuild import materialize
+
+            assert model_dir_sha256(materialize(_client(root), name, version)) == tags[T.MODEL_SHA256]
 
 
 @pytest.mark.parametrize("phase", PHASES)

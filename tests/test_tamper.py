@@ -3,8 +3,10 @@
 * The token cache (`unierase.stages.token`): a cached token whose bytes changed, whose digest record is
   gone or unreadable is never used; the warning names the file, and the token is learned again.
 * The registry (`unierase.registry.pyfunc`): a flipped byte in any stored file of a registered version
-  (weights, tokenizer, config, edit state, delta) makes `export_model_dir` and `mlflow.pyfunc.load_model`
-  fail with a message naming the file (digests recorded at registration, `unierase.registry.integrity`).
+  (the base's weights, tokenizer and config; an erasure's stored delta: its weights, edit state and
+  recipe) makes `export_model_dir` and `mlflow.pyfunc.load_model` of the erasure fail with a message
+  naming the file (digests recorded at registration, `unierase.registry.integrity`; every load rebuilds
+  the erasure from the base, `unierase.registry.rebuild`, here with an empty cache of rebuilt models).
 
     .venv/bin/python -m pytest tests/test_tamper.py
 """
@@ -88,8 +90,8 @@ def test_tampered_cached_token_is_learned_again(cached_token, tiny_llama_dir: Pa
 
 @pytest.fixture(scope="module")
 def registered(tmp_path_factory: pytest.TempPathFactory, tiny_llama_dir: Path) -> dict:
-    """A registry with the tiny base (version 1) and an erasure of it (version 2): a changed MLP weight,
-    its delta and an edit-state file, registered through the registry's own functions."""
+    """A registry with the tiny base (version 1) and an erasure of it (version 2, stored as a delta): a
+    changed MLP weight, its delta and an edit-state file, registered through the registry's own functions."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from unierase.model.delta import diff_models, save_delta, snapshot
@@ -120,23 +122,32 @@ def registered(tmp_path_factory: pytest.TempPathFactory, tiny_llama_dir: Path) -
     return {"root": root, "client": client, "name": name, "version": version}
 
 
+# kind -> (base or erasure version, stored file): the base stores its full directory, the erasure its
+# delta (`delta/<file>`: the new bytes of each changed file) and the recipe that rebuilds it.
+STORED = {
+    "weights": ("base", "model.safetensors"),
+    "tokenizer": ("base", "tokenizer.json"),
+    "config": ("base", "config.json"),
+    "delta": ("erasure", "delta/model.safetensors"),
+    "edit-state": ("erasure", "delta/edit_state.safetensors"),
+    "recipe": ("erasure", "unierase-delta.json"),
+}
+KINDS = list(STORED)
+
+
+@pytest.fixture(autouse=True)
+def _empty_model_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test rebuilds from the store: a cached rebuilt base would not read the base's files again."""
+    monkeypatch.setenv("UNIERASE_MODEL_CACHE", str(tmp_path / "rebuilt"))
+
+
 def _stored_file(registered: dict, kind: str) -> Path:
-    """The stored file of version 2 of the given kind, in the local artifact store."""
-    client, name, version = registered["client"], registered["name"], registered["version"]
-    if kind == "delta":
-        run = client.get_run(client.get_model_version(name, version).run_id)
-        return next(Path(run.info.artifact_uri.removeprefix("file://")).rglob("*.safetensors"))
+    """The stored file of the given kind, in the local artifact store."""
+    client, name = registered["client"], registered["name"]
+    which, rel = STORED[kind]
+    version = registered["version"] if which == "erasure" else "1"
     model_dir = Path(client.get_model_version_download_uri(name, version).removeprefix("file://"))
-    files = {
-        "weights": "model.safetensors",
-        "tokenizer": "tokenizer.json",
-        "config": "config.json",
-        "edit-state": "edit_state.safetensors",
-    }
-    return next(model_dir.rglob(files[kind]))
-
-
-KINDS = ["weights", "tokenizer", "config", "edit-state", "delta"]
+    return next(p for p in model_dir.rglob(Path(rel).name) if str(p).endswith(rel))
 
 
 def _tampered(registered: dict, kind: str):

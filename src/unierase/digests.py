@@ -36,12 +36,14 @@ def file_sha256(path: str | Path) -> str:
     return file_digests(path)["sha256"]
 
 
-def model_dir_sha256(model_dir: str | Path) -> str:
+def model_dir_sha256(model_dir: str | Path, exclude: Iterable[str] = ()) -> str:
     """SHA-256 over a model directory's files (relative names and contents, in name order): the
-    identity of a stored model, its tokenizer and edit state included."""
+    identity of a stored model, its tokenizer and edit state included. Files named in ``exclude``
+    (relative names) are left out."""
     model_dir = Path(model_dir)
+    skip = set(exclude)
     digest = hashlib.sha256()
-    for path in sorted(p for p in model_dir.rglob("*") if p.is_file()):
+    for path in sorted(p for p in model_dir.rglob("*") if p.is_file() and str(p.relative_to(model_dir)) not in skip):
         digest.update(str(path.relative_to(model_dir)).encode() + b"\0")
         _feed(path, digest)
     return digest.hexdigest()

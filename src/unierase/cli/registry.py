@@ -77,11 +77,16 @@ def run_rollback(args: argparse.Namespace) -> int:
     from unierase.config import repo_params
     from unierase.registry.locking import registry_lock
     from unierase.registry.promotion import rollback
+    from unierase.registry.rebuild import materialize
 
     client, name, alias = _open(args)
     config = repo_params(Path.cwd(), args.params).registry
     # Under the registered model's lock: a rollback never interleaves with a run's promotion.
     with registry_lock(Path.cwd() / config.work_dir / "locks", name, config.lock_timeout_s, holder="rollback"):
+        _version_or_champion(client, name, alias, args.version)  # "no version 9" before any download
+        # The target is rebuilt (base + deltas, every digest checked) before the alias moves: a version
+        # whose stored files changed is refused by name, and the rebuilt directory is cached for serving.
+        materialize(client, name, args.version)
         result = rollback(client, name, args.version, alias, args.reason)
     print(f"{name}@{alias}: version {result.from_version} -> {result.to_version} (audit #{result.audit_entry['seq']})")
     if result.reexposed_requests:

@@ -54,8 +54,12 @@ def verify_model_dir(model_dir: Path, manifest_sha256: str | None = None) -> dic
         raise ArtifactDigestError(f"{model_dir}: no {MANIFEST}; the version's files cannot be checked")
     if manifest_sha256 is not None and (actual := file_sha256(path)) != manifest_sha256:
         raise ArtifactDigestError(f"{MANIFEST}: SHA-256 {actual} is not the registered {manifest_sha256}")
-    manifest = json.loads(path.read_text(encoding="utf-8"))
-    for name, expected in manifest["files"].items():
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        recorded = dict(manifest["files"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise ArtifactDigestError(f"{MANIFEST}: unreadable ({err}); its SHA-256 is not the one registered") from None
+    for name, expected in recorded.items():
         file = Path(model_dir) / name
         if not file.is_file():
             raise ArtifactDigestError(f"{name}: recorded at registration, missing from the stored version")

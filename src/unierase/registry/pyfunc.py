@@ -2,6 +2,10 @@
 transformers directory for serving.
 
     mlflow.pyfunc.load_model("models:/NAME@champion").predict(["What is the capital of France?"])
+
+An erasure version stores its delta against its parent (`unierase.registry.packing`); loading or
+exporting it rebuilds the full directory from the base version and the chain of deltas, checking every
+digest on the way (`unierase.registry.rebuild`).
 """
 
 from __future__ import annotations
@@ -11,11 +15,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import yaml
-
 import mlflow
+from unierase.registry.rebuild import MODEL_ARTIFACT
 
-MODEL_ARTIFACT = "model"  # key of the transformers directory among the pyfunc's artifacts
 PIP_REQUIREMENTS = ["torch", "transformers", "safetensors", "mlflow", "unierase"]
 
 
@@ -30,14 +32,20 @@ class UnlearnedLM(mlflow.pyfunc.PythonModel):
         self.max_new_tokens = max_new_tokens
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
-        """Loads the model and tokenizer from the version's artifacts (on the CPU unless CUDA is there),
-        after checking every stored file, and the erasure's delta, against the digests recorded at
-        registration."""
+        """Loads the model and tokenizer (on the CPU unless CUDA is there) from the version's artifacts:
+        every stored file checked against the digests recorded at registration, and a delta version
+        rebuilt from its parent, through the registry the model was loaded from, and cached."""
         from unierase.model.loading import load_model
-        from unierase.registry.integrity import verify_delta, verify_model_dir
+        from unierase.registry.rebuild import build_from_stored
 
-        model_dir = Path(context.artifacts[MODEL_ARTIFACT])
-        verify_delta(verify_model_dir(model_dir))
+        stored = Path(context.artifacts[MODEL_ARTIFACT])
+        if (stored / "unierase-delta.json").is_file():
+            model_dir = build_from_stored(stored)
+        else:  # stored in full: load it where it lies, once its files are checked
+            from unierase.registry.integrity import verify_delta, verify_model_dir
+
+            verify_delta(verify_model_dir(stored))
+            model_dir = stored
         self.model, self.tokenizer = load_model(model_dir)
 
     def predict(self, context, model_input: list[str], params: dict | None = None) -> list[str]:
@@ -58,31 +66,54 @@ class UnlearnedLM(mlflow.pyfunc.PythonModel):
 
 
 def log_language_model(
-    model_dir: Path, max_new_tokens: int = 64, delta: dict | None = None
-) -> tuple[mlflow.models.model.ModelInfo, str]:
+    model_dir: Path, max_new_tokens: int = 64, parent: dict | None = None
+) -> tuple[mlflow.models.model.ModelInfo, str, str]:
     """Logs a transformers directory as an `UnlearnedLM` pyfunc in the active run, with the manifest of
-    its files' digests (`unierase.registry.integrity`). Returns the model info and the manifest's SHA-256.
+    its stored files' digests (`unierase.registry.integrity`): as a delta of its parent when given one
+    and the delta is smaller, else in full. Returns the model info, the manifest's SHA-256 and how the
+    directory is stored (``full`` or ``delta``).
 
     Args:
         model_dir: The transformers directory.
         max_new_tokens: Generation length of the pyfunc's answers.
-        delta: For an erasure: ``{"run_id", "artifact_path", "sha256"}`` of its weight delta.
+        parent: For an erasure: ``{"name", "version", "dir"}`` of its parent version (``dir`` its full
+            directory) and ``key_blocks``, the erase run's key blocks file or None.
     """
     from unierase.digests import file_sha256
+    from unierase.registry import tags as T
     from unierase.registry.integrity import write_manifest
+    from unierase.registry.packing import pack_delta
+    from unierase.registry.rebuild import statistics_dir
 
     with tempfile.TemporaryDirectory() as tmp:
         # The artifact keeps its directory's name: give it a fixed one so every version looks alike.
         staged = Path(tmp) / MODEL_ARTIFACT
-        shutil.copytree(model_dir, staged, copy_function=_link_or_copy)
-        manifest_sha256 = file_sha256(write_manifest(staged, delta))
+        storage = T.FULL
+        if parent is not None:
+            staged.mkdir()
+            recipe = pack_delta(
+                model_dir,
+                parent["dir"],
+                staged,
+                parent["name"],
+                parent["version"],
+                parent.get("key_blocks"),
+                statistics_dir(),
+            )
+            if recipe is not None:
+                storage = T.DELTA
+            else:
+                staged.rmdir()
+        if storage == T.FULL:
+            shutil.copytree(model_dir, staged, copy_function=_link_or_copy)
+        manifest_sha256 = file_sha256(write_manifest(staged))
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=UnlearnedLM(max_new_tokens),
             artifacts={MODEL_ARTIFACT: str(staged)},
             pip_requirements=PIP_REQUIREMENTS,
         )
-    return info, manifest_sha256
+    return info, manifest_sha256, storage
 
 
 def _link_or_copy(src: str, dst: str) -> None:
@@ -94,39 +125,34 @@ def _link_or_copy(src: str, dst: str) -> None:
 
 
 def export_model_dir(model_uri: str, out_dir: Path) -> Path:
-    """Downloads a registered version and leaves its full transformers directory at ``out_dir``.
+    """Leaves a registered version's full transformers directory at ``out_dir``: rebuilt from the base
+    version and its chain of deltas (every digest checked) and copied out of the cache.
 
     Args:
         model_uri: ``models:/NAME/VERSION`` or ``models:/NAME@ALIAS``.
         out_dir: Target directory; it must not exist yet (nothing half-written: the copy is renamed into place).
     """
+    from mlflow import MlflowClient
+    from unierase.registry.rebuild import materialize
+
     out_dir = Path(out_dir)
     if out_dir.exists():
         raise FileExistsError(f"{out_dir} exists already; export into a new directory")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    from unierase.registry.integrity import MANIFEST, verify_delta, verify_model_dir
-
+    name, version = resolve_model_uri(MlflowClient(), model_uri)
+    built = materialize(MlflowClient(), name, version)
     with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=".export-") as tmp:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
-        spec = yaml.safe_load((local / "MLmodel").read_text())
-        rel = spec["flavors"]["python_function"]["artifacts"][MODEL_ARTIFACT]["path"]
-        verify_delta(verify_model_dir(local / rel, _registered_manifest_sha256(model_uri)))
-        (local / rel / MANIFEST).unlink()  # registry metadata: the export is the directory as registered
-        (local / rel).rename(out_dir)
+        staged = Path(tmp) / "model"
+        shutil.copytree(built, staged)  # a copy, not links: changing the export never changes the cache
+        staged.rename(out_dir)
     return out_dir
 
 
-def _registered_manifest_sha256(model_uri: str) -> str | None:
-    """The manifest digest the registry recorded for ``models:/NAME/VERSION`` or ``models:/NAME@ALIAS``."""
-    from mlflow import MlflowClient
-    from unierase.registry import tags as T
-
+def resolve_model_uri(client, model_uri: str) -> tuple[str, str]:
+    """``(name, version)`` of ``models:/NAME/VERSION`` or ``models:/NAME@ALIAS``."""
     ref = model_uri.removeprefix("models:/")
-    client = MlflowClient()
     if "@" in ref:
         name, alias = ref.split("@", 1)
-        version = client.get_model_version_by_alias(name, alias)
-    else:
-        name, number = ref.rsplit("/", 1)
-        version = client.get_model_version(name, number)
-    return version.tags.get(T.MANIFEST_SHA256)
+        return name, str(client.get_model_version_by_alias(name, alias).version)
+    name, number = ref.rsplit("/", 1)
+    return name, number

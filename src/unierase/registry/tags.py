@@ -9,6 +9,7 @@ STATUS = "unierase.status"  # "base", "accepted" (passed the gate) or "rejected"
 GATE_FAILURES = "unierase.gate.failures"
 DELTA_SHA256 = "unierase.delta_sha256"
 MODEL_SHA256 = "unierase.model_sha256"
+STORAGE = "unierase.storage"  # "full" (the whole directory) or "delta" (its parent's plus a delta)
 MANIFEST_SHA256 = "unierase.manifest_sha256"  # digest of the stored files' manifest (registry/integrity.py)
 FLOW_RUN_ID = "unierase.flow_run_id"
 BASE_MODEL = "unierase.base_model"
@@ -16,3 +17,4 @@ AUDIT_PREFIX = "unierase.audit."  # registered-model tags, one per alias move: u
 
 BASE, ERASURE = "base", "erasure"
 ACCEPTED, REJECTED = "accepted", "rejected"
+FULL, DELTA = "full", "delta"

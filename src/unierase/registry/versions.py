@@ -2,7 +2,8 @@
 
 A version is created in one call, with every tag, only after its run has logged all metrics,
 parameters, inputs and artifacts: a failure before that leaves no version behind, and a failed run
-is marked FAILED.
+is marked FAILED. The base version stores its full directory; an erasure version stores its delta
+against its parent (`unierase.registry.packing`), or its full directory when that is smaller.
 """
 
 from __future__ import annotations
@@ -77,11 +78,12 @@ def register_base(
         T.PARENT_VERSION: "none",
         T.STATUS: T.BASE,
         T.MODEL_SHA256: sha,
+        T.STORAGE: T.FULL,
         T.BASE_MODEL: Path(model_dir).name,
         **(extra_tags or {}),
     }
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"{name}-base", tags=tags) as run:
-        info, manifest_sha256 = log_language_model(model_dir)
+        info, manifest_sha256, _ = log_language_model(model_dir)
         return _create_version(
             client, name, info.model_uri, run.info.run_id, {**tags, T.MANIFEST_SHA256: manifest_sha256}
         )
@@ -100,15 +102,19 @@ def register_erasure(
     tags: Mapping[str, str],
     root: Path,
     reports: list[Path] = (),
+    key_blocks: Path | None = None,
+    parent_dir: Path | None = None,
 ) -> str:
-    """Logs an erasure run (metrics, params, inputs, delta, reports, model) and registers its version.
+    """Logs an erasure run (metrics, params, inputs, reports, the model as a delta of its parent) and
+    registers its version.
 
     Args:
         client: Registry client.
         experiment_id: Experiment of the run.
         name: Registered model name.
         model_dir: The edited transformers directory.
-        delta_path: The weight delta file; its SHA-256 must equal ``delta_sha256``.
+        delta_path: The erase run's weight delta file (before and after values; not stored: the
+            version stores the new values only); its SHA-256 must equal ``delta_sha256``.
         delta_sha256: Expected digest of the delta (from the erase report).
         metrics: Flat metrics of the run.
         params: Flat parameters of the run (config values; never data content).
@@ -116,6 +122,9 @@ def register_erasure(
         tags: Lineage and gate tags for both the run and the version (must include the parent version).
         root: Repo root, for dataset sources.
         reports: JSON reports to log as artifacts (aggregate figures only).
+        key_blocks: The erase run's ``key_blocks.safetensors`` (the edit state is stored as these).
+        parent_dir: The parent version's full directory when at hand (checked by digest); else it is
+            rebuilt from the registry.
 
     Returns:
         The new version number.
@@ -128,19 +137,39 @@ def register_erasure(
         raise ValueError(f"an erasure version needs the {T.PARENT_VERSION} tag")
     if (actual := file_sha256(delta_path)) != delta_sha256:
         raise ValueError(f"{delta_path}: SHA-256 {actual} is not the reported {delta_sha256}")
-    all_tags = {T.KIND: T.ERASURE, T.DELTA_SHA256: delta_sha256, **dataset_tags(datasets), **tags}
+    parent = {
+        "name": name,
+        "version": str(tags[T.PARENT_VERSION]),
+        "dir": _parent_dir(client, name, str(tags[T.PARENT_VERSION]), parent_dir),
+        "key_blocks": key_blocks if key_blocks is not None and Path(key_blocks).is_file() else None,
+    }
+    all_tags = {
+        T.KIND: T.ERASURE,
+        T.DELTA_SHA256: delta_sha256,
+        T.MODEL_SHA256: model_dir_sha256(model_dir),
+        **dataset_tags(datasets),
+        **tags,
+    }
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"{name}-erasure", tags=all_tags) as run:
         mlflow.log_params(dict(params))
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
         _log_inputs(datasets, root)
-        mlflow.log_artifact(str(delta_path), artifact_path="delta")
         for report in reports:
             mlflow.log_artifact(str(report), artifact_path="reports")
-        delta = {"run_id": run.info.run_id, "artifact_path": f"delta/{Path(delta_path).name}", "sha256": delta_sha256}
-        info, manifest_sha256 = log_language_model(model_dir, delta=delta)
-        all_tags[T.MANIFEST_SHA256] = manifest_sha256
+        info, manifest_sha256, storage = log_language_model(model_dir, parent=parent)
+        all_tags[T.MANIFEST_SHA256], all_tags[T.STORAGE] = manifest_sha256, storage
         fault_point("register")  # tests kill here: the run has logged everything, no version exists yet
         return _create_version(client, name, info.model_uri, run.info.run_id, all_tags)
+
+
+def _parent_dir(client: MlflowClient, name: str, version: str, given: Path | None) -> Path:
+    """The parent's full directory: ``given`` when it has the parent's registered digest, else rebuilt."""
+    from unierase.registry.rebuild import materialize
+
+    expected = client.get_model_version(name, version).tags.get(T.MODEL_SHA256)
+    if given is not None and expected and model_dir_sha256(given) == expected:
+        return Path(given)
+    return materialize(client, name, version)
 
 
 def discard_version(client: MlflowClient, name: str, version: str) -> None:

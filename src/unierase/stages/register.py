@@ -23,6 +23,7 @@ import shutil
 from pathlib import Path
 
 from unierase.config import Params
+from unierase.stages.artifacts import KEY_BLOCKS_FILE
 from unierase.stages.private import DONE_MARK, PENDING_MARK, pending_registration, purge_run, run_dirs
 
 logger = logging.getLogger(__name__)
@@ -188,6 +189,8 @@ def register_run(run_dir: str | Path, root: str | Path, params: Params) -> dict:
                 tags,
                 root,
                 [run_dir / r for r in manifest["reports"]],
+                key_blocks=erase_dir / KEY_BLOCKS_FILE,
+                parent_dir=Path(manifest["base_model"]),
             )
         record = client.get_model_version(name, version)
         if (
