@@ -4,6 +4,7 @@
 #               tests on the real SmolLM2 (about 45-50 min on 2 cores; CI runs this)
 #   make test-fast   the tests without the SmolLM2 behaviour tests (about 12 min)
 #   make test-slow   only the SmolLM2 behaviour tests, with their figures printed
+#   make serve  Prefect, MLflow and the scheduled deployment on loopback until Ctrl-C (unierase serve)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
@@ -18,7 +19,7 @@ export DVC_NO_ANALYTICS=1
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=120
 export TOKENIZERS_PARALLELISM=false
 
-.PHONY: setup demo test test-fast test-slow lint bench clean
+.PHONY: setup demo serve test test-fast test-slow lint bench clean
 
 $(VENV)/.installed: pyproject.toml scripts/setup_venv.sh
 	bash scripts/setup_venv.sh $(VENV)
@@ -27,6 +28,9 @@ setup: $(VENV)/.installed
 
 demo: setup
 	$(PY) -m flows.erasure
+
+serve: setup
+	$(PY) -m unierase.cli serve
 
 test: setup
 	$(PY) -m pytest tests --durations=15

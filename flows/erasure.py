@@ -4,7 +4,8 @@
     python -m flows.erasure --forget F.jsonl --retain R.jsonl --request-id acme-42
 
 Runs on the embedded defaults: Prefect's ephemeral server, the SQLite MLflow store under ``mlflow/``,
-the DVC-tracked sets under ``data/sets/``. A run that fails registers no model version and moves no
+the DVC-tracked sets under ``data/sets/``; while ``unierase serve`` runs for the project, its Prefect
+and MLflow servers. A run that fails registers no model version and moves no
 alias; a run whose edit misses the gate registers a version tagged ``rejected`` and leaves champion.
 """
 
@@ -179,15 +180,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base-model", type=Path, default=None, help="base model directory")
     parser.add_argument("--root", type=Path, default=ROOT, help="repo root: data, params, store (default: here)")
     args = parser.parse_args(argv)
+    from unierase.services import use_served_prefect
+
     try:
-        summary = erasure_flow(
-            forget=args.forget,
-            retain=args.retain,
-            request_id=args.request_id,
-            params_file=args.params,
-            base_model=args.base_model,
-            root=args.root,
-        )
+        # The Prefect server of `unierase serve` when it runs for this project, else the ephemeral one.
+        with use_served_prefect(args.root, load_params(args.root / args.params).registry.work_dir):
+            summary = erasure_flow(
+                forget=args.forget,
+                retain=args.retain,
+                request_id=args.request_id,
+                params_file=args.params,
+                base_model=args.base_model,
+                root=args.root,
+            )
     except Exception as err:
         if not is_user_error(err):
             raise

@@ -19,6 +19,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "data",
     "registry",
     "schedule",
+    "serve",
     "register",
     "privacy",
 )

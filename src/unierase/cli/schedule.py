@@ -3,6 +3,9 @@
     unierase schedule --cron "0 2 * * *"   # serve the inbox deployment; Ctrl-C stops it
     unierase ui                            # Prefect on http://127.0.0.1:4200, MLflow on http://127.0.0.1:5000
 
+While `unierase serve` runs for the project, ``unierase ui`` opens its two UIs instead of starting
+servers, and ``unierase schedule`` registers its deployment with the served Prefect.
+
 Both run from the repo root (``--root``): the flows are repo-root packages, and the embedded MLflow
 store and the request inbox live there.
 """
@@ -71,34 +74,36 @@ def run_schedule(args: argparse.Namespace) -> int:
     parameters = {"params_file": args.params or "params.yaml", "root": str(root)}
     if args.base_model is not None:
         parameters["base_model"] = str(args.base_model.resolve())
-    process_inbox.serve(name=name, cron=cron, parameters=parameters, global_limit=1, pause_on_shutdown=False)
+    from unierase.services import use_served_prefect
+
+    with use_served_prefect(root, _params(root, args.params).registry.work_dir):
+        process_inbox.serve(name=name, cron=cron, parameters=parameters, global_limit=1, pause_on_shutdown=False)
     return 0
 
 
 def run_ui(args: argparse.Namespace) -> int:
-    """Starts ``prefect server`` and ``mlflow server`` on 127.0.0.1 and waits; Ctrl-C stops both."""
+    """Opens the UIs of the project's `unierase serve` when it runs; else starts ``prefect server`` and
+    ``mlflow server`` on 127.0.0.1 and waits, Ctrl-C stopping both."""
+    import webbrowser
+
+    from unierase.cli.serve import mlflow_server_command, prefect_server_command, server_env
     from unierase.registry.store import resolve_artifact_location, resolve_tracking_uri
+    from unierase.services import served
 
     root = args.root.resolve()
     config = _params(root, args.params).registry
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    bin_dir = Path(sys.executable).parent
+    if (found := served(root, config.work_dir)) is not None:
+        urls = [found.prefect_api_url.removesuffix("/api"), found.mlflow_tracking_uri]
+        print(f"Prefect UI: {urls[0]}   MLflow UI: {urls[1]}   (unierase serve, process {found.pid})")
+        for url in urls:
+            webbrowser.open(url)  # a no-op where there is no browser
+        return 0
+    env = server_env()
     commands = [
-        [str(bin_dir / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(args.prefect_port)],
-        [
-            str(bin_dir / "mlflow"),
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(args.mlflow_port),
-            "--workers",
-            "1",
-            "--backend-store-uri",
-            resolve_tracking_uri(config, root),
-            "--default-artifact-root",
-            resolve_artifact_location(config, root),
-        ],
+        prefect_server_command(args.prefect_port),
+        mlflow_server_command(
+            resolve_tracking_uri(config, root), resolve_artifact_location(config, root), args.mlflow_port
+        ),
     ]
     # SIGTERM (a service manager, `timeout`) ends this process like Ctrl-C: the finally below stops both.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

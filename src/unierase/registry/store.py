@@ -1,4 +1,5 @@
-"""Connecting to the MLflow store: the embedded SQLite default or a tracking server by URI."""
+"""Connecting to the MLflow store: the embedded SQLite default or a tracking server by URI; while
+`unierase serve` serves the project's embedded store, through that server (`unierase.services`)."""
 
 from __future__ import annotations
 
@@ -32,8 +33,13 @@ def resolve_artifact_location(config: RegistryConfig, root: Path) -> str:
 
 
 def connect(config: RegistryConfig, root: Path) -> MlflowClient:
-    """Points MLflow (tracking and registry) at the configured store and returns a client."""
+    """Points MLflow (tracking and registry) at the configured store and returns a client: the served
+    MLflow of `unierase serve` when it serves this store, else the store itself."""
+    from unierase.services import served
+
     uri = resolve_tracking_uri(config, root)
+    if uri.startswith("sqlite:") and (found := served(root, config.work_dir)) and found.backend_store_uri == uri:
+        uri = found.mlflow_tracking_uri
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
