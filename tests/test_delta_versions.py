@@ -9,6 +9,7 @@ registry's functions on a temporary SQLite store:
 * each erasure version adds at most 5% of a full copy to the MLflow store;
 * ``models:/NAME@champion`` loads through the pyfunc and answers exactly as the erased directory does,
   and export gives the erased directory's bytes;
+* a first edit's preserved statistics, stored by reference, are computed again where the cache lacks them;
 * a flipped byte in any stored delta file, of the version or of an ancestor, fails loading and export
   with the file's name; a changed cached directory is rebuilt;
 * a delta that would not be smaller than the directory (every tensor changed) is stored in full.
@@ -173,6 +174,25 @@ def test_changed_cache_entry_is_rebuilt(chain, tmp_path: Path) -> None:
     weights.write_bytes(bytes(data))
     again = materialize(chain["client"], chain["name"], "3")
     assert model_dir_sha256(again) == model_dir_sha256(chain["dirs"]["3"])
+
+
+def test_missing_statistics_are_computed_again(chain, tmp_path: Path) -> None:
+    """Version 2 (the first edit) stores its preserved statistics by reference: without the statistics
+    cache (another machine), the rebuild computes them again on the base and gets the same bits."""
+    from unierase.registry.rebuild import materialize
+
+    chain["env"].setenv("UNIERASE_MODEL_CACHE", str(tmp_path / "models"))
+    cached = list((chain["root"] / "cache" / "covariance").glob("*.safetensors"))
+    saved = {path: path.read_bytes() for path in cached}
+    try:
+        for path in cached:
+            path.unlink()
+        built = materialize(chain["client"], chain["name"], "2")
+        assert model_dir_sha256(built) == model_dir_sha256(chain["dirs"]["2"])
+        assert len(list((chain["root"] / "cache" / "covariance").glob("*.safetensors"))) == 1  # cached again
+    finally:
+        for path, data in saved.items():
+            path.write_bytes(data)
 
 
 def _stored_files(chain, version: str) -> dict[str, Path]:

@@ -14,7 +14,8 @@ that rebuilds the directory, bit for bit, from the parent's.
 * ``key_blocks.safetensors``, in place of the edit state: each request's keys ``K`` (d_in x n), from
   which the accumulated ``C_prev`` is replayed (`unierase.edit.state.accumulate`), the preserved-key
   statistics coming from the parent's edit state or, after a first edit, from the statistics cache by
-  key (they depend only on the base model and the corpus).
+  key (they depend only on the base model and the corpus), computed again from the recorded covariance
+  settings where that cache lacks them.
 
 `unpack_delta` rebuilds the directory and checks each file's SHA-256 and the whole directory's. A
 delta over half the size of a full copy (a baseline that fine-tunes every tensor) is refused, and the
@@ -122,7 +123,8 @@ def unpack_delta(parent_dir: Path, stored_dir: Path, out_dir: Path, statistics_d
     Raises:
         ArtifactDigestError: The parent is not the recorded one, or a rebuilt file or the rebuilt
             directory does not have its recorded SHA-256 (the message names the file).
-        FileNotFoundError: A first edit's preserved statistics are not in the statistics cache.
+        FileNotFoundError: A first edit's preserved statistics are neither in the statistics cache nor
+            computable here (the run's corpus is missing or differs).
     """
     parent_dir, stored_dir, out_dir = Path(parent_dir), Path(stored_dir), Path(out_dir)
     recipe = json.loads((stored_dir / RECIPE).read_text(encoding="utf-8"))
@@ -131,13 +133,14 @@ def unpack_delta(parent_dir: Path, stored_dir: Path, out_dir: Path, statistics_d
             f"parent version {recipe['parent_version']}: SHA-256 {actual} is not the recorded {recipe['parent_sha256']}"
         )
     out_dir.mkdir(parents=True)
-    for rel, entry in recipe["files"].items():
+    # The edit state last: computing its statistics again needs the rebuilt weights and tokenizer.
+    for rel, entry in sorted(recipe["files"].items(), key=lambda item: "state" in item[1]):
         target = out_dir / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         if "pieces" in entry:
             _join(entry["pieces"], parent_dir / rel, stored_dir / DELTA_DIR / rel, target)
         else:
-            _replay_state(entry, parent_dir, stored_dir, target, statistics_dir)
+            _replay_state(entry, parent_dir, stored_dir, target, statistics_dir, out_dir)
         if (actual := file_sha256(target)) != entry["sha256"]:
             raise ArtifactDigestError(f"{rel}: rebuilt with SHA-256 {actual}, not the registered {entry['sha256']}")
     if (actual := model_dir_sha256(out_dir)) != recipe["model_sha256"]:
@@ -261,7 +264,8 @@ def _pack_state(
 ) -> dict | None:
     """The edit state as the keys of this version's requests plus where its preserved statistics come
     from; None when the replay does not give the file's exact bytes."""
-    _, cache_key = load_key_blocks(key_blocks)
+    _, meta = load_key_blocks(key_blocks)
+    cache_key = meta.get("preserved_cache_key")
     state = load_state(path)
     parent_file = parent_dir / STATE_FILE
     parent = load_state(parent_file) if parent_file.is_file() else EditState()
@@ -276,6 +280,7 @@ def _pack_state(
             "from": "statistics",
             "cache_key": cache_key,
             "sha256": {str(layer): _tensor_sha256(t) for layer, t in state.preserved.items()},
+            "settings": meta.get("statistics"),  # to compute them again where the cache lacks them
         }
     else:
         return None
@@ -283,7 +288,7 @@ def _pack_state(
     shutil.copyfile(key_blocks, out_dir / KEY_BLOCKS)
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            _replay_state(entry, parent_dir, out_dir, Path(tmp) / STATE_FILE, statistics_dir)
+            _replay_state(entry, parent_dir, out_dir, Path(tmp) / STATE_FILE, statistics_dir, path.parent)
         except (OSError, ValueError, KeyError):
             (out_dir / KEY_BLOCKS).unlink()
             return None
@@ -293,9 +298,13 @@ def _pack_state(
     return entry
 
 
-def _replay_state(entry: dict, parent_dir: Path, stored_dir: Path, target: Path, statistics_dir: Path | None) -> None:
+def _replay_state(
+    entry: dict, parent_dir: Path, stored_dir: Path, target: Path, statistics_dir: Path | None, result_dir: Path
+) -> None:
     """Writes the edit state: the parent's ``C_prev`` plus each stored request's `key_block`, and the
-    preserved statistics from the parent's state or the statistics cache (checked by SHA-256)."""
+    preserved statistics from the parent's state or the statistics cache, computed again on the parent
+    with the result's token when the cache lacks them (checked by SHA-256). ``result_dir`` holds the
+    result's other files (weights, tokenizer)."""
     spec = entry["state"]
     factors, _ = load_key_blocks(stored_dir / spec["key_blocks"])
     parent_file = parent_dir / STATE_FILE
@@ -304,12 +313,9 @@ def _replay_state(entry: dict, parent_dir: Path, stored_dir: Path, target: Path,
     if source["from"] == "parent":
         preserved = parent.preserved
     else:
-        if statistics_dir is None or (preserved := _statistics(statistics_dir, source["cache_key"])) is None:
-            raise FileNotFoundError(
-                f"the edit state needs the preserved-key statistics {source['cache_key']}, not in the statistics "
-                f"cache {statistics_dir}/covariance: compute them on the base model with the same covariance "
-                "settings (any erasure of the base model does), then load again"
-            )
+        preserved = _statistics(statistics_dir, source["cache_key"]) if statistics_dir is not None else None
+        if preserved is None:
+            preserved = _recompute_statistics(source, parent_dir, result_dir, statistics_dir)
         for layer in layers:
             if (actual := _tensor_sha256(preserved[layer])) != source["sha256"][str(layer)]:
                 raise ArtifactDigestError(
@@ -325,6 +331,26 @@ def _replay_state(entry: dict, parent_dir: Path, stored_dir: Path, target: Path,
         num_requests=parent.num_requests + len(factors),
     )
     save_state(state, target)
+
+
+def _recompute_statistics(source: dict, parent_dir: Path, result_dir: Path, statistics_dir: Path | None) -> dict:
+    """The first edit's preserved statistics, computed again as the erase stage computed them (on the
+    parent with the unlearning token installed) and left in the statistics cache."""
+    from unierase.stages.statistics import first_edit_statistics
+
+    if not source.get("settings") or statistics_dir is None:
+        raise FileNotFoundError(
+            f"the edit state needs the preserved-key statistics {source['cache_key']}, not in the statistics cache "
+            f"{statistics_dir}/covariance, and the version does not record how they were computed"
+        )
+    logger.info("preserved-key statistics %s not cached: computing them on the parent", source["cache_key"])
+    preserved, key = first_edit_statistics(parent_dir, result_dir, source["settings"], statistics_dir)
+    if key != source["cache_key"]:
+        raise FileNotFoundError(
+            f"the preserved-key statistics computed here have key {key}, not the registered {source['cache_key']}: "
+            "the corpus or the question set differs from the machine that erased (covariance settings of the run)"
+        )
+    return preserved
 
 
 def _statistics(statistics_dir: Path, cache_key: str) -> dict | None:

@@ -74,17 +74,24 @@ def load_state(path: str | Path) -> EditState:
     return state
 
 
-def save_key_blocks(factors: list[dict[int, torch.Tensor]], path: str | Path, preserved_cache_key: str | None) -> None:
-    """Writes each request's keys (``{request}.{layer}``, oldest request first) and where the preserved
-    statistics of a first edit came from (the statistics cache key; None when they came from the
-    parent's edit state)."""
+def save_key_blocks(
+    factors: list[dict[int, torch.Tensor]],
+    path: str | Path,
+    preserved_cache_key: str | None,
+    statistics_settings: dict | None = None,
+) -> None:
+    """Writes each request's keys (``{request}.{layer}``, oldest request first) and, after a first edit,
+    where its preserved statistics came from: the statistics cache key and the settings that computed
+    them (``covariance``, ``model`` and ``edit.layers``), so a rebuild elsewhere can compute them again.
+    Both None when the statistics came from the parent's edit state."""
     tensors = {f"{i}.{layer}": k.contiguous() for i, block in enumerate(factors) for layer, k in block.items()}
-    body = {"requests": len(factors), "preserved_cache_key": preserved_cache_key}
+    body = {"requests": len(factors), "preserved_cache_key": preserved_cache_key, "statistics": statistics_settings}
     save_file(tensors, str(path), metadata={"unierase.key_blocks": json.dumps(body, sort_keys=True)})
 
 
-def load_key_blocks(path: str | Path) -> tuple[list[dict[int, torch.Tensor]], str | None]:
-    """Reads `save_key_blocks`'s file: the keys of each request, and the preserved statistics' cache key."""
+def load_key_blocks(path: str | Path) -> tuple[list[dict[int, torch.Tensor]], dict]:
+    """Reads `save_key_blocks`'s file: the keys of each request, and its metadata
+    (``preserved_cache_key``, ``statistics``)."""
     with safe_open(str(path), framework="pt") as fh:
         body = json.loads((fh.metadata() or {}).get("unierase.key_blocks", "{}"))
         tensors = {key: fh.get_tensor(key) for key in fh.keys()}
@@ -96,4 +103,4 @@ def load_key_blocks(path: str | Path) -> tuple[list[dict[int, torch.Tensor]], st
         if match is None:
             raise ValueError(f"{path}: unexpected tensor {key!r} in a key-blocks file")
         factors[int(match.group(1))][int(match.group(2))] = tensor
-    return [dict(sorted(block.items())) for block in factors], body.get("preserved_cache_key")
+    return [dict(sorted(block.items())) for block in factors], body

@@ -157,8 +157,15 @@ def erase_stage(
         "items": {"before": before.items(), "after": after.items()},
     }
     covariance = done.diagnostics.get("covariance") or {}
-    preserved_key = None if covariance.get("from_edit_state") else covariance.get("cache_key")
-    _write_outputs(output_dir, model, tokenizer, delta, done.state, report, preserved_key)
+    preserved = None
+    if covariance.get("cache_key") and not covariance.get("from_edit_state"):
+        settings = {
+            "covariance": params.covariance.model_dump(mode="json"),
+            "model": params.model.model_dump(mode="json"),
+            "edit": {"layers": sorted(params.edit.layers)},
+        }
+        preserved = (covariance["cache_key"], settings)
+    _write_outputs(output_dir, model, tokenizer, delta, done.state, report, preserved)
     return report
 
 
@@ -198,7 +205,7 @@ def _write_outputs(
     delta: WeightDelta,
     state,
     report: dict,
-    preserved_key: str | None = None,
+    preserved: tuple[str, dict] | None = None,
 ) -> None:
     """Writes everything into a sibling temporary directory, then moves it into place. With an edit
     state, the keys of this run's requests go to ``key_blocks.safetensors`` (the registry stores them)."""
@@ -210,7 +217,8 @@ def _write_outputs(
         if state is not None:
             save_state(state, tmp / "model" / STATE_FILE)
             if state.key_factors:
-                save_key_blocks(state.key_factors, tmp / KEY_BLOCKS_FILE, preserved_key)
+                key, settings = preserved or (None, None)
+                save_key_blocks(state.key_factors, tmp / KEY_BLOCKS_FILE, key, settings)
         report["delta_sha256"] = save_delta(delta, tmp / "delta.safetensors")
         report["delta_bytes"] = (tmp / "delta.safetensors").stat().st_size
         (tmp / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")

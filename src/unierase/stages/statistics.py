@@ -99,3 +99,45 @@ def _read(path: Path) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor],
             kind, layer = key.split(".")
             (preserved if kind == "preserved" else heldout)[int(layer)] = fh.get_tensor(key)
     return preserved, heldout, info
+
+
+def first_edit_statistics(
+    parent_dir: Path, result_dir: Path, settings: dict, cache_dir: Path, progress: bool = False
+) -> tuple[dict[int, torch.Tensor], str]:
+    """The preserved-key statistics a first erasure of ``parent_dir`` used, computed again (and cached)
+    as the erase stage computed them: on the parent with the unlearning token installed, its rows taken
+    from the erased model ``result_dir`` (an edit changes MLP matrices, never the token's rows).
+
+    Args:
+        parent_dir: The model the first erasure started from (no edit state).
+        result_dir: The erased model's directory (its weights and tokenizer).
+        settings: ``covariance``, ``model`` and ``edit`` (``layers``) sections of the run's parameters.
+        cache_dir: Root of the statistics cache.
+        progress: Show progress bars.
+
+    Returns:
+        The preserved second moments per layer, and their cache key.
+    """
+    from transformers import AutoTokenizer
+
+    from unierase.model.loading import load_model
+    from unierase.token.vocabulary import is_tied
+
+    params = Params.model_validate(settings)
+    model, _ = load_model(parent_dir)
+    tokenizer = AutoTokenizer.from_pretrained(result_dir)
+    erased, _ = load_model(result_dir)
+    rows = model.get_input_embeddings().weight.shape[0]
+    input_rows = erased.get_input_embeddings().weight[rows:].detach().clone()
+    head = erased.get_output_embeddings()
+    output_rows = None if head is None or is_tied(erased) else head.weight[rows:].detach().clone()
+    del erased
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # as `add_unlearning_tokens`; every new row is overwritten below anyway
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    with torch.no_grad():
+        model.get_input_embeddings().weight[rows:] = input_rows
+        if output_rows is not None:
+            model.get_output_embeddings().weight[rows:] = output_rows
+    preserved, _, info = cached_preserved_moments(model, tokenizer, params, Path(cache_dir), progress)
+    return preserved, info["cache_key"]
