@@ -1,8 +1,10 @@
 """Integrity of stored versions: the SHA-256 of every file a version stores, recorded at registration and
 checked on every load, so a file changed behind the registry's back is refused by name.
 
-A version's model artifact carries ``unierase-manifest.json``: the digest of each file of its transformers
-directory and, for an erasure, where its weight delta lies (run and artifact path) and its digest. The
+A version's model artifact carries ``unierase-manifest.json``: the digest of each file it stores (its
+transformers directory, or for a delta version its recipe, delta files and key blocks,
+`unierase.registry.packing`) and, for an erasure registered before versions were deltas, where its
+before/after weight delta lies (run and artifact path) and its digest. The
 manifest's own digest is a version tag (``unierase.manifest_sha256``), so a manifest rewritten to match a
 changed file is caught wherever the registry is at hand (`export_model_dir`, the flow's parent).
 """
@@ -26,7 +28,8 @@ def write_manifest(model_dir: Path, delta: dict | None = None) -> Path:
 
     Args:
         model_dir: The transformers directory as it will be stored.
-        delta: For an erasure: ``{"run_id", "artifact_path", "sha256"}`` of its weight delta.
+        delta: ``{"run_id", "artifact_path", "sha256"}`` of a separately logged weight delta (versions
+            registered before deltas; None now).
     """
     files = {
         str(p.relative_to(model_dir)): file_sha256(p)
