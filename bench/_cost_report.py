@@ -174,6 +174,49 @@ def _pipeline_rows(pipeline: Mapping[str, Any] | None) -> str:
     return markdown_table(rows, [("figure", "figure"), ("value", "value")])
 
 
+def _served_rows(served: Mapping[str, Any] | None) -> str:
+    if not served:
+        return "(not measured: python -m bench.serve_overhead adds it)"
+    keys = (
+        "forget_size",
+        "core_erase_seconds",
+        "core_evaluate_seconds",
+        "core_seconds",
+        "flow_seconds",
+        "overhead_seconds",
+        "overhead_share",
+        "serve_startup_seconds",
+        "base_registration_seconds",
+        "core_peak_rss_mb",
+        "flow_peak_rss_mb",
+        "version",
+        "status",
+    )
+    rows = [{"figure": k, "value": served.get(k)} for k in keys]
+    machine = served.get("machine") or {}
+    rows += [{"figure": k, "value": machine.get(k)} for k in ("date", "git_commit", "command", "cpu", "cores")]
+    return markdown_table(rows, [("figure", "figure"), ("value", "value")])
+
+
+def _registry_rows(storage: Mapping[str, Any] | None) -> str:
+    if not storage:
+        return "(not measured: python -m bench.registry_storage, then python -m bench.serve_overhead)"
+    columns = [
+        ("request", "request"),
+        ("version", "version"),
+        ("storage", "stored as"),
+        ("added", "bytes added to the store"),
+        ("share_of_full_copy", "share of a full copy"),
+        ("seconds", "flow seconds"),
+    ]
+    table = markdown_table(storage["versions"], columns)
+    return (
+        f"{table}\n\nFull copy (the base version): {storage['base_full_copy_bytes']} bytes. Champion rebuilt from the "
+        f"base and its deltas in an empty cache in {storage['champion_rebuild_seconds_cold']:.1f} s, bit-identical to "
+        f"the erased directory: {storage['champion_rebuilt_bit_identical']}. Command: `{storage['command']}`."
+    )
+
+
 def _not_measured(data: Mapping[str, Any]) -> str:
     rows = data.get("not_measured") or []
     if not rows:
@@ -202,6 +245,14 @@ def _table_sections(data: Mapping[str, Any]) -> list[tuple[str, str]]:
         ("Growth with the forget-set size", markdown_table(data["growth"], GROWTH_COLUMNS)),
         ("Storage per version", markdown_table(data["storage"], STORAGE_COLUMNS)),
         ("Pipeline overhead (Prefect flow against erase_stage alone, same request)", _pipeline_rows(data["pipeline"])),
+        (
+            "Pipeline overhead with `unierase serve` (flow against erase_stage + evaluate_stage called directly)",
+            _served_rows(data.get("pipeline_served")),
+        ),
+        (
+            "Registry storage per erasure version (delta versions, make demo + three erasures)",
+            _registry_rows(data.get("registry_storage")),
+        ),
         ("Not measured", _not_measured(data)),
     ]
 
