@@ -232,7 +232,9 @@ class RegistryConfig(_Frozen):
     )
     artifact_location: str = Field(
         default="mlflow/artifacts",
-        description="Artifact root of the experiment when it is created (relative paths: from the repo root).",
+        description="Artifact root of the experiment when it is created: a path (relative paths: from the repo "
+        "root), an object-store URI (s3://bucket/prefix) or, behind a tracking server that proxies its artifact "
+        "store, mlflow-artifacts:/prefix.",
     )
     experiment_name: str = Field(default="unierase", description="MLflow experiment that holds the erasure runs.")
     model_name: str | None = Field(
