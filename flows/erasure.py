@@ -6,6 +6,7 @@
 Runs on the embedded defaults: Prefect's ephemeral server, the SQLite MLflow store under ``mlflow/``,
 the DVC-tracked sets under ``data/sets/``. A run that fails registers no model version and moves no
 alias; a run whose edit misses the gate registers a version tagged ``rejected`` and leaves champion.
+With ``ray.address`` set, the statistics and the evaluation run as shards on a Ray cluster (flows/parallel.py).
 """
 
 from __future__ import annotations
