@@ -399,7 +399,7 @@ class FinetuneConfig(_Frozen):
 
 
 class RayConfig(_Frozen):
-    """Where the parallel parts of a flow run: evaluation shards, preserved-key statistics shards, benchmark cells.
+    """Where the parallel parts of a flow run: evaluation shards and preserved-key statistics shards.
 
     None keeps everything in the flow's process (the embedded default); any other address runs those parts as
     Prefect tasks on a Ray cluster through prefect-ray's task runner. The sequential edit always stays one task.
