@@ -135,3 +135,33 @@ def test_ray_evaluation_and_statistics_match_in_process(
     # The edit's own lookup now finds them: a cache hit, no recomputation.
     _, _, again = cached_preserved_moments(model, tokenizer, params, tmp_path / "cache-ray", False)
     assert again["cache_hit"]
+
+
+def test_erasure_flow_on_ray(
+    tiny_llama_dir: Path, tmp_path: Path, prefect_harness, ray_cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The whole erasure flow with ``ray.address`` set: the statistics shards fill the cache the edit then
+    reads (a cache hit in its report), the evaluation runs in shards, and the version registers as usual."""
+    import yaml
+    from flow_repo import make_repo
+
+    from flows.erasure import erasure_flow
+
+    # A cache of its own, so the statistics are not already there from another test's in-process run (the
+    # flow passes the cache folder to the shard tasks by argument).
+    monkeypatch.setenv("UNIERASE_CACHE", str(tmp_path / "cache"))
+    root = make_repo(tmp_path / "repo")
+    raw = yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8"))
+    raw["ray"] = {"address": "local", "num_cpus": 2, "eval_chunk_size": 4, "statistics_shards": 2}
+    (root / "ray.yaml").write_text(yaml.safe_dump(raw), encoding="utf-8")
+    summary = erasure_flow(request_id="ray-1", base_model=tiny_llama_dir, root=root, params_file="ray.yaml")
+    assert (summary["version"], summary["parent_version"]) == ("2", "1")
+    run = next((root / "outputs/private").glob("ray-1-*"))
+    report = json.loads((run / "erase/report.json").read_text())
+    assert report["diagnostics"]["covariance"]["cache_hit"] is True  # computed by the shards, read by the edit
+    assert report["diagnostics"]["covariance"]["shards"] == 2
+    evaluation = json.loads((run / "eval/report.json").read_text())
+    assert evaluation["splits"]["forget"]["num_items"] == len(
+        (run / "eval/items/forget.jsonl").read_text().splitlines()
+    )
+    assert "eval_forget_efficacy" in summary["metrics"]

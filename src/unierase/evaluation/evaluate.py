@@ -124,6 +124,16 @@ def evaluate_items(
 
     Every summary is computed from these rows (`report_from_items`), so the rows of a split's shards,
     concatenated in item order, give the report of the whole split.
+
+    Args:
+        model: The model (in eval mode; its device is used).
+        tokenizer: Its tokenizer (with a pad token).
+        name: The split's name (its kind follows from it: forget splits get the audits' columns).
+        facts: The items.
+        config: Evaluation settings.
+        embedder: A sentence-transformers model for cosine similarity; None leaves it out.
+        stop_token_ids: The unlearning token ids: generations stop at them, the token audits ban them.
+        progress: Show progress bars.
     """
     rows = _score_probabilities(model, tokenizer, facts, config, progress)
     generations = generate_answers(
