@@ -3,7 +3,7 @@ leak audits) run as shards on a local Ray instance of one worker, then of two, o
 time side by side, and a check that both give the in-process rows (every generation identical; the
 figures too, but for the MiniLM cosine similarity, whose batches differ with the shards: about 1e-7).
 
-    python -m bench.ray_scaling                                  # SmolLM2, 4 of 40 authors, 32 new tokens
+    python -m bench.ray_scaling                                  # SmolLM2, 32 items, 16 new tokens (2 cores)
     python -m bench.ray_scaling --workers 1,2,4 --set evaluation.max_new_tokens=200   # on a larger machine
     python -m bench.ray_scaling --model DIR --authors 3 --questions-per-author 2 --out /tmp/r
 
@@ -16,6 +16,7 @@ Writes ``ray_scaling.json`` and ``ray_scaling.md`` under ``--out``.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -42,7 +43,9 @@ def parse_args(argv: list[str] | None = None):
     p.add_argument("--forget-share", type=float, default=0.10, help="forget share of the authors (quality's largest)")
     p.add_argument("--workers", type=ints, default=[1, 2], help="Ray worker counts to compare")
     p.add_argument("--target", type=Path, default=None, help="model to evaluate (default: the base model)")
-    defaults = ["evaluation.max_new_tokens=32", "evaluation.generation_batch_size=8", "evaluation.batch_size=8"]
+    # Sized for a 2-core CPU (a few minutes a run): 12 forget, 6 retain, 6 holdout, 4 + 4 general items.
+    p.set_defaults(general_items=4, retain_eval_items=6)
+    defaults = ["evaluation.max_new_tokens=16", "evaluation.generation_batch_size=8", "evaluation.batch_size=8"]
     p.set_defaults(set=defaults + ["ray.eval_chunk_size=8"])  # --set given on the command line applies after
     return p.parse_args(argv)
 
@@ -67,10 +70,12 @@ def run(args) -> list[dict]:
     }
     data = write_splits(splits, work / "data")
     rows = []
+    load = os.getloadavg()[0]
     started = time.perf_counter()
     evaluate_stage(model, data, work / "in-process", params, args.device, progress=not args.no_progress)
-    rows.append(_row("in-process", None, 0.0, time.perf_counter() - started, work / "in-process", work))
+    rows.append(_row("in-process", None, 0.0, time.perf_counter() - started, work / "in-process", work, load))
     for workers in args.workers:
+        load = os.getloadavg()[0]
         started = time.perf_counter()
         ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
         ray_start = time.perf_counter() - started
@@ -81,7 +86,7 @@ def run(args) -> list[dict]:
             seconds = time.perf_counter() - started
         finally:
             ray.shutdown()
-        rows.append(_row("ray", workers, ray_start, seconds, work / f"ray-{workers}", work))
+        rows.append(_row("ray", workers, ray_start, seconds, work / f"ray-{workers}", work, load))
     one = next((r for r in rows if r["workers"] == 1), None)
     for row in rows:
         row["speedup_vs_1_worker"] = one["evaluation_s"] / row["evaluation_s"] if one else None
@@ -91,7 +96,9 @@ def run(args) -> list[dict]:
     return rows
 
 
-def _row(runner: str, workers: int | None, ray_start: float, seconds: float, result: Path, work: Path) -> dict:
+def _row(
+    runner: str, workers: int | None, ray_start: float, seconds: float, result: Path, work: Path, load: float
+) -> dict:
     texts_same, float_diff = _compare_items(result / "items", work / "in-process" / "items")
     return {
         "runner": runner,
@@ -100,6 +107,9 @@ def _row(runner: str, workers: int | None, ray_start: float, seconds: float, res
         "evaluation_s": seconds,
         "texts_identical_to_in_process": texts_same,
         "max_abs_diff_to_in_process": float_diff,
+        # The machine's 1-minute load average when the run started, and at its end: other work on the cores.
+        "load_before": round(load, 2),
+        "load_after": round(os.getloadavg()[0], 2),
     }
 
 
@@ -142,6 +152,8 @@ def _write_markdown(rows: list[dict], info: dict, path: Path) -> None:
         ("speedup_vs_1_worker", "speed-up vs 1 worker"),
         ("texts_identical_to_in_process", "per-item texts = in-process"),
         ("max_abs_diff_to_in_process", "max per-item figure diff"),
+        ("load_before", "load avg before"),
+        ("load_after", "load avg after"),
     ]
     workload = "\n".join(f"- {key}: {value}" for key, value in info.items())
     write_markdown(
