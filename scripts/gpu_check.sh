@@ -14,7 +14,8 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 DO_NOT_TRACK=true TOKENIZERS_PARA
 SHAPE=(--shape llama3-8b --items 100 --retain-items 100 --set edit.value_batch_size=16)
 if [ "${1:-}" = "--cpu" ]; then
   shift
-  SHAPE=(--shape tiny --items 6 --retain-items 6 --device cpu --set edit.v_steps=3 --set covariance.num_samples=32)
+  SHAPE=(--shape tiny --items 6 --retain-items 6 --device cpu --set edit.v_steps=3 --set covariance.num_samples=32
+         --set token.stage1_epochs=1 --set token.stage2_epochs=1 --set token.robust_epochs=0)  # bf16 on a CPU is slow
 fi
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/unierase-gpu-check.XXXXXX")"
 trap 'rm -rf "$WORK"' EXIT  # the saved model (16 GB in bf16 at 8B) goes with the run
