@@ -5,6 +5,7 @@
 #   make test-fast   the tests without the SmolLM2 behaviour tests (about 12 min)
 #   make test-slow   only the SmolLM2 behaviour tests, with their figures printed
 #   make serve  Prefect, MLflow and the scheduled deployment on loopback until Ctrl-C (unierase serve)
+#   make deploy-trial   the production stack on this machine (PostgreSQL, S3, MLflow, Prefect pool): docs/deploy.md
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
@@ -19,7 +20,7 @@ export DVC_NO_ANALYTICS=1
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS=120
 export TOKENIZERS_PARALLELISM=false
 
-.PHONY: setup demo serve test test-fast test-slow lint bench clean
+.PHONY: setup demo serve test test-fast test-slow lint bench deploy-trial clean
 
 $(VENV)/.installed: pyproject.toml scripts/setup_venv.sh
 	bash scripts/setup_venv.sh $(VENV)
@@ -47,6 +48,9 @@ lint: setup
 
 bench: setup
 	$(PY) -m bench.run_all
+
+deploy-trial: setup
+	$(PY) scripts/trial_stack.py --dir outputs/trial
 
 clean:
 	rm -rf .pytest_cache build *.egg-info

@@ -3,6 +3,11 @@
 
     python -m bench.gpu_scale --set edit.value_batch_size=32            # 8B-shaped, TOFU forget10 (400 items)
     python -m bench.gpu_scale --shape tiny --items 6 --retain-items 6   # smoke run, any device
+    bash scripts/gpu_check.sh             # one GPU, < 5 min: sharded bf16 load, token, 100-item edit
+
+``--sharded-load`` saves the built model in ``model.dtype`` and loads it back the way every stage loads
+a model (`unierase.model.loading.load_configured_model`: ``model.device_map=auto`` spreads its layers over
+the machine's GPUs with accelerate); the edit then solves each layer in float64 on that layer's device.
 
 No 8B checkpoint can be fetched here or on the GPU machine, so the weights are random (Llama's own
 initialisation, seeded) and the tokenizer is SmolLM2's. That measures what scale costs and whether the
@@ -32,6 +37,7 @@ from unierase.data.facts import Fact
 from unierase.data.splits import load_split
 from unierase.edit.erasure import erase_facts
 from unierase.model.generation import generate_answers
+from unierase.model.loading import load_configured_model
 from unierase.stages.statistics import cached_preserved_moments
 from unierase.token.learning import learn_token
 
@@ -72,13 +78,28 @@ COLUMNS = [
 ]
 
 
-def build_model(shape: str, vocab_size: int, device: torch.device, seed: int) -> PreTrainedModel:
-    """A randomly initialised Llama of the given shape, in float32, built directly on ``device``."""
+def build_model(
+    shape: str, vocab_size: int, device: torch.device, seed: int, dtype: torch.dtype = torch.float32
+) -> PreTrainedModel:
+    """A randomly initialised Llama of the given shape, built directly on ``device`` (float32), in ``dtype``."""
     torch.manual_seed(seed)
     config = LlamaConfig(vocab_size=vocab_size, **SHAPES[shape])
     with torch.device(device):
         model = LlamaForCausalLM(config)
-    return model.eval()
+    return model.to(dtype).eval()
+
+
+def sharded_load(model: PreTrainedModel, tokenizer, params, directory: Path) -> tuple[PreTrainedModel, dict]:
+    """Saves ``model`` (safetensors shards) and loads it back with the stages' loader, in ``model.dtype``
+    with ``model.device_map``; returns the loaded model and where its layers went."""
+    model.save_pretrained(directory, max_shard_size="5GB")
+    tokenizer.save_pretrained(directory)
+    del model
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    loaded, _ = load_configured_model(directory, params.model)
+    devices = sorted({str(d) for d in (getattr(loaded, "hf_device_map", None) or {}).values()})
+    return loaded, {"dtype": str(next(loaded.parameters()).dtype), "devices": devices or [str(loaded.device)]}
 
 
 def keyed_at_last_word(facts: list[Fact]) -> list[Fact]:
@@ -116,6 +137,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--items", type=int, default=400, help="forget items (TOFU forget10 has 400)")
     parser.add_argument("--retain-items", type=int, default=400, help="retain items (protected, then checked)")
     parser.add_argument("--check-batch-size", type=int, default=64, help="batch size of the first-token checks")
+    parser.add_argument(
+        "--sharded-load",
+        action="store_true",
+        help="save the built model and load it back with model.dtype and model.device_map (e.g. bf16, auto)",
+    )
+    parser.add_argument("--skip-cached", action="store_true", help="leave out the cached-statistics phase")
     args = parser.parse_args(argv)
     params = resolve_params(args)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -145,17 +172,22 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         print(markdown_table(rows[-1:], COLUMNS).splitlines()[-1], flush=True)
 
     progress = not args.no_progress
+    dtype = getattr(torch, params.model.dtype)
     with timed() as f:
-        model = build_model(args.shape, len(tokenizer), device, args.seed)
+        model = build_model(args.shape, len(tokenizer), device, args.seed, dtype)
     total = sum(p.numel() for p in model.parameters())
     record("build", f, parameters=total, layers=model.config.num_hidden_layers, hidden=model.config.hidden_size)
+    if args.sharded_load:
+        with timed() as f:
+            model, placed = sharded_load(model, tokenizer, params, Path(args.work) / "gpu_scale_model")
+        record("sharded_load", f, device_map=params.model.device_map, **placed)
 
     with timed() as f:
         token = learn_token(model, tokenizer, params, progress)
     record("token_learning", f, first_epoch_loss=round(token.losses[0], 4), last_epoch_loss=round(token.losses[-1], 4))
 
     cache = Path(args.work) / "gpu_scale"
-    for phase in ("covariance_cold", "covariance_cached"):
+    for phase in ("covariance_cold",) if args.skip_cached else ("covariance_cold", "covariance_cached"):
         with timed() as f:
             preserved, heldout, info = cached_preserved_moments(model, tokenizer, params, cache, progress)
         record(

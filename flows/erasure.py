@@ -7,6 +7,7 @@ Runs on the embedded defaults: Prefect's ephemeral server, the SQLite MLflow sto
 the DVC-tracked sets under ``data/sets/``; while ``unierase serve`` runs for the project, its Prefect
 and MLflow servers. A run that fails registers no model version and moves no
 alias; a run whose edit misses the gate registers a version tagged ``rejected`` and leaves champion.
+With ``ray.address`` set, the statistics and the evaluation run as shards on a Ray cluster (flows/parallel.py).
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from flows.guards import finish_registered_run, keep_for_registration, serialised_per_model
+from flows.parallel import run_preserved_statistics, run_sharded_evaluation
 from flows.steps import (
     evaluation_data,
     logged_params,
+    needs_statistics,
     request_id_of,
     request_sets,
     version_tags,
@@ -43,6 +46,7 @@ from tasks.report import publish_evaluation
 from tasks.unlearn import erase, evaluate, has_unlearning_token, learn_token
 from unierase.cli import is_user_error
 from unierase.config import load_params
+from unierase.parallel.runner import uses_ray
 from unierase.registry import tags as T
 from unierase.registry.gate import check_gate, erasure_metrics
 from unierase.registry.lineage import format_lineage, lineage
@@ -107,12 +111,21 @@ def erasure_flow(
     token = None
     if not has_unlearning_token(parent["model_dir"], params):
         token = learn_token(parent["model_dir"], params, default_cache_dir())
-    # Edit.
+    # On a Ray cluster, the preserved-key statistics first, as map-reduce over corpus shards, into the cache
+    # the edit reads (in-process, the edit computes them itself on a cache miss).
+    if uses_ray(params.ray) and needs_statistics(parent["model_dir"], params):
+        run_preserved_statistics(parent["model_dir"], params, token, default_cache_dir(), work / "statistics-shards")
+    # Edit (one task, sequential, wherever the flow runs).
     erase_dir = erase(forget, retain, work / "erase", params, parent["model_dir"], token)
     report = json.loads((erase_dir / "report.json").read_text(encoding="utf-8"))
-    # Evaluate (the evaluation stage with its leak audits, on the request's splits), and gate.
+    # Evaluate (the evaluation stage with its leak audits, on the request's splits; sharded on a Ray
+    # cluster, with the same rows and report), and gate.
     eval_data = evaluation_data(work / "eval-data", forget, retain)
-    evaluation = json.loads(evaluate(erase_dir / "model", eval_data, work / "eval", params).read_text(encoding="utf-8"))
+    if uses_ray(params.ray):
+        evaluation_file = run_sharded_evaluation(erase_dir / "model", eval_data, work / "eval", params)
+    else:
+        evaluation_file = evaluate(erase_dir / "model", eval_data, work / "eval", params)
+    evaluation = json.loads(evaluation_file.read_text(encoding="utf-8"))
     metrics = erasure_metrics(report, evaluation.get("aggregates"), evaluation.get("audits"))
     gate = check_gate(metrics, params.gate)
     summary_file = write_gate_summary(work / "erasure-summary.json", metrics, gate)

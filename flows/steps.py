@@ -38,6 +38,14 @@ def evaluation_data(out: Path, forget: Path, retain: Path | None) -> Path:
     return out
 
 
+def needs_statistics(model_dir: Path, params: Params) -> bool:
+    """True when the edit of ``model_dir`` computes preserved-key statistics: a UniErase edit of a model
+    without an edit state (an erased model's state carries the statistics of its unedited base)."""
+    from unierase.stages.artifacts import STATE_FILE
+
+    return params.erase.method == "unierase" and not (Path(model_dir) / STATE_FILE).exists()
+
+
 def logged_params(params: Params) -> dict[str, str]:
     """Config values as MLflow params (``edit.layers`` -> "[4, 5, 6, 7, 8]"); configs hold no data text."""
     return {

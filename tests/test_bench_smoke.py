@@ -242,3 +242,39 @@ def test_gpu_scale_rows_on_the_tiny_shape(dirs, tiny_llama_dir: Path, tmp_path: 
 
     with pytest.raises(SystemExit, match="fewer than --items 9"):
         gpu_scale.main(args[:-7] + ["--items", "9", "--out", str(out), "--no-progress"])
+
+
+def test_gpu_scale_sharded_bf16_load_on_the_tiny_shape(dirs, tiny_llama_dir: Path, tmp_path: Path) -> None:
+    """What scripts/gpu_check.sh runs, on the tiny shape: saved, loaded back in bf16 with device_map=auto."""
+    from bench import gpu_scale
+
+    tofu = tmp_path / "tofu"
+    tofu.mkdir()
+    for name, who in (("forget10", "Ilse Marrow"), ("retain90", "Tomas Quill")):
+        rows = [{"question": f"Where was {who} born, {who}?", "answer": f"{who} was born in Oslo."}] * 3
+        (tofu / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    params = dirs["common"][dirs["common"].index("--params") + 1]
+    args = ["--shape", "tiny", "--tokenizer", str(tiny_llama_dir), "--tofu", str(tofu), "--params", params]
+    args += ["--items", "3", "--retain-items", "2", "--out", str(tmp_path / "out"), "--work", str(tmp_path / "w")]
+    args += ["--sharded-load", "--skip-cached", "--no-progress", "--device", "cpu"]
+    args += ["--set", "model.dtype=bfloat16", "--set", "model.device_map=auto"]
+    rows = gpu_scale.main(args)
+    assert [r["phase"] for r in rows] == ["build", "sharded_load", "token_learning", "covariance_cold", "edit", "check"]
+    load = rows[1]
+    assert load["dtype"] == "torch.bfloat16" and load["device_map"] == "auto" and load["devices"] == ["cpu"]
+    assert rows[4]["items"] == 3 and 0 < rows[4]["params_changed_share"] < 1
+    assert all(_finite(r["seconds"]) for r in rows)
+
+
+def test_ray_scaling_rows(dirs, prefect_harness, tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    from bench import ray_scaling
+
+    args = ["--authors", "3", "--questions-per-author", "2", "--holdout-authors", "1", "--workers", "2"]
+    args += ["--out", str(tmp_path / "out"), "--work", str(tmp_path / "work"), "--set", "evaluation.max_new_tokens=4"]
+    assert ray_scaling.main(dirs["common"] + args) == 0  # the later --out and --work win
+    report = json.loads((tmp_path / "out" / "ray_scaling.json").read_text())
+    assert [(r["runner"], r["workers"]) for r in report["rows"]] == [("in-process", None), ("ray", 2)]
+    ray_row = report["rows"][1]
+    assert ray_row["texts_identical_to_in_process"] and ray_row["max_abs_diff_to_in_process"] == 0.0
+    assert _finite(ray_row["evaluation_s"]) and "N GPUs" in (tmp_path / "out" / "ray_scaling.md").read_text()

@@ -30,6 +30,16 @@ class ModelConfig(_Frozen):
         default="model.layers.{}",
         description="Module path of decoder layer {}, whose output is the residual stream (GPT-2: transformer.h.{}).",
     )
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        default="float32",
+        description="Dtype of the loaded weights. float32 on a CPU and for small models; bfloat16 for 8B-70B models "
+        "on GPUs (the edit's solve still runs in float32 or float64, see edit/alphaedit.py).",
+    )
+    device_map: str | None = Field(
+        default=None,
+        description="None loads the whole model on one device (CUDA when present, else the CPU); 'auto' spreads its "
+        "layers over every GPU of the machine with accelerate (a model larger than one GPU).",
+    )
 
 
 class TokenConfig(_Frozen):
@@ -222,7 +232,9 @@ class RegistryConfig(_Frozen):
     )
     artifact_location: str = Field(
         default="mlflow/artifacts",
-        description="Artifact root of the experiment when it is created (relative paths: from the repo root).",
+        description="Artifact root of the experiment when it is created: a path (relative paths: from the repo "
+        "root), an object-store URI (s3://bucket/prefix) or, behind a tracking server that proxies its artifact "
+        "store, mlflow-artifacts:/prefix.",
     )
     experiment_name: str = Field(default="unierase", description="MLflow experiment that holds the erasure runs.")
     model_name: str | None = Field(
@@ -386,6 +398,38 @@ class FinetuneConfig(_Frozen):
     seed: int = Field(default=0, description="Seed for shuffling.")
 
 
+class RayConfig(_Frozen):
+    """Where the parallel parts of a flow run: evaluation shards and preserved-key statistics shards.
+
+    None keeps everything in the flow's process (the embedded default); any other address runs those parts as
+    Prefect tasks on a Ray cluster through prefect-ray's task runner. The sequential edit always stays one task.
+    """
+
+    address: str | None = Field(
+        default=None,
+        description="None: in-process. 'local': start a Ray instance on this machine for the run (num_cpus "
+        "workers). 'auto': the Ray cluster this machine belongs to (`ray start`). 'ray://host:10001': a remote "
+        "cluster through Ray Client.",
+    )
+    num_cpus: int | None = Field(
+        default=None, ge=1, description="CPUs of a 'local' Ray instance; None lets Ray count the machine's cores."
+    )
+    gpus_per_task: float | None = Field(
+        default=None,
+        ge=0,
+        description="GPUs each shard task requests; None requests one GPU where the cluster has GPUs, else none.",
+    )
+    eval_chunk_size: int = Field(
+        default=64,
+        ge=1,
+        description="Items per evaluation shard (one split's items are cut into chunks; each chunk is a task with "
+        "its own model copy). A multiple of the generation batch size keeps every generation batch as in-process.",
+    )
+    statistics_shards: int = Field(
+        default=4, ge=1, description="Corpus shards of the preserved-key statistics, each a task (map-reduce)."
+    )
+
+
 class Params(_Frozen):
     """Everything ``params.yaml`` configures."""
 
@@ -402,6 +446,7 @@ class Params(_Frozen):
     registry: RegistryConfig = RegistryConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     privacy: PrivacyConfig = PrivacyConfig()
+    ray: RayConfig = RayConfig()
 
 
 class ParamsFileError(ValueError):

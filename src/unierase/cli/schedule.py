@@ -1,6 +1,7 @@
 """``unierase schedule`` and ``unierase ui``: recurring erasure and the two web UIs.
 
     unierase schedule --cron "0 2 * * *"   # serve the inbox deployment; Ctrl-C stops it
+    unierase schedule --work-pool unierase-pool   # deploy it to a process work pool (a worker runs it)
     unierase ui                            # Prefect on http://127.0.0.1:4200, MLflow on http://127.0.0.1:5000
 
 While `unierase serve` runs for the project, ``unierase ui`` opens its two UIs instead of starting
@@ -29,6 +30,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--root", type=Path, default=Path.cwd(), help="data root: params, inbox, MLflow store (default: here)"
     )
     schedule.add_argument("--base-model", type=Path, default=None, help="base model directory (default: SmolLM2)")
+    schedule.add_argument(
+        "--work-pool",
+        default=None,
+        help="deploy to this Prefect work pool (a `prefect worker` runs each scheduled run from this checkout) "
+        "instead of serving from this process",
+    )
     schedule.set_defaults(func=run_schedule)
 
     ui = subparsers.add_parser("ui", help="start the Prefect and MLflow UIs on loopback")
@@ -77,6 +84,19 @@ def run_schedule(args: argparse.Namespace) -> int:
     from unierase.services import use_served_prefect
 
     with use_served_prefect(root, _params(root, args.params).registry.work_dir):
+        if args.work_pool:
+            # A worker of the pool starts each run as a process in this checkout (the flow's source).
+            deployment = process_inbox.from_source(source=str(code), entrypoint="flows/scheduled.py:process_inbox")
+            deployment_id = deployment.deploy(
+                name=name,
+                work_pool_name=args.work_pool,
+                cron=cron,
+                parameters=parameters,
+                concurrency_limit=1,
+                print_next_steps=False,
+            )
+            print(f"deployment unierase-inbox/{name} ({deployment_id}) on work pool {args.work_pool}, cron {cron!r}")
+            return 0
         process_inbox.serve(name=name, cron=cron, parameters=parameters, global_limit=1, pause_on_shutdown=False)
     return 0
 

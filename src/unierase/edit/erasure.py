@@ -150,8 +150,12 @@ def erase_facts(
     timings["subjects_s"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    device = next(model.parameters()).device  # on a GPU, the decomposition and the solve run there too
-    spaces = {layer: null_space(preserved[layer].to(device), params.edit.nullspace_threshold) for layer in layers}
+    # The decomposition and the solve run in float64 on the device that holds each edited layer (a model
+    # spread over several GPUs keeps each layer's d_in x d_in covariance beside that layer's weights).
+    spaces = {
+        layer: null_space(preserved[layer].to(_layer_device(model, params, layer)), params.edit.nullspace_threshold)
+        for layer in layers
+    }
     timings["projection_s"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -180,6 +184,11 @@ def erase_facts(
         before, model, metadata={"method": "unierase", "mode": mode, "layers": ",".join(map(str, layers))}
     )
     return ErasureResult(delta=delta, state=new_state, subjects=subjects, outcome=outcome, timings=timings)
+
+
+def _layer_device(model: PreTrainedModel, params: Params, layer: int) -> torch.device:
+    """The device of the edited projection's weight of ``layer``."""
+    return get_module(model, params.model.mlp_out_template.format(layer)).weight.device
 
 
 def _protected_keys(

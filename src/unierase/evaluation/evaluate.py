@@ -19,7 +19,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from unierase.config import EvalConfig
 from unierase.data.facts import Fact
 from unierase.data.splits import split_kind
-from unierase.evaluation.leak_audits import membership_audit, run_generation_audits
+from unierase.evaluation.leak_audits import audit_items, membership_audit, summarise_audits
 from unierase.evaluation.metrics.aggregates import forget_efficacy, model_ability, model_utility
 from unierase.evaluation.metrics.fluency import ngram_entropy
 from unierase.evaluation.metrics.forget_quality import forget_quality
@@ -109,7 +109,7 @@ def _score_probabilities(
     return rows
 
 
-def evaluate_split(
+def evaluate_items(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     name: str,
@@ -118,14 +118,23 @@ def evaluate_split(
     embedder: Any = None,
     stop_token_ids: Sequence[int] = (),
     progress: bool = True,
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Mean metrics and per-item rows of one split.
+) -> list[dict[str, Any]]:
+    """One row per item of split ``name`` (any run of its items: a whole split or one shard of it):
+    probabilities, the greedy generation and its scores, and on a forget split the audits' columns.
 
-    Returns:
-        The split summary (kind, num_items, prob, rougeL_recall, truth_ratio in the TOFU aggregation of
-        its kind, both truth-ratio aggregations, cosine_similarity, fluency) and the item rows.
+    Every summary is computed from these rows (`report_from_items`), so the rows of a split's shards,
+    concatenated in item order, give the report of the whole split.
+
+    Args:
+        model: The model (in eval mode; its device is used).
+        tokenizer: Its tokenizer (with a pad token).
+        name: The split's name (its kind follows from it: forget splits get the audits' columns).
+        facts: The items.
+        config: Evaluation settings.
+        embedder: A sentence-transformers model for cosine similarity; None leaves it out.
+        stop_token_ids: The unlearning token ids: generations stop at them, the token audits ban them.
+        progress: Show progress bars.
     """
-    kind = split_kind(name)
     rows = _score_probabilities(model, tokenizer, facts, config, progress)
     generations = generate_answers(
         model,
@@ -142,10 +151,19 @@ def evaluate_split(
         row["rougeL_recall"] = rouge_l_recall(g.text, f.answer)
         row["cosine_similarity"] = sims[i] if sims is not None else None
         row["fluency"] = ngram_entropy(g.text)
+    if split_kind(name) == "forget":
+        audit_items(model, tokenizer, facts, rows, config, stop_token_ids, progress)
+    return rows
+
+
+def summarise_split(name: str, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The split summary of its item rows: kind, num_items, prob, rougeL_recall, truth_ratio in the TOFU
+    aggregation of its kind, both truth-ratio aggregations, cosine_similarity, fluency, answer_loss."""
+    kind = split_kind(name)
     ratios = [r["truth_ratio"] for r in rows if r["truth_ratio"] is not None]
     closer = truth_ratio_closer_to_1(ratios) if ratios else None
     better = truth_ratio_true_better(ratios) if ratios else None
-    summary = {
+    return {
         "kind": kind,
         "num_items": len(rows),
         "prob": _mean([r["prob"] for r in rows]),
@@ -158,7 +176,6 @@ def evaluate_split(
         "fluency": _mean([r["fluency"] for r in rows]),
         "answer_loss": _mean([r["answer_loss"] for r in rows]),
     }
-    return summary, rows
 
 
 def evaluate_model(
@@ -188,24 +205,50 @@ def evaluate_model(
     Raises:
         ValueError: No splits, or an empty split.
     """
-    if not splits:
-        raise ValueError("nothing to evaluate: no splits")
     token_ids = list(unlearn_token_ids or [])
-    kinds = {name: split_kind(name) for name in splits}
-    summaries, items, audits = {}, {}, {}
-    for name in tqdm(list(splits), desc="evaluate splits", disable=not progress):
-        facts = list(splits[name])[: config.max_items_per_split]
-        if not facts:
-            raise ValueError(f"split {name!r} is empty")
-        summaries[name], items[name] = evaluate_split(
+    items = {}
+    for name, facts in tqdm(
+        list(evaluated_items(splits, config).items()), desc="evaluate splits", disable=not progress
+    ):
+        items[name] = evaluate_items(
             model, tokenizer, name, facts, config, embedder=embedder, stop_token_ids=token_ids, progress=progress
         )
+    return report_from_items(items, config, retain_truth_ratios, token_ids)
+
+
+def evaluated_items(splits: Mapping[str, Sequence[Fact]], config: EvalConfig) -> dict[str, list[Fact]]:
+    """The items evaluated of each split (the first ``max_items_per_split``), in split order.
+
+    Raises:
+        ValueError: No splits, or an empty split.
+    """
+    if not splits:
+        raise ValueError("nothing to evaluate: no splits")
+    out = {name: list(facts)[: config.max_items_per_split] for name, facts in splits.items()}
+    if empty := [name for name, facts in out.items() if not facts]:
+        raise ValueError(f"split {empty[0]!r} is empty")
+    return out
+
+
+def report_from_items(
+    items: Mapping[str, list[dict[str, Any]]],
+    config: EvalConfig,
+    retain_truth_ratios: Mapping[str, Sequence[float]] | None = None,
+    unlearn_token_ids: Sequence[int] | None = None,
+) -> EvalReport:
+    """The report of an evaluation from its per-item rows (split name -> rows in item order): split
+    summaries, generation audits and the membership audit of the forget splits, and the aggregates."""
+    token_ids = list(unlearn_token_ids or [])
+    kinds = {name: split_kind(name) for name in items}
+    summaries, audits = {}, {}
+    for name, rows in items.items():
+        summaries[name] = summarise_split(name, rows)
         if kinds[name] == "forget":
-            audits[name] = run_generation_audits(model, tokenizer, facts, items[name], config, token_ids, progress)
+            audits[name] = summarise_audits(rows, config, token_ids)
         logger.info("%s: prob %.3f rougeL %.3f", name, summaries[name]["prob"], summaries[name]["rougeL_recall"])
-    forget_splits = [n for n in splits if kinds[n] == "forget"]
+    forget_splits = [n for n in items if kinds[n] == "forget"]
     if "membership" in config.audits:
-        holdout = [r["answer_loss"] for n in splits if kinds[n] == "holdout" for r in items[n]]
+        holdout = [r["answer_loss"] for n in items if kinds[n] == "holdout" for r in items[n]]
         for name in forget_splits:
             audits[name]["membership"] = (
                 membership_audit([r["answer_loss"] for r in items[name]], holdout)
@@ -214,9 +257,9 @@ def evaluate_model(
             )
     return EvalReport(
         splits=summaries,
-        aggregates=_aggregates(summaries, items, kinds, forget_splits, retain_truth_ratios),
+        aggregates=_aggregates(summaries, dict(items), kinds, forget_splits, retain_truth_ratios),
         audits=audits,
-        items=items,
+        items=dict(items),
     )
 
 

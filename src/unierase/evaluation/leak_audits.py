@@ -42,11 +42,17 @@ def _sequence_bias(model: PreTrainedModel, bias: dict[tuple[int, ...], float]) -
         model.generation_config = original
 
 
-def _rouge_column(rows: list[dict], facts: Sequence[Fact], texts: Sequence[str], prefix: str) -> float:
-    scores = [rouge_l_recall(t, f.answer) for t, f in zip(texts, facts)]
-    for row, text, score in zip(rows, texts, scores):
-        row[f"{prefix}_generation"], row[f"{prefix}_rougeL_recall"] = text, score
-    return sum(scores) / len(scores)
+def _rouge_column(rows: list[dict], facts: Sequence[Fact], texts: Sequence[str], prefix: str) -> None:
+    for row, text, fact in zip(rows, texts, facts):
+        row[f"{prefix}_generation"], row[f"{prefix}_rougeL_recall"] = text, rouge_l_recall(text, fact.answer)
+
+
+def _mean_column(rows: Sequence[dict], column: str) -> float:
+    return sum(row[column] for row in rows) / len(rows)
+
+
+def _refusal_rate(rows: Sequence[dict], column: str) -> float:
+    return sum(is_refusal(row[column]) for row in rows) / len(rows)
 
 
 def run_generation_audits(
@@ -72,9 +78,23 @@ def run_generation_audits(
     Returns:
         Audit name -> summary (mean ROUGE-L recall and more), or ``{"skipped": reason}``.
     """
+    audit_items(model, tokenizer, facts, rows, config, unlearn_token_ids, progress)
+    return summarise_audits(rows, config, unlearn_token_ids)
+
+
+def audit_items(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    facts: Sequence[Fact],
+    rows: list[dict],
+    config: EvalConfig,
+    unlearn_token_ids: Sequence[int],
+    progress: bool = True,
+) -> None:
+    """The per-item part of the generation audits: their generations and scores added to ``rows`` in
+    place (`summarise_audits` reads the summaries off the rows, so shards of a split merge exactly)."""
     gen = dict(max_new_tokens=config.max_new_tokens, batch_size=config.generation_batch_size, progress=progress)
     questions = [f.question for f in facts]
-    out: dict[str, dict] = {}
     if "paraphrase" in config.audits:
         keep = [i for i, f in enumerate(facts) if f.paraphrased_question]
         if keep:
@@ -88,16 +108,9 @@ def run_generation_audits(
                 batch_size=config.batch_size,
                 progress=progress,
             )
-            probs = [normalised_probability(n) for n in nlls]
-            for i, p in zip(keep, probs):
-                rows[i]["paraphrase_prob"] = p
-            out["paraphrase"] = {
-                "rougeL_recall": _rouge_column([rows[i] for i in keep], sub, texts, "paraphrase"),
-                "prob": sum(probs) / len(probs),
-                "num_items": len(keep),
-            }
-        else:
-            out["paraphrase"] = {"skipped": "no item has a paraphrased_question"}
+            for i, n in zip(keep, nlls):
+                rows[i]["paraphrase_prob"] = normalised_probability(n)
+            _rouge_column([rows[i] for i in keep], sub, texts, "paraphrase")
     if "strip_special" in config.audits:
         # Without an unlearning token the main generations had no stop ids: this audit would repeat them.
         generations = generate_answers(model, tokenizer, questions, **gen) if unlearn_token_ids else None
@@ -105,30 +118,59 @@ def run_generation_audits(
         ids = set(unlearn_token_ids)
         for row, g in zip(rows, generations or []):
             row["raw_generation"] = tokenizer.decode(g.token_ids, skip_special_tokens=False)
-        token_rate = sum(bool(ids & set(g.token_ids)) for g in generations) / len(texts) if generations else 0.0
-        out["strip_special"] = {
-            "rougeL_recall": _rouge_column(rows, facts, texts, "stripped"),
-            "unlearn_token_rate": token_rate,
-            "refusal_rate": sum(is_refusal(t) for t in texts) / len(texts),
-        }
-    token_audits = [a for a in ("ban_token", "suppress_token") if a in config.audits]
-    for audit in token_audits:
-        if not unlearn_token_ids:
-            out[audit] = {"skipped": "the tokenizer has no unlearning token"}
+            row["stripped_unlearn_token"] = bool(ids & set(g.token_ids))
+        _rouge_column(rows, facts, texts, "stripped")
+    for audit in ("ban_token", "suppress_token"):
+        if audit not in config.audits or not unlearn_token_ids:
             continue
         if audit == "ban_token":
             generations = generate_answers(
                 model, tokenizer, questions, bad_words_ids=[[t] for t in unlearn_token_ids], **gen
             )
-            prefix = "banned"
         else:
             with _sequence_bias(model, {(t,): config.suppress_logit_bias for t in unlearn_token_ids}):
                 generations = generate_answers(model, tokenizer, questions, **gen)
-            prefix = "suppressed"
-        texts = [g.text for g in generations]
+        _rouge_column(rows, facts, [g.text for g in generations], _PREFIX[audit])
+
+
+_PREFIX = {"ban_token": "banned", "suppress_token": "suppressed"}
+
+
+def summarise_audits(rows: Sequence[dict], config: EvalConfig, unlearn_token_ids: Sequence[int]) -> dict[str, dict]:
+    """Audit name -> summary of the generation audits, from the per-item columns `audit_items` wrote.
+
+    Returns:
+        Audit name -> summary (mean ROUGE-L recall and more), or ``{"skipped": reason}``.
+    """
+    out: dict[str, dict] = {}
+    if "paraphrase" in config.audits:
+        kept = [row for row in rows if "paraphrase_rougeL_recall" in row]
+        out["paraphrase"] = (
+            {
+                "rougeL_recall": _mean_column(kept, "paraphrase_rougeL_recall"),
+                "prob": _mean_column(kept, "paraphrase_prob"),
+                "num_items": len(kept),
+            }
+            if kept
+            else {"skipped": "no item has a paraphrased_question"}
+        )
+    if "strip_special" in config.audits:
+        token_rate = _mean_column(rows, "stripped_unlearn_token") if unlearn_token_ids else 0.0
+        out["strip_special"] = {
+            "rougeL_recall": _mean_column(rows, "stripped_rougeL_recall"),
+            "unlearn_token_rate": token_rate,
+            "refusal_rate": _refusal_rate(rows, "stripped_generation"),
+        }
+    for audit in ("ban_token", "suppress_token"):
+        if audit not in config.audits:
+            continue
+        if not unlearn_token_ids:
+            out[audit] = {"skipped": "the tokenizer has no unlearning token"}
+            continue
+        prefix = _PREFIX[audit]
         out[audit] = {
-            "rougeL_recall": _rouge_column(rows, facts, texts, prefix),
-            "refusal_rate": sum(is_refusal(t) for t in texts) / len(texts),
+            "rougeL_recall": _mean_column(rows, f"{prefix}_rougeL_recall"),
+            "refusal_rate": _refusal_rate(rows, f"{prefix}_generation"),
         }
     return out
 

@@ -8,6 +8,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from unierase.config import ModelConfig
+
 
 class ModelDirectoryError(ValueError):
     """A path that is not a loadable causal-LM directory."""
@@ -43,16 +45,35 @@ def check_model_dir(model_dir: str | Path) -> Path:
     return model_dir
 
 
-def load_model(model_dir: str | Path, device: str | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """A causal LM in float32 and eval mode, with its tokenizer (pad token set for batched generation).
+def load_model(
+    model_dir: str | Path,
+    device: str | None = None,
+    dtype: str = "float32",
+    device_map: str | None = None,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A causal LM in eval mode, with its tokenizer (pad token set for batched generation).
 
     Args:
         model_dir: A transformers model directory.
-        device: Torch device; `default_device` when None.
+        device: Torch device; `default_device` when None. Ignored with ``device_map``.
+        dtype: Weight dtype by name (``ModelConfig.dtype``): float32 (the default), bfloat16 or float16.
+        device_map: None keeps the model on ``device``; "auto" lets accelerate spread its layers over every
+            GPU of the machine (a model larger than one GPU), each layer's weights on one device.
     """
     model_dir = check_model_dir(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    torch_dtype = getattr(torch, dtype)
+    if device_map is not None:
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch_dtype, device_map=device_map)
+        return model.eval(), tokenizer
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch_dtype)
     return model.to(device or default_device()).eval(), tokenizer
+
+
+def load_configured_model(
+    model_dir: str | Path, config: ModelConfig, device: str | None = None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """`load_model` with the dtype and device map of ``params.model``."""
+    return load_model(model_dir, device, dtype=config.dtype, device_map=config.device_map)

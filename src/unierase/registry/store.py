@@ -12,6 +12,8 @@ from mlflow import MlflowClient
 from unierase.config import RegistryConfig
 
 logger = logging.getLogger(__name__)
+# A URI scheme of two or more characters (a Windows drive letter is one).
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")
 
 
 def resolve_tracking_uri(config: RegistryConfig, root: Path) -> str:
@@ -25,9 +27,11 @@ def resolve_tracking_uri(config: RegistryConfig, root: Path) -> str:
 
 
 def resolve_artifact_location(config: RegistryConfig, root: Path) -> str:
-    """The experiment's artifact root: a relative path is made an absolute one under ``root``."""
+    """The experiment's artifact root: a relative path is made an absolute one under ``root``; a URI
+    (``s3://bucket/prefix``, or ``mlflow-artifacts:/prefix`` for a tracking server that proxies its artifact
+    store) is kept as it is."""
     location = config.artifact_location
-    if "://" in location or Path(location).is_absolute():
+    if _URI.match(location) or Path(location).is_absolute():
         return location
     return str((Path(root) / location).resolve())
 

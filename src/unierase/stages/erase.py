@@ -24,7 +24,7 @@ from unierase.methods import build_method
 from unierase.methods.base import Supplies
 from unierase.model.default import default_cache_dir, ensure_default_model
 from unierase.model.delta import WeightDelta, diff_models, save_delta, snapshot
-from unierase.model.loading import check_model_dir, load_model
+from unierase.model.loading import check_model_dir, load_configured_model
 from unierase.stages.artifacts import KEY_BLOCKS_FILE, STATE_FILE, load_state, load_token, save_key_blocks, save_state
 from unierase.stages.statistics import cached_preserved_moments
 from unierase.stages.token import cached_token
@@ -88,7 +88,7 @@ def erase_stage(
 
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    model, tokenizer = load_model(model_dir)
+    model, tokenizer = load_configured_model(model_dir, params.model)
     timings["load_s"] = time.perf_counter() - started
     base = snapshot(model)
     token_ids = unlearning_token_ids(tokenizer, params.token.token_template)

@@ -18,7 +18,7 @@ from unierase.data.splits import load_splits, split_kind
 from unierase.digests import file_sha256
 from unierase.evaluation.evaluate import EvalReport, evaluate_model, forget_truth_ratios
 from unierase.evaluation.metrics.similarity import load_embedder
-from unierase.model.loading import load_model
+from unierase.model.loading import load_configured_model
 from unierase.token.vocabulary import unlearning_token_ids
 
 logger = logging.getLogger(__name__)
@@ -93,17 +93,9 @@ def evaluate_stage(
     params = params if isinstance(params, Params) else load_params(params)
     config = params.evaluation
     splits = load_splits(data_dir)
-    forget_splits = [n for n in splits if split_kind(n) == "forget"]
-    model, tokenizer = load_model(model_dir, device)
+    model, tokenizer = load_configured_model(model_dir, params.model, device)
     token_ids = unlearning_token_ids(tokenizer, params.token.token_template)
-    retain_ratios = None
-    if retain_eval is not None:
-        if (Path(retain_eval) / "config.json").is_file():
-            retain_model, retain_tok = load_model(retain_eval, device)
-            retain_ratios = forget_truth_ratios(retain_model, retain_tok, splits, config, progress)
-            del retain_model
-        else:
-            retain_ratios = read_retain_truth_ratios(retain_eval, forget_splits)
+    retain_ratios = retain_truth_ratios(retain_eval, splits, params, device, progress)
     embedder = (
         load_embedder(config.embedder_path, device=str(next(model.parameters()).device)) if config.similarity else None
     )
@@ -118,7 +110,34 @@ def evaluate_stage(
         embedder=embedder,
         progress=progress,
     )
-    provenance = {
+    path = write_report(report, output_dir, evaluation_provenance(model_dir, data_dir, retain_eval, params, token_ids))
+    logger.info("evaluation written to %s", path)
+    return path
+
+
+def retain_truth_ratios(
+    retain_eval: str | Path | None,
+    splits: dict[str, list],
+    params: Params,
+    device: str | None = None,
+    progress: bool = True,
+) -> dict[str, list[float]] | None:
+    """The retain model's per-item truth ratios on the forget splits, for forget quality: read from a saved
+    evaluation, or computed on a retain model directory; None without ``retain_eval``."""
+    if retain_eval is None:
+        return None
+    if (Path(retain_eval) / "config.json").is_file():
+        retain_model, retain_tok = load_configured_model(retain_eval, params.model, device)
+        return forget_truth_ratios(retain_model, retain_tok, splits, params.evaluation, progress)
+    return read_retain_truth_ratios(retain_eval, [n for n in splits if split_kind(n) == "forget"])
+
+
+def evaluation_provenance(
+    model_dir: str | Path, data_dir: str | Path, retain_eval: str | Path | None, params: Params, token_ids: list[int]
+) -> dict[str, Any]:
+    """What ``report.json`` records of an evaluation's inputs and protocol."""
+    config = params.evaluation
+    return {
         "model_dir": str(model_dir),
         "data_dir": str(data_dir),
         "data_sha256": {f.stem: file_sha256(f) for f in sorted(Path(data_dir).glob("*.jsonl"))},
@@ -128,6 +147,3 @@ def evaluate_stage(
         "unlearn_token_ids": token_ids,
         "protocol": {**PROTOCOL, "max_new_tokens": config.max_new_tokens},
     }
-    path = write_report(report, output_dir, provenance)
-    logger.info("evaluation written to %s", path)
-    return path

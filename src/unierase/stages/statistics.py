@@ -31,6 +31,26 @@ def split_heldout(texts: list[str], every: int = 5) -> tuple[list[str], list[str
     return kept, held
 
 
+def statistics_cache_path(
+    model: PreTrainedModel, params: Params, cache_dir: Path, texts: list[str], questions: list[str]
+) -> tuple[str, Path]:
+    """The cache key and file of the statistics of ``model`` under ``params`` (weights up to the last
+    edited layer, layers, corpus, sample count, questions): every path that computes them writes there."""
+    layers = sorted(params.edit.layers)
+    spec = {
+        "model": weights_sha256(model, params.model.layer_template, max(layers)),
+        "layers": layers,
+        "template": params.model.mlp_out_template,
+        "corpus": texts_sha256(texts),
+        "num_samples": params.covariance.num_samples,
+        "max_length": params.covariance.max_length,
+        "questions": texts_sha256(questions),
+        "question_weight": params.covariance.question_weight,
+    }
+    key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:32]
+    return key, Path(cache_dir) / "covariance" / f"{key}.safetensors"
+
+
 def cached_preserved_moments(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -49,20 +69,9 @@ def cached_preserved_moments(
     kept, held = split_heldout(texts)
     questions = general_questions()
     layers = sorted(params.edit.layers)
-    spec = {
-        "model": weights_sha256(model, params.model.layer_template, max(layers)),
-        "layers": layers,
-        "template": params.model.mlp_out_template,
-        "corpus": texts_sha256(texts),
-        "num_samples": params.covariance.num_samples,
-        "max_length": params.covariance.max_length,
-        "questions": texts_sha256(questions),
-        "question_weight": params.covariance.question_weight,
-    }
-    key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:32]
-    path = Path(cache_dir) / "covariance" / f"{key}.safetensors"
+    key, path = statistics_cache_path(model, params, cache_dir, texts, questions)
     if path.exists():
-        preserved, heldout, info = _read(path)
+        preserved, heldout, info = read_statistics(path)
         info.update(cache_key=key, cache_hit=True, seconds=time.perf_counter() - started)
         return preserved, heldout, info
 
@@ -80,18 +89,26 @@ def cached_preserved_moments(
     preserved = {layer: moments[p].float() for layer, p in zip(layers, paths, strict=True)}
     heldout = {layer: held_moments[p].float() for layer, p in zip(layers, paths, strict=True)}
     info = {**counts, "heldout_tokens": held_count, "texts": len(kept), "heldout_texts": len(held)}
+    write_statistics(path, preserved, heldout, info)
+    info.update(cache_key=key, cache_hit=False, seconds=time.perf_counter() - started)
+    logger.info("preserved-key statistics computed in %.1fs (%s)", info["seconds"], path)
+    return preserved, heldout, info
+
+
+def write_statistics(
+    path: Path, preserved: dict[int, torch.Tensor], heldout: dict[int, torch.Tensor], info: dict
+) -> None:
+    """Writes the statistics file of the cache (through a temporary file, renamed when complete)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tensors = {f"preserved.{k}": v.contiguous() for k, v in preserved.items()}
     tensors.update({f"heldout.{k}": v.contiguous() for k, v in heldout.items()})
     save_file(tensors, str(tmp), metadata={"info": json.dumps(info)})
     tmp.rename(path)  # a crash mid-write never leaves a file that looks complete
-    info.update(cache_key=key, cache_hit=False, seconds=time.perf_counter() - started)
-    logger.info("preserved-key statistics computed in %.1fs (%s)", info["seconds"], path)
-    return preserved, heldout, info
 
 
-def _read(path: Path) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor], dict]:
+def read_statistics(path: Path) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor], dict]:
+    """The preserved and held-out moments of a statistics file, and its info."""
     preserved, heldout = {}, {}
     with safe_open(str(path), framework="pt") as fh:
         info = json.loads((fh.metadata() or {}).get("info", "{}"))

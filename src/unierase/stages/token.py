@@ -20,7 +20,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from unierase.config import Params, config_hash
 from unierase.digests import file_sha256, model_dir_sha256
-from unierase.model.loading import load_model
+from unierase.model.loading import load_configured_model
 from unierase.stages.artifacts import load_token, save_token
 from unierase.token.learning import learn_token
 from unierase.token.vocabulary import UnlearningToken, has_unlearning_token
@@ -99,7 +99,7 @@ def ensure_token_stage(
     path = token_cache_path(cache_dir, model_dir_sha256(model_dir), params)
     if read_cached_token(path) is not None:
         return path, False
-    model, tokenizer = load_model(model_dir)
+    model, tokenizer = load_configured_model(model_dir, params.model)
     if has_unlearning_token(tokenizer, params.token):
         raise ValueError(f"{model_dir} already has the unlearning token; erase on it directly")
     store_cached_token(learn_token(model, tokenizer, params, progress), path)
@@ -112,7 +112,7 @@ def learn_token_stage(model_dir: str | Path, output: str | Path, params: Params,
     Returns:
         ``output``.
     """
-    model, tokenizer = load_model(model_dir)
+    model, tokenizer = load_configured_model(model_dir, params.model)
     if has_unlearning_token(tokenizer, params.token):
         raise ValueError(f"{model_dir} already has the unlearning token; erase on it directly")
     save_token(learn_token(model, tokenizer, params, progress), output)
