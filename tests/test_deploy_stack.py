@@ -102,8 +102,11 @@ def test_two_erasures_rollback_on_postgres_and_s3(stack, two_erasures) -> None:
     keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET) for o in page.get("Contents", [])]  # fmt: skip
     assert all(key.startswith("mlflow/unierase/") for key in keys)
     for version in ("2", "3"):
-        run_id = client.get_model_version(name, version).run_id
-        assert any(run_id in key and key.endswith(".safetensors") and "/delta/" in key for key in keys), version
+        # A version is stored as a delta of its parent: the recipe and the changed tensors in its model's files.
+        model_id = client.get_model_version(name, version).source.removeprefix("models:/")
+        files = [key for key in keys if model_id in key]
+        assert any(key.endswith("/unierase-delta.json") for key in files), version
+        assert any("/delta/" in key and key.endswith(".safetensors") for key in files), version
     assert sum(key.endswith("/MLmodel") for key in keys) >= 3  # base, v2, v3 logged models
 
     # Rollback through the server: champion back to 2, serving what 2 served (loaded from S3).
