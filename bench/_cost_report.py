@@ -120,6 +120,8 @@ PHASE_COLUMNS = [
     ("peak_rss_mb", "peak RSS MiB"),
     ("peak_rss_increase_mb", "peak increase MiB"),
     ("cache_hit", "cache hit"),
+    ("value_steps_per_fact", "value steps / fact"),
+    ("value_share", "value share of edit"),
     ("run", "run"),
 ]
 RATIO_COLUMNS = [

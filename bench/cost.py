@@ -107,7 +107,19 @@ def run(args) -> dict:
                     result = erase_facts(
                         model, tok, block[:n], params, preserved, retain, heldout=heldout, progress=progress
                     )
-                phases = [_phase("edit", method, n, m.as_dict(), breakdown_s=result.timings)]
+                steps = result.outcome.value_steps
+                phases = [
+                    _phase(
+                        "edit",
+                        method,
+                        n,
+                        m.as_dict(),
+                        breakdown_s=result.timings,
+                        value_steps_per_fact=round(sum(steps) / len(steps), 2),
+                        value_steps_max=max(steps),
+                        value_share=round(result.timings["values_s"] / m.as_dict()["seconds"], 3),
+                    )
+                ]
             else:
                 with measure() as m:
                     apply_baseline(method, model, tok, block[:n], retain, params, progress)

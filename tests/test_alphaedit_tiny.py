@@ -18,7 +18,9 @@ from unierase.token.vocabulary import add_unlearning_tokens
 PARAMS = Params(
     token=TokenConfig(),
     covariance=CovarianceConfig(),
-    edit=EditConfig(layers=[1, 2], v_steps=3, num_context_prefixes=1, nullspace_threshold=0.5),
+    edit=EditConfig(
+        layers=[1, 2], v_steps=3, num_context_prefixes=1, nullspace_threshold=0.5, diagnose_unprojected=True
+    ),
     erase=EraseConfig(),
 )
 FORGET = [
@@ -134,8 +136,69 @@ def test_unbound_facts_get_more_rounds_with_a_wider_clamp(tiny):
     for retries in (0, 2):
         edit = tight.model_copy(update={"value_retries": retries})
         z0 = residual_at_keys(model, requests, model.model.layers[2], tokenizer.pad_token_id)
-        z, nll, rounds = compute_values(model, requests, 2, edit, PARAMS.model, tokenizer.pad_token_id, progress=False)
+        z, nll, rounds, _ = compute_values(
+            model, requests, 2, edit, PARAMS.model, tokenizer.pad_token_id, progress=False
+        )
         assert rounds == [1 + retries] * len(FORGET)
         share[retries] = ((z - z0).norm(dim=1) / z0.norm(dim=1)).tolist()
     assert all(s <= 0.02 * 1.001 for s in share[0]), share  # the reference clamp holds
     assert all(0.02 * 1.001 < s <= 0.08 * 1.001 for s in share[2]), share  # widened x2, then x4
+
+
+def _value_requests(tokenizer):
+    from unierase.edit.erasure import build_requests
+    from unierase.token.vocabulary import unlearning_token_id
+
+    facts = [
+        *FORGET,
+        Fact(question="Which river flows through Vienna in Austria?", answer="The Danube.", subject="Vienna"),
+    ]
+    target = unlearning_token_id(tokenizer, PARAMS.token)
+    edit = PARAMS.model_copy(update={"edit": PARAMS.edit.model_copy(update={"num_context_prefixes": 2})})
+    return build_requests(tokenizer, facts, ["France", "Hamlet", "Vienna"], target, edit)
+
+
+def test_prefix_cached_value_steps_match_whole_prompt_recomputation(tiny):
+    """The value optimisation with the prompts' heads cached gives the losses and values of recomputing
+    whole prompts at every step (float32 rounding only), fact by fact, alone or in a batch."""
+    from unierase.edit.alphaedit import compute_values
+
+    model, tokenizer, _ = tiny
+    requests = _value_requests(tokenizer)
+    # The random model's logits are tiny: a long (tied) row for the token makes it reachable, and with a
+    # wide clamp and a stop at NLL 3 the facts stop at different steps (measured: 2, 1 and all 20).
+    with torch.no_grad():
+        rows = model.get_input_embeddings().weight
+        rows[requests[0].target_id] = rows[1000] * 300
+    edit = PARAMS.edit.model_copy(
+        update={"v_steps": 20, "clamp_norm_factor": 20.0, "value_retries": 0, "value_stop_nll": 3.0}
+    )
+    runs = {}
+    for cached in (True, False):
+        config = edit.model_copy(update={"value_prefix_cache": cached})
+        runs[cached] = compute_values(model, requests, 2, config, PARAMS.model, tokenizer.pad_token_id, progress=False)
+    (z_c, nll_c, _, steps_c), (z_w, nll_w, _, steps_w) = runs[True], runs[False]
+    print(
+        f"\nsteps per fact {steps_c}, NLL {nll_c}; max |z diff| / |z| {float(((z_c - z_w).norm(dim=1) / z_w.norm(dim=1)).max()):.2e}"
+    )
+    assert steps_c == steps_w
+    assert len(set(steps_c)) > 1 and max(steps_c) <= 20  # facts stopped apart
+    torch.testing.assert_close(torch.tensor(nll_c), torch.tensor(nll_w), atol=1e-3, rtol=1e-3)
+    torch.testing.assert_close(z_c, z_w, atol=1e-3, rtol=1e-4)
+    # Facts do not interact: the last one optimised alone ends where it ended in the batch.
+    z_alone, nll_alone, _, steps_alone = compute_values(
+        model, requests[2:], 2, edit, PARAMS.model, tokenizer.pad_token_id, progress=False
+    )
+    assert steps_alone == steps_c[2:]
+    torch.testing.assert_close(z_alone, z_c[2:], atol=1e-3, rtol=1e-4)
+
+
+def test_a_fact_below_the_stop_takes_no_step(tiny):
+    from unierase.edit.alphaedit import compute_values, residual_at_keys
+
+    model, tokenizer, _ = tiny
+    requests = _value_requests(tokenizer)
+    edit = PARAMS.edit.model_copy(update={"value_stop_nll": 1e3, "value_retries": 0})
+    z, nll, _, steps = compute_values(model, requests, 2, edit, PARAMS.model, tokenizer.pad_token_id, progress=False)
+    assert steps == [0, 0, 0]
+    torch.testing.assert_close(z, residual_at_keys(model, requests, model.model.layers[2], tokenizer.pad_token_id))

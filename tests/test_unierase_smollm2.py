@@ -13,7 +13,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from unierase.config import EraseConfig, Params
+from unierase.config import EditConfig, EraseConfig, Params
 from unierase.data.builtin_facts import default_forget, default_retain
 from unierase.data.facts import Fact, write_facts
 from unierase.evaluation.answers import measure_answers
@@ -50,7 +50,9 @@ def default_sets(tmp_path_factory) -> tuple[Path, Path]:
 def batch_run(smollm2_dir, token_path, default_sets, cache_dir, tmp_path_factory) -> tuple[Path, dict]:
     forget, retain = default_sets
     out = tmp_path_factory.mktemp("batch") / "out"
-    report = erase_stage(forget, out, Params(), smollm2_dir, retain, token_path, cache_dir, progress=False)
+    # With the diagnostic unprojected solve, to show what the projection buys.
+    params = Params().model_copy(update={"edit": EditConfig(diagnose_unprojected=True)})
+    report = erase_stage(forget, out, params, smollm2_dir, retain, token_path, cache_dir, progress=False)
     _print("batch erasure report", {k: v for k, v in report.items() if k not in ("items", "changed_tensors")})
     return out, report
 

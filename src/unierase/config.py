@@ -117,6 +117,22 @@ class EditConfig(_Frozen):
     value_retry_nll: float = Field(
         default=0.5, gt=0, description="Target NLL above which a fact counts as unbound and gets another round."
     )
+    value_stop_nll: float = Field(
+        default=0.05,
+        gt=0,
+        description="A fact's value optimisation stops once its target NLL is below this (the reference "
+        "implementations stop the whole batch there; here each fact stops on its own).",
+    )
+    value_prefix_cache: bool = Field(
+        default=True,
+        description="Compute the attention states of the prompt before each key position once and run only the "
+        "rest at every value step (exact up to float rounding; False recomputes whole prompts).",
+    )
+    diagnose_unprojected: bool = Field(
+        default=False,
+        description="Also solve each layer without the null-space projection, to report the preserved drift "
+        "that the projection avoids (a second solve per layer).",
+    )
     v_weight_decay: float = Field(default=0.5, ge=0, description="Weight decay on the value delta (MEMIT: 0.5).")
     kl_factor: float = Field(
         default=0.0625, ge=0, description="Weight of the KL term that keeps the subject's meaning."

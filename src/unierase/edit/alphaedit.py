@@ -5,7 +5,9 @@ with AlphaEdit's null-space projection (Fang et al., 2025):
 
 1. Values: for each fact, a residual-stream vector ``z`` at the last edited layer, at the subject's
    last token, optimised so that the chat-formatted prompt's next token is the unlearning token
-   (NLL + KL on the subject's meaning + weight decay, norm clamped).
+   (NLL + KL on the subject's meaning + weight decay, norm clamped). Each step runs only the layers
+   above that one, over each prompt's suffix from the key position, with the attention states of the
+   positions before it computed once (`unierase.model.prefix_cache`); each fact stops once bound.
 2. For each edited layer in turn, keys ``K`` (the projection's inputs at the subject's last token,
    averaged over prompt variants) and the residual ``R`` still missing at the last layer, spread over
    the remaining layers, give ``Δ = R Kᵀ P (K Kᵀ P + C_prev P + λI)⁻¹`` (the transpose of
@@ -16,6 +18,7 @@ with AlphaEdit's null-space projection (Fang et al., 2025):
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -32,6 +35,7 @@ from unierase.edit.subject import KeyedPrompt
 from unierase.model.batching import pad_sequences
 from unierase.model.freezing import frozen_parameters
 from unierase.model.hooks import _StopForward, capture_inputs, get_module, run_until_captured, weight_matrix
+from unierase.model.prefix_cache import PrefixCachedStream
 from unierase.model.upper_layers import last_logprobs_from_stream, only_layers_above
 
 logger = logging.getLogger(__name__)
@@ -64,9 +68,10 @@ class LayerReport:
         forget_key_retention: Mean ``‖P k‖ / ‖k‖`` over the forget keys: how much of them the
             projection lets the update see.
         preserved_drift: ``‖Δ K0‖ / ‖W K0‖`` on the preserved keys (from their second moment).
-        preserved_drift_unprojected: The same for the edit solved without the projection.
+        preserved_drift_unprojected: The same for the edit solved without the projection (only with
+            ``EditConfig.diagnose_unprojected``).
         heldout_drift: ``‖Δ K0‖ / ‖W K0‖`` on held-out general-text keys, when given.
-        heldout_drift_unprojected: The same without the projection.
+        heldout_drift_unprojected: The same without the projection (only with ``diagnose_unprojected``).
     """
 
     layer: int
@@ -74,7 +79,7 @@ class LayerReport:
     weight_norm: float
     forget_key_retention: float
     preserved_drift: float
-    preserved_drift_unprojected: float
+    preserved_drift_unprojected: float | None = None
     heldout_drift: float | None = None
     heldout_drift_unprojected: float | None = None
 
@@ -90,6 +95,8 @@ class EditOutcome:
             `unierase.edit.state.key_block` makes ``new_keys``.
         value_losses: Final NLL of the target per fact after value optimisation.
         value_rounds: Optimisation rounds per fact (1 + retries, see ``EditConfig.value_retries``).
+        value_steps: Optimiser steps per fact, over all its rounds.
+        value_seconds: Wall time of the value optimisation.
     """
 
     layers: list[LayerReport] = field(default_factory=list)
@@ -97,6 +104,8 @@ class EditOutcome:
     key_factors: dict[int, torch.Tensor] = field(default_factory=dict)
     value_losses: list[float] = field(default_factory=list)
     value_rounds: list[int] = field(default_factory=list)
+    value_steps: list[int] = field(default_factory=list)
+    value_seconds: float = 0.0
 
 
 @torch.no_grad()
@@ -168,8 +177,9 @@ def compute_values(
     model_config: ModelConfig,
     pad_id: int,
     progress: bool = True,
-) -> tuple[torch.Tensor, list[float], list[int]]:
-    """Target residual vectors (n, d_model) after ``layer``, the last edited one (MEMIT's ``compute_z``).
+) -> tuple[torch.Tensor, list[float], list[int], list[int]]:
+    """Target residual vectors (n, d_model) after ``layer``, the last edited one (MEMIT's ``compute_z``),
+    with each fact's final NLL, rounds and optimiser steps.
 
     Facts are optimised ``value_batch_size`` at a time: each has its own delta, and the summed loss
     keeps them independent. Loss per fact: mean NLL of the unlearning token after each prompt
@@ -181,12 +191,12 @@ def compute_values(
     """
     layer_module = get_module(model, model_config.layer_template.format(layer))
     z0_all = residual_at_keys(model, requests, layer_module, pad_id)
-    zs, losses, rounds = [], [], []
+    zs, losses, rounds, steps = [], [], [], []
     chunks = range(0, len(requests), config.value_batch_size)
     for start in tqdm(chunks, desc="edit:values", disable=not progress or len(chunks) < 2, leave=False):
         chunk = requests[start : start + config.value_batch_size]
         z0 = z0_all[start : start + len(chunk)]
-        z, nll = _optimise_values(model, chunk, z0, layer, config, model_config, pad_id)
+        z, nll, taken = _optimise_values(model, chunk, z0, layer, config, model_config, pad_id)
         used = [1] * len(chunk)
         for retry in range(1, config.value_retries + 1):
             stuck = [i for i, x in enumerate(nll) if x > config.value_retry_nll]
@@ -200,49 +210,124 @@ def compute_values(
             )
             picked = torch.tensor(stuck)
             retried = [chunk[i] for i in stuck]
-            z_new, nll_new = _optimise_values(
+            z_new, nll_new, taken_new = _optimise_values(
                 model, retried, z0[picked], layer, wider, model_config, pad_id, z[picked] - z0[picked]
             )
             z[picked] = z_new
             for j, i in enumerate(stuck):
-                nll[i], used[i] = nll_new[j], retry + 1
+                nll[i], used[i], taken[i] = nll_new[j], retry + 1, taken[i] + taken_new[j]
         if unbound := [round(x, 2) for x in nll if x > config.value_retry_nll]:
             logger.warning("%d facts still unbound after %d rounds (target NLL %s)", len(unbound), max(used), unbound)
         zs.append(z)
         losses += nll
         rounds += used
-    return torch.cat(zs), losses, rounds
-
-
-@dataclass
-class _Group:
-    """Left-padded prompts with their residual stream after the edited layer, computed once (it does not
-    depend on delta), and which fact's delta goes where."""
-
-    ids: torch.Tensor
-    stream: torch.Tensor
-    mask: torch.Tensor
-    positions: torch.Tensor
-    key_pos: torch.Tensor
-    owner: torch.Tensor
-
-    def with_delta(self, delta: torch.Tensor) -> torch.Tensor:
-        rows = torch.arange(len(self.owner), device=self.stream.device)
-        h = self.stream.clone()
-        h[rows, self.key_pos] = h[rows, self.key_pos] + delta[self.owner].to(h.dtype)
-        return h
+        steps += taken
+    return torch.cat(zs), losses, rounds, steps
 
 
 @torch.no_grad()
-def _group(model: PreTrainedModel, prompts: list[KeyedPrompt], owner: list[int], layer_module: nn.Module, pad_id: int):
+def _streams(
+    model: PreTrainedModel, prompts: list[KeyedPrompt], layer_module: nn.Module, pad_id: int
+) -> list[torch.Tensor]:
+    """Each prompt's residual stream after ``layer_module``, ``(length, d_model)`` without padding: what
+    the layers above see before any delta (computed once; the layers up to it never see the delta)."""
     device = next(model.parameters()).device
     batch = pad_sequences([p.input_ids for p in prompts], pad_id, side="left").to(device)
-    positions = batch.position_ids()
-    key_pos = torch.tensor([p.key_index + shift for p, shift in zip(prompts, batch.shifts)], device=device)
     with _capture_output(layer_module) as seen:
-        run_until_captured(model, seen, **batch.model_inputs(), position_ids=positions)
-    ids, mask = batch.input_ids, batch.attention_mask
-    return _Group(ids, seen["out"], mask, positions, key_pos, torch.tensor(owner, device=device))
+        run_until_captured(model, seen, **batch.model_inputs(), position_ids=batch.position_ids())
+    return [seen["out"][r, shift:] for r, shift in enumerate(batch.shifts)]
+
+
+@dataclass
+class _WholeStream:
+    """Every prompt's whole stream, left-padded: each step runs the layers above over all of it (the
+    reference the prefix cache is checked against, and the fallback where that cache does not apply)."""
+
+    stream: torch.Tensor
+    mask: torch.Tensor
+    positions: torch.Tensor
+    key_column: torch.Tensor
+
+    @classmethod
+    def of(cls, streams: list[torch.Tensor], key_index: list[int]) -> _WholeStream:
+        width, (device, dtype) = max(len(s) for s in streams), (streams[0].device, streams[0].dtype)
+        stream = torch.zeros(len(streams), width, streams[0].shape[-1], device=device, dtype=dtype)
+        mask = torch.zeros(len(streams), width, dtype=torch.long, device=device)
+        for r, s in enumerate(streams):
+            stream[r, width - len(s) :], mask[r, width - len(s) :] = s, 1
+        shifts = torch.tensor([width - len(s) for s in streams], device=device)
+        return cls(stream, mask, (mask.cumsum(1) - 1).clamp_min(0), shifts + torch.tensor(key_index, device=device))
+
+    def logprobs(
+        self, model: PreTrainedModel, delta: torch.Tensor, owner: torch.Tensor, rows: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if rows is None:
+            rows = torch.arange(len(self.stream), device=self.stream.device)
+        h = self.stream[rows].clone()
+        picked = torch.arange(len(rows), device=h.device)
+        h[picked, self.key_column[rows]] = h[picked, self.key_column[rows]] + delta[owner[rows]].to(h.dtype)
+        return last_logprobs_from_stream(model, h, self.mask[rows], self.positions[rows])
+
+
+@dataclass
+class _Parts:
+    """Consecutive ranges of rows, each run by its own runner: the rewrite prompts and the short KL
+    prompts are padded apart (together, every KL row would be padded to the longest rewrite suffix)."""
+
+    parts: list[tuple[int, int, PrefixCachedStream | _WholeStream]]
+
+    def logprobs(
+        self, model: PreTrainedModel, delta: torch.Tensor, owner: torch.Tensor, rows: torch.Tensor
+    ) -> torch.Tensor:
+        """As the runners' `logprobs`, for ascending global ``rows``."""
+        out = []
+        for start, stop, runner in self.parts:
+            local = rows[(rows >= start) & (rows < stop)] - start
+            if len(local):
+                out.append(runner.logprobs(model, delta, owner[start:stop], local))
+        return torch.cat(out)
+
+
+def _stream_runner(
+    model: PreTrainedModel,
+    streams: list[torch.Tensor],
+    key_index: list[int],
+    owner: torch.Tensor,
+    num_rewrite: int,
+    kl_ref: torch.Tensor,
+    use_prefix_cache: bool,
+) -> _Parts:
+    """How each step runs the layers above the edited one: over the suffixes with the prefixes cached,
+    or over whole prompts; the rewrite rows (the first ``num_rewrite``) and the KL rows apart. Either way
+    is checked, at a zero delta, against the full model's next-token distribution on the KL prompts."""
+    bounds = [(0, num_rewrite), (num_rewrite, len(streams))]
+    zero = torch.zeros(int(owner.max()) + 1, streams[0].shape[-1], device=streams[0].device)
+    kl_rows = torch.arange(len(streams) - num_rewrite, device=owner.device)
+
+    def build(kind: type[PrefixCachedStream] | type[_WholeStream]) -> tuple[_Parts, bool, float]:
+        make = kind.prefix if kind is PrefixCachedStream else (lambda _m, s, k: _WholeStream.of(s, k))
+        parts = _Parts([(a, b, make(model, streams[a:b], key_index[a:b])) for a, b in bounds])
+        with torch.no_grad():
+            got = parts.parts[1][2].logprobs(model, zero, owner[num_rewrite:], kl_rows)
+        return parts, torch.allclose(got, kl_ref, atol=1e-2, rtol=1e-2), float((got - kl_ref).abs().max())
+
+    if use_prefix_cache:
+        cached, ok, diff = build(PrefixCachedStream)
+        if ok:
+            return cached
+        logger.warning(
+            "the prefix-cached layers above the edited one do not reproduce the full model (max |diff| %.2g): "
+            "recomputing whole prompts at every value step",
+            diff,
+        )
+    whole, ok, diff = build(_WholeStream)
+    if not ok:
+        raise RuntimeError(
+            "running the layers above the edited one from the residual stream does not reproduce the full model "
+            f"(max |diff| {diff:.2g}): this architecture transforms inputs_embeds; it is not supported by the "
+            "value optimisation"
+        )
+    return whole
 
 
 def _optimise_values(
@@ -254,60 +339,74 @@ def _optimise_values(
     model_config: ModelConfig,
     pad_id: int,
     init_delta: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, list[float]]:
+) -> tuple[torch.Tensor, list[float], list[int]]:
+    """Optimises one delta per fact; returns ``z0 + delta``, each fact's final target NLL and the steps it took.
+
+    Each fact stops as soon as its NLL is below ``value_stop_nll`` (its delta then stays as it is);
+    the others go on to ``v_steps``. Facts never interact (the loss is a sum of per-fact terms, Adam's
+    state is per element), so a fact's result does not depend on the others in its batch.
+    """
     device = next(model.parameters()).device
     n = len(requests)
     layer_module = get_module(model, model_config.layer_template.format(layer))
-    owners = [r for r, req in enumerate(requests) for _ in req.variants]
-    # Rewrite prompts and the short KL prompts are padded apart: together, the KL prompts would be
-    # padded to the chat prompts' length (a quarter of each step's compute, on padding).
-    rewrite = _group(model, [v for req in requests for v in req.variants], owners, layer_module, pad_id)
-    kl_group = _group(model, [req.kl_prompt for req in requests], list(range(n)), layer_module, pad_id)
-    counts = torch.bincount(rewrite.owner, minlength=n)
-    target_t = torch.tensor([req.target_id for req in requests for _ in req.variants], device=device)
+    rewrite = [v for req in requests for v in req.variants]
+    kl_prompts = [req.kl_prompt for req in requests]
+    # Rewrite prompts and the short KL prompts run through the lower layers apart (together, the KL
+    # prompts would be padded to the chat prompts' length), then side by side at every step.
+    streams = _streams(model, rewrite, layer_module, pad_id) + _streams(model, kl_prompts, layer_module, pad_id)
+    key_index = [p.key_index for p in rewrite + kl_prompts]
+    owner = torch.tensor([r for r, req in enumerate(requests) for _ in req.variants] + list(range(n)), device=device)
+    is_kl = torch.arange(len(owner), device=device) >= len(rewrite)
+    targets = torch.tensor([req.target_id for req in requests], device=device)
+    counts = torch.bincount(owner[~is_kl], minlength=n)
 
     z0 = z0.to(device)
     delta = (torch.zeros_like(z0) if init_delta is None else init_delta.to(device).clone()).requires_grad_(True)
     optimizer = torch.optim.Adam([delta], lr=config.v_lr)
     max_norm = config.clamp_norm_factor * z0.norm(dim=1, keepdim=True)
-    nll = torch.zeros(n)
+    active = torch.ones(n, dtype=torch.bool, device=device)
+    final = delta.detach().clone()
+    nll_out = torch.zeros(n)
+    steps = torch.zeros(n, dtype=torch.long)
     # Only ``delta`` is optimised: with the weights frozen, backward computes no weight gradients.
     with frozen_parameters(model):
         with torch.no_grad():
-            out = model(
-                input_ids=kl_group.ids, attention_mask=kl_group.mask, position_ids=kl_group.positions, logits_to_keep=1
-            )
+            batch = pad_sequences([p.input_ids for p in kl_prompts], pad_id, side="left").to(device)
+            out = model(**batch.model_inputs(), position_ids=batch.position_ids(), logits_to_keep=1)
             kl_ref = out.logits[:, -1].float().log_softmax(-1)
-        # The layers up to the edited one never see delta: each step runs only the layers above it,
-        # from their input computed once (checked against the full model on the KL prompts).
         with only_layers_above(model, model_config.layer_template, layer):
-            with torch.no_grad():
-                upper = last_logprobs_from_stream(model, kl_group.stream, kl_group.mask, kl_group.positions)
-            if not torch.allclose(upper, kl_ref, atol=1e-2, rtol=1e-2):
-                raise RuntimeError(
-                    "running the layers above the edited one from the residual stream does not reproduce the "
-                    f"full model (max |diff| {float((upper - kl_ref).abs().max()):.2g}): this architecture "
-                    "transforms inputs_embeds; it is not supported by the value optimisation"
-                )
-            for _ in range(config.v_steps):
-                logp = last_logprobs_from_stream(model, rewrite.with_delta(delta), rewrite.mask, rewrite.positions)
-                per_prompt = -logp.gather(1, target_t[:, None]).squeeze(1)
-                nll = torch.zeros(n, device=device).index_add(0, rewrite.owner, per_prompt) / counts
-                kl_logp = last_logprobs_from_stream(
-                    model, kl_group.with_delta(delta), kl_group.mask, kl_group.positions
-                )
-                kl = torch.nn.functional.kl_div(kl_logp, kl_ref, log_target=True, reduction="none").sum(-1)
+            runner = _stream_runner(model, streams, key_index, owner, len(rewrite), kl_ref, config.value_prefix_cache)
+            for step in range(config.v_steps + 1):
+                rows = active[owner].nonzero().squeeze(1)
+                logp = runner.logprobs(model, delta, owner, rows)
+                row_owner, row_kl = owner[rows], is_kl[rows]
+                nll_rows = -logp[~row_kl].gather(1, targets[row_owner[~row_kl]][:, None]).squeeze(1)
+                nll = torch.zeros(n, device=device).index_add(0, row_owner[~row_kl], nll_rows) / counts
+                kl_rows = torch.nn.functional.kl_div(
+                    logp[row_kl], kl_ref[row_owner[row_kl]], log_target=True, reduction="none"
+                ).sum(-1)
+                kl = torch.zeros(n, device=device).index_add(0, row_owner[row_kl], kl_rows)
                 decay = (delta.norm(dim=1) / z0.norm(dim=1)) ** 2
-                loss = (nll + config.kl_factor * kl + config.v_weight_decay * decay).sum()
-                if float(nll.detach().max()) < 5e-2:
+                per_fact = nll + config.kl_factor * kl + config.v_weight_decay * decay
+                with torch.no_grad():
+                    nll_out[active.cpu()] = nll.detach()[active].cpu()
+                    reached = active & (nll.detach() < config.value_stop_nll)
+                    final[reached] = delta.detach()[reached]
+                    active &= ~reached
+                if step == config.v_steps or not active.any():
                     break
                 optimizer.zero_grad()
-                loss.backward()
+                per_fact[active].sum().backward()
                 optimizer.step()
                 with torch.no_grad():
+                    # Adam's momentum would still move the facts that stopped: they keep their delta.
+                    delta[~active] = final[~active]
                     norms = delta.norm(dim=1, keepdim=True).clamp_min(1e-12)
                     delta.mul_(torch.where(norms > max_norm, max_norm / norms, torch.ones_like(norms)))
-    return (z0 + delta).detach().cpu(), [float(x) for x in nll.detach().cpu()]
+                steps[active.cpu()] += 1
+            with torch.no_grad():
+                final[active] = delta.detach()[active]
+    return (z0 + final).cpu(), [float(x) for x in nll_out], [int(x) for x in steps]
 
 
 def _drift(delta: torch.Tensor, weight: torch.Tensor, cov: torch.Tensor) -> float:
@@ -350,8 +449,10 @@ def apply_alphaedit(
         raise ValueError("no facts to edit")
     layers = sorted(config.layers)
     last_layer = get_module(model, model_config.layer_template.format(layers[-1]))
-    zs, losses, rounds = compute_values(model, requests, layers[-1], config, model_config, pad_id, progress)
-    outcome = EditOutcome(value_losses=losses, value_rounds=rounds)
+    started = time.perf_counter()
+    zs, losses, rounds, steps = compute_values(model, requests, layers[-1], config, model_config, pad_id, progress)
+    outcome = EditOutcome(value_losses=losses, value_rounds=rounds, value_steps=steps)
+    outcome.value_seconds = time.perf_counter() - started
     for i, layer in enumerate(tqdm(layers, desc="edit:layers", disable=not progress, leave=False)):
         module = get_module(model, model_config.mlp_out_template.format(layer))
         # The solve runs in float64 where the projector lives (the model's device, see erase_facts):
@@ -372,7 +473,6 @@ def apply_alphaedit(
         lam = config.l2 * float(torch.trace(preserved[layer])) / d_in
         eye = torch.eye(d_in, dtype=torch.float64, device=dev)
         delta = torch.linalg.solve(P @ (K @ K.T + constraint) + lam * eye, P @ K @ R.T).T
-        free = torch.linalg.solve(K @ K.T + constraint + lam * eye, K @ R.T).T  # diagnostic only
         with torch.no_grad():
             W = weight_matrix(module)
             w_before = W.detach().to(dev, torch.float64)
@@ -385,12 +485,16 @@ def apply_alphaedit(
             weight_norm=float(w_before.norm()),
             forget_key_retention=float(retention.mean()),
             preserved_drift=_drift(delta, w_before, cov),
-            preserved_drift_unprojected=_drift(free, w_before, cov),
         )
-        if heldout and layer in heldout:
-            held = heldout[layer].to(dev, torch.float64)
+        held = heldout[layer].to(dev, torch.float64) if heldout and layer in heldout else None
+        if held is not None:
             report.heldout_drift = _drift(delta, w_before, held)
-            report.heldout_drift_unprojected = _drift(free, w_before, held)
+        if config.diagnose_unprojected:
+            # What the projection buys: the same solve without it (a second d_in x d_in solve, so only on request).
+            free = torch.linalg.solve(K @ K.T + constraint + lam * eye, K @ R.T).T
+            report.preserved_drift_unprojected = _drift(free, w_before, cov)
+            if held is not None:
+                report.heldout_drift_unprojected = _drift(free, w_before, held)
         outcome.layers.append(report)
         outcome.key_factors[layer] = K.cpu()
         outcome.new_keys[layer] = key_block(K)  # on the CPU: a replay of the stored K gives the same bits

@@ -71,6 +71,7 @@ class UniErase:
         report.diagnostics.setdefault("layers", []).append([vars(layer) for layer in result.outcome.layers])
         report.diagnostics.setdefault("value_nll", []).append(result.outcome.value_losses)
         report.diagnostics.setdefault("value_rounds", []).append(result.outcome.value_rounds)
+        report.diagnostics.setdefault("value_steps", []).append(result.outcome.value_steps)
 
     def report(self) -> MethodReport:
         """Timings, subjects, edit diagnostics and the edit state to save with the model."""
