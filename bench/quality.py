@@ -6,7 +6,8 @@ scored by one evaluation (forget efficacy, model ability, forget quality, model 
     python -m bench.quality --model DIR --authors 3 --questions-per-author 2 --shares 0.3 --out /tmp/q
 
 Each method (and reference model) on each forget size is one cell, ``<method>@<authors>``
-(`bench.lib.cells`). Writes ``quality.json``, ``quality.md``, ``quality_scatter.png`` and the per-item
+(`bench.lib.cells`). With ``--set ray.address=local`` (or ``auto``, an address) the method cells run side
+by side as tasks on that Ray cluster (`bench.lib.ray_cells`), each with its own model copies. Writes ``quality.json``, ``quality.md``, ``quality_scatter.png`` and the per-item
 results ``quality_items/<method>-authors<k>/`` under ``--out``; models, caches and the generated data go
 under ``--work``.
 """
@@ -54,6 +55,7 @@ from bench.lib.workload import (
 from unierase.data.facts import write_facts
 from unierase.evaluation.evaluate import forget_truth_ratios
 from unierase.model.loading import load_model
+from unierase.parallel.runner import uses_ray
 
 
 def parse_args(argv: list[str] | None = None):
@@ -106,43 +108,30 @@ def run(args) -> list[dict]:
         k: forget_truth_ratios(retain_model, retain_tok, s, params.evaluation, progress) for k, s in eval_splits.items()
     }
     del retain_model
-    evaluator = Evaluator(params, args.device, progress)
+    context = {"target": target, "retain_dir": retain_dir, "retain_file": files["retain"], "authors": authors}
 
-    def record(method: str, k: int, model, tok, fields: dict) -> None:
-        items_dir = out / "quality_items" / f"{method}-authors{k}"
-        provenance = {"method": method, "target": str(target), "forget_authors": k, "seed": args.seed}
-        report = evaluator.evaluate(model, tok, eval_splits[k], retain_ratios[k], items_dir, provenance)
-        row = {
-            "method": method,
-            "forget_authors": k,
-            "forget_size": len(eval_splits[k]["forget"]),
-            "forget_share": k / args.authors,
-            "forget_shares_requested": [s for s in args.shares if author_count(args.authors, s) == k],
-            **fields,
-            **evaluation_fields(report),
-            "leaked_items": leaked_items(report.items["forget"], args.leak_threshold),
-        }
-        cells.save(f"{method}@{k}", row)
+    def cell(method: str, k: int, token=None) -> tuple:
+        """The arguments of `measure_cell` for ``method`` on the first ``k`` forget authors."""
+        return (args, params, method, k, eval_splits[k], retain_ratios[k], forget_files[k], token, context)
 
     try:
+        # The reference models first (in this process), then every method cell: one after another here,
+        # or side by side as tasks on the Ray cluster that ray.address names.
         for k in counts:
-            for ref, model_dir in (("target", target), ("retain_model", retain_dir)):
+            for ref in ("target", "retain_model"):
                 if not cells.has(f"{ref}@{k}"):
-                    record(ref, k, *load_model(model_dir, args.device), {"reference": True, "seconds": None})
+                    cells.save(f"{ref}@{k}", measure_cell(*cell(ref, k)))
         todo = [(m, k) for k in counts for m in methods if not cells.has(f"{m}@{k}")]
         needs_token = any(m == "unierase" for m, _ in todo)
         token = ensure_token(target, work / "cache", params, progress) if needs_token else None
-        for method, k in todo:
-            if method == "unierase":
-                model, tok, fields = _unierase(
-                    args, params, target, files["retain"], forget_files[k], token, k, progress
-                )
-            else:
-                model, tok, fields = _baseline(args, params, method, target, authors, eval_splits[k]["forget"])
-            record(method, k, model, tok, {"reference": False, **fields})
-            del model
-            if method == "unierase" and not args.keep_models:
-                shutil.rmtree(work / "runs" / f"unierase-authors{k}" / "model", ignore_errors=True)
+        if uses_ray(params.ray) and todo:
+            from bench.lib.ray_cells import run_cells
+
+            for (method, k), row in zip(todo, run_cells(measure_cell, [cell(m, k, token) for m, k in todo], params.ray), strict=True):  # fmt: skip
+                cells.save(f"{method}@{k}", row)
+        else:
+            for method, k in todo:
+                cells.save(f"{method}@{k}", measure_cell(*cell(method, k, token)))
     finally:  # the summary from every cell, also after a run cut short
         runs, measured = cells.load()
         rows = sorted(({**row, "run": run} for run, row in measured.values()), key=in_table_order)
@@ -150,6 +139,40 @@ def run(args) -> list[dict]:
             write_json(rows, out / "quality.json")
             write_quality_outputs(rows, runs, out, args.leak_threshold)
     return rows
+
+
+def measure_cell(args, params, method, k, splits, retain_ratios, forget_file, token, context) -> dict:
+    """One cell's row: ``method`` (or a reference model: ``target``, ``retain_model``) on the first ``k``
+    forget authors, run and evaluated, its per-item results written under ``--out``. A top-level
+    function of plain arguments, so that a Ray worker can run it as well as this process."""
+    progress = not args.no_progress
+    if method in ("target", "retain_model"):
+        model_dir = context["target"] if method == "target" else context["retain_dir"]
+        (model, tok), fields = load_model(model_dir, args.device), {"reference": True, "seconds": None}
+    elif method == "unierase":
+        model, tok, fields = _unierase(
+            args, params, context["target"], context["retain_file"], forget_file, token, k, progress
+        )
+        fields = {"reference": False, **fields}
+    else:
+        model, tok, fields = _baseline(args, params, method, context["target"], context["authors"], splits["forget"])
+        fields = {"reference": False, **fields}
+    items_dir = Path(args.out) / "quality_items" / f"{method}-authors{k}"
+    provenance = {"method": method, "target": str(context["target"]), "forget_authors": k, "seed": args.seed}
+    report = Evaluator(params, args.device, progress).evaluate(model, tok, splits, retain_ratios, items_dir, provenance)
+    del model
+    if method == "unierase" and not args.keep_models:
+        shutil.rmtree(Path(args.work) / "runs" / f"unierase-authors{k}" / "model", ignore_errors=True)
+    return {
+        "method": method,
+        "forget_authors": k,
+        "forget_size": len(splits["forget"]),
+        "forget_share": k / args.authors,
+        "forget_shares_requested": [s for s in args.shares if author_count(args.authors, s) == k],
+        **fields,
+        **evaluation_fields(report),
+        "leaked_items": leaked_items(report.items["forget"], args.leak_threshold),
+    }
 
 
 def _unierase(args, params, target, retain_file, forget_file, token, k, progress):

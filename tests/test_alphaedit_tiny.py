@@ -67,6 +67,30 @@ def test_only_the_edited_projections_change_and_state_accumulates(tiny, tmp_path
     assert torch.all(torch.diagonal(second.state.previous_keys[1]) >= torch.diagonal(state.previous_keys[1]))
 
 
+def test_the_next_request_in_the_process_reuses_the_null_space(tiny_llama_dir, tiny, tmp_path):
+    """A state passed on in memory carries the preserved keys' factorisation; the request after it
+    gives the same bits as one whose state was saved and loaded (factorisation made again)."""
+    _, _, preserved = tiny
+    deltas = {}
+    for reload in (False, True):
+        model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+        tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
+        add_unlearning_tokens(model, tokenizer, ["<unlearn_0>"])
+        first = erase_facts(model, tokenizer, FORGET[:1], PARAMS, preserved, progress=False)
+        state = first.state
+        if reload:
+            save_state(state, tmp_path / "state.safetensors")
+            state = load_state(tmp_path / "state.safetensors")
+            assert not state.null_spaces
+        second = erase_facts(model, tokenizer, FORGET[1:], PARAMS, None, state=state, progress=False)
+        reused = all(second.state.null_spaces[i] is first.state.null_spaces[i] for i in PARAMS.edit.layers)
+        assert reused != reload
+        deltas[reload] = second.delta.after
+    assert deltas[False].keys() == deltas[True].keys()
+    for name, tensor in deltas[False].items():
+        assert torch.equal(tensor, deltas[True][name]), name
+
+
 def test_projected_update_lies_in_the_null_space(tiny):
     model, tokenizer, preserved = tiny
     before = {i: model.model.layers[i].mlp.down_proj.weight.detach().clone() for i in PARAMS.edit.layers}

@@ -83,6 +83,27 @@ def test_quality_rows(quality, dirs) -> None:
     assert cells == sorted(f"{m}@1" for m in ["target", "retain_model", "unierase", *BASELINE_NAMES])
 
 
+def test_quality_method_cells_on_ray(quality, dirs, prefect_harness, tmp_path: Path) -> None:
+    """The method cells as tasks on a local two-CPU Ray instance give the rows of the in-process run (same
+    target, token and retain model from its --work; only the timings differ)."""
+    pytest.importorskip("ray")
+    from bench import quality as bench_quality
+
+    args = ["--authors", "3", "--questions-per-author", "2", "--shares", "0.3", "--holdout-authors", "1"]
+    args += ["--methods", "unierase,grad_ascent", "--out", str(tmp_path / "out")]
+    args += ["--set", "ray.address=local", "--set", "ray.num_cpus=2"]
+    assert bench_quality.main(dirs["common"] + args) == 0  # the later --out wins
+    on_ray = {r["method"]: r for r in json.loads((tmp_path / "out" / "quality.json").read_text())}
+    in_process = {r["method"]: r for r in quality}
+    for method in ("unierase", "grad_ascent"):
+        for key in ("forget_efficacy", "model_ability", "forget_quality", "model_utility", "forget_rougeL_recall"):
+            # A Ray task runs torch on one thread, this process on two: sums in another order (1e-6 apart).
+            assert on_ray[method][key] == pytest.approx(in_process[method][key], abs=1e-4), (method, key)
+    items = "quality_items/unierase-authors1/items/forget.jsonl"
+    answers = [json.loads(line)["generation"] for line in (tmp_path / "out" / items).read_text().splitlines()]
+    assert answers == [json.loads(line)["generation"] for line in (dirs["out"] / items).read_text().splitlines()]
+
+
 def test_sequential_rows(quality, dirs) -> None:  # after quality: reuses its target and token
     from bench import sequential
 

@@ -152,10 +152,17 @@ def erase_facts(
     started = time.perf_counter()
     # The decomposition and the solve run in float64 on the device that holds each edited layer (a model
     # spread over several GPUs keeps each layer's d_in x d_in covariance beside that layer's weights).
-    spaces = {
-        layer: null_space(preserved[layer].to(_layer_device(model, params, layer)), params.edit.nullspace_threshold)
-        for layer in layers
-    }
+    # The preserved statistics are fixed from the first edit on: so is their factorisation, reused from the
+    # state when this process made it for an earlier request.
+    threshold = params.edit.nullspace_threshold
+    reusable = state.preserved and state.null_space_threshold == threshold and set(layers) <= set(state.null_spaces)
+    spaces = (
+        {layer: state.null_spaces[layer] for layer in layers}
+        if reusable
+        else {
+            layer: null_space(preserved[layer].to(_layer_device(model, params, layer)), threshold) for layer in layers
+        }
+    )
     timings["projection_s"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -180,6 +187,8 @@ def erase_facts(
         preserved={layer: preserved[layer].cpu() for layer in layers},
         num_requests=state.num_requests + 1,
         key_factors=[*state.key_factors, outcome.key_factors],
+        null_spaces=spaces,
+        null_space_threshold=threshold,
     )
     delta = diff_models(
         before, model, metadata={"method": "unierase", "mode": mode, "layers": ",".join(map(str, layers))}

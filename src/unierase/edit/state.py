@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from unierase.edit.nullspace import NullSpace
+
 
 @dataclass
 class EditState:
@@ -26,12 +28,18 @@ class EditState:
         key_factors: Layer -> keys ``K`` (float64, d_in x n) of each request applied since the state
             was loaded, oldest first. Not saved with the state: the registry stores them in place of
             the accumulated matrices (`unierase.registry.packing`).
+        null_spaces: Layer -> the projector made from ``preserved`` at ``null_space_threshold``: the one
+            factorisation of the preserved keys, reused by the next request in this process (not saved:
+            made again, in seconds, after a load).
+        null_space_threshold: The relative threshold ``null_spaces`` were made with.
     """
 
     previous_keys: dict[int, torch.Tensor] = field(default_factory=dict)
     preserved: dict[int, torch.Tensor] = field(default_factory=dict)
     num_requests: int = 0
     key_factors: list[dict[int, torch.Tensor]] = field(default_factory=list)
+    null_spaces: dict[int, NullSpace] = field(default_factory=dict)
+    null_space_threshold: float | None = None
 
 
 def key_block(keys: torch.Tensor) -> torch.Tensor:
