@@ -2,6 +2,7 @@
 every step, the forget efficacy of each earlier request and the model ability.
 
     python -m bench.sequential                         # SmolLM2; 10 requests of one author each
+    python -m bench.sequential --authors 130 --requests 100 --evaluate-every 10 --stop-ability 0   # a hundred
     python -m bench.sequential --model DIR --authors 4 --questions-per-author 2 --requests 2 --out /tmp/s
 
 UniErase: each request is one `erase_stage` call on the previous step's model, whose edit state (the
@@ -10,6 +11,10 @@ keys of every earlier edit) and token it carries, so the new edit is solved agai
 memory. With the same ``--authors``, ``--questions-per-author``, ``--holdout-authors`` and ``--seed``
 as the quality part, the fine-tuned target under ``--work`` is reused. The leak audits are off here
 (``--audits`` turns them on): this part measures how forgetting and ability hold up over requests.
+Every step records its cost (for UniErase the value optimisation's and the solves' seconds and the edit
+state's size, which grows with the requests); the evaluation runs after the first step, every
+``--evaluate-every`` steps and after the last, and a method stops after an evaluated step whose model
+ability is at or below ``--stop-ability`` (a baseline that has destroyed the model).
 
 Each method after each step is one cell, ``<method>@<step>`` (`bench.lib.cells`); a step builds on the one
 before, so a method missing any step is measured again from its first.
@@ -46,6 +51,7 @@ from bench.lib.runs import (
 from bench.lib.workload import build_author_workload, general_splits
 from unierase.data.facts import write_facts
 from unierase.model.loading import load_model
+from unierase.stages.artifacts import STATE_FILE
 from unierase.stages.erase import erase_stage
 
 COLUMNS = [
@@ -58,6 +64,9 @@ COLUMNS = [
     ("model_ability", "model ability"),
     ("model_utility", "model utility"),
     ("seconds", "seconds"),
+    ("values_s", "value optimisation s"),
+    ("solve_s", "solves s"),
+    ("edit_state_mb", "edit state MiB"),
     ("peak_rss_mb", "peak RSS MiB"),
     ("run", "run"),
 ]
@@ -70,6 +79,15 @@ def parse_args(argv: list[str] | None = None):
     p.add_argument("--requests", type=int, default=10, help="requests applied one after another")
     p.add_argument("--authors-per-request", type=int, default=1, help="authors forgotten by each request")
     p.add_argument("--audits", action="store_true", help="run the leak audits at every step too")
+    p.add_argument(
+        "--evaluate-every", type=int, default=1, help="evaluate after step 1, every this many steps and the last"
+    )
+    p.add_argument(
+        "--stop-ability",
+        type=float,
+        default=None,
+        help="a method stops once an evaluation shows model ability <= this (default: never)",
+    )
     p.add_argument("--keep-models", action="store_true", help="keep each step's UniErase model under --work")
     add_redo_flag(p, "step; a method's later steps build on it, so all of them are measured again")
     return p.parse_args(argv)
@@ -105,56 +123,59 @@ def run(args) -> list[dict]:
     }
     evaluator = Evaluator(params, args.device, progress)
 
-    def record(method: str, step: int, model, tok, fields: dict) -> None:
+    def evaluated(step: int) -> bool:
+        return step in (0, 1, len(requests)) or step % args.evaluate_every == 0
+
+    def record(method: str, step: int, model, tok, fields: dict) -> bool:
+        """Saves the step's cell (its evaluation when the step is evaluated); True when the method stops."""
+        row = {"method": method, "step": step, "forgotten_items": sum(len(r) for r in requests[:step]), **fields}
+        if not evaluated(step):
+            cells.save(f"{method}@{step}", {**row, "evaluated": False})
+            return False
         # Step 0 (the target) is scored on every request; step s on the requests applied so far.
         shown = range(len(requests)) if step == 0 else range(step)
         report = evaluator.evaluate(model, tok, {**{_name(i): requests[i] for i in shown}, **shared})
         efficacy = [split_forget_efficacy(report, _name(i)) for i in shown]
         earlier = efficacy if step else []
-        cells.save(
-            f"{method}@{step}",
-            {
-                "method": method,
-                "step": step,
-                "forgotten_items": sum(len(r) for r in requests[:step]),
-                "forget_efficacy_by_request": efficacy,
-                "mean_forget_efficacy": sum(earlier) / len(earlier) if earlier else None,
-                "first_request_forget_efficacy": efficacy[0],
-                "latest_request_forget_efficacy": efficacy[step - 1] if step else None,
-                "model_ability": report.aggregates["model_ability"],
-                "model_utility": report.aggregates["model_utility"],
-                **fields,
-            },
+        ability = report.aggregates["model_ability"]
+        stops = args.stop_ability is not None and 0 < step < len(requests) and ability <= args.stop_ability
+        row.update(
+            evaluated=True,
+            forget_efficacy_by_request=efficacy,
+            mean_forget_efficacy=sum(earlier) / len(earlier) if earlier else None,
+            first_request_forget_efficacy=efficacy[0],
+            latest_request_forget_efficacy=efficacy[step - 1] if step else None,
+            model_ability=ability,
+            model_utility=report.aggregates["model_utility"],
+            stopped=stops,
         )
+        cells.save(f"{method}@{step}", row)
+        return stops
 
     try:
         if not cells.has("target@0"):
             record("target", 0, *load_model(target, args.device), {"seconds": None, "peak_rss_mb": None})
         for method in methods:
-            steps = [f"{method}@{step}" for step in range(1, len(requests) + 1)]
-            if all(cells.has(name) for name in steps):
+            if _complete(cells, method, len(requests)):
                 continue
-            for name in steps:  # a step builds on the one before: a method missing one starts again
-                cells.path(name).unlink(missing_ok=True)
+            for step in range(1, len(requests) + 1):  # a step builds on the one before: start again
+                cells.path(f"{method}@{step}").unlink(missing_ok=True)
             if method == "unierase":
                 token_path, _ = ensure_token(target, work / "cache", params, progress)
                 for step, model_dir, fields in _unierase_steps(
                     args, params, target, request_files, files["retain"], token_path
                 ):
-                    record(method, step, *load_model(model_dir, args.device), fields)
+                    if record(method, step, *load_model(model_dir, args.device), fields):
+                        break
                 continue
             model, tok = load_model(target, args.device)
             for i, request in enumerate(requests):
                 with measure() as m:
                     apply_baseline(method, model, tok, request, authors.splits["retain"], params, progress)
                 model.eval()
-                record(
-                    method,
-                    i + 1,
-                    model,
-                    tok,
-                    {"seconds": m.seconds, "wall_seconds": m.seconds, "peak_rss_mb": m.peak_rss_mb},
-                )
+                fields = {"seconds": m.seconds, "wall_seconds": m.seconds, "peak_rss_mb": m.peak_rss_mb}
+                if record(method, i + 1, model, tok, fields):
+                    break
             del model
     finally:  # the summary from every cell, also after a run cut short
         runs, measured = cells.load()
@@ -165,6 +186,17 @@ def run(args) -> list[dict]:
             write_json(rows, out / "sequential.json")
             _write_outputs(rows, runs, out, len(requests))
     return rows
+
+
+def _complete(cells, method: str, num_requests: int) -> bool:
+    """Whether every step of ``method`` is measured, up to the last or to the one where it stopped."""
+    for step in range(1, num_requests + 1):
+        name = f"{method}@{step}"
+        if not cells.has(name):
+            return False
+        if cells.read(name).get("stopped"):
+            return True
+    return True
 
 
 def _unierase_steps(args, params, target: Path, request_files: list[Path], retain: Path, token: Path):
@@ -179,12 +211,18 @@ def _unierase_steps(args, params, target: Path, request_files: list[Path], retai
             report = erase_stage(
                 request_file, run_dir, p, previous, retain, token, work / "cache", progress=not args.no_progress
             )
+        timings, state = report["timings_s"], run_dir / "model" / STATE_FILE
+        steps = [n for request in report["diagnostics"]["value_steps"] for n in request]
         fields = {
             "seconds": unierase_seconds(report),
             "wall_seconds": m.seconds,
             "peak_rss_mb": m.peak_rss_mb,
             "covariance_cache_hit": report["diagnostics"]["covariance"]["cache_hit"],
             "edit_state_requests": report["edit_state_requests"],
+            "edit_state_mb": state.stat().st_size / 2**20 if state.is_file() else None,
+            "values_s": timings.get("values_s"),
+            "solve_s": timings.get("solve_s"),
+            "value_steps_per_fact": sum(steps) / len(steps) if steps else None,
         }
         yield i + 1, run_dir / "model", fields
         if previous != target and not args.keep_models:
@@ -197,7 +235,7 @@ def _write_outputs(rows: list[dict], runs: list[dict], out: Path, num_requests: 
     target = [r for r in rows if r["method"] == "target"]
     sections = [("Results", markdown_table(rows, COLUMNS))]
     for method in methods:
-        steps = [r for r in rows if r["method"] == method]
+        steps = [r for r in rows if r["method"] == method and r.get("evaluated", True)]
         matrix = [
             {"step": r["step"], **{f"r{i + 1}": v for i, v in enumerate(r["forget_efficacy_by_request"])}}
             for r in steps
@@ -211,8 +249,10 @@ def _write_outputs(rows: list[dict], runs: list[dict], out: Path, num_requests: 
             "Notes",
             "Step 0 is the fine-tuned target before any request. UniErase: one `erase_stage` call per request on the "
             "previous step's model (its edit state carries the earlier edits); `seconds` is the token install, "
-            "preserved-key statistics, subjects, projection and edit. Baselines: applied cumulatively; `seconds` "
-            "is the request's optimisation.",
+            "preserved-key statistics, subjects, projection and edit, of which `value optimisation s` and `solves s`; "
+            "`edit state MiB` is the state file saved beside the model. Baselines: applied cumulatively; `seconds` "
+            "is the request's optimisation. Steps without figures for efficacy and ability were not evaluated "
+            "(`--evaluate-every`); a method whose model ability fell to `--stop-ability` stops there.",
         )
     )
     sections.append(("Runs (the `run` column of the results)", runs_markdown(runs)))
@@ -221,13 +261,21 @@ def _write_outputs(rows: list[dict], runs: list[dict], out: Path, num_requests: 
         "forget efficacy, mean of requests so far": {},
         "forget efficacy of request 1": {},
         "model ability": {},
+        "solves s (UniErase)": {},
+        "edit state MiB (UniErase)": {},
     }
     for method in methods:
-        steps = target + [r for r in rows if r["method"] == method]
+        steps = target + [r for r in rows if r["method"] == method and r.get("evaluated", True)]
         xs = [r["step"] for r in steps]
         panels["forget efficacy, mean of requests so far"][method] = (xs, [r["mean_forget_efficacy"] for r in steps])
         panels["forget efficacy of request 1"][method] = (xs, [r["first_request_forget_efficacy"] for r in steps])
         panels["model ability"][method] = (xs, [r["model_ability"] for r in steps])
+    costs = [r for r in rows if r["method"] == "unierase" and r.get("solve_s") is not None]
+    if costs:
+        xs = [r["step"] for r in costs]
+        panels["solves s (UniErase)"]["unierase"] = (xs, [r["solve_s"] for r in costs])
+        panels["edit state MiB (UniErase)"]["unierase"] = (xs, [r["edit_state_mb"] for r in costs])
+    panels = {title: lines for title, lines in panels.items() if lines}
     line_plots(out / "sequential.png", panels, "requests applied", "Sequential requests (step 0: the target)")
 
 

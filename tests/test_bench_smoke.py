@@ -104,34 +104,40 @@ def test_quality_method_cells_on_ray(quality, dirs, prefect_harness, tmp_path: P
     assert answers == [json.loads(line)["generation"] for line in (dirs["out"] / items).read_text().splitlines()]
 
 
-def test_sequential_rows(quality, dirs) -> None:  # after quality: reuses its target and token
+def test_sequential_rows(quality, dirs) -> None:  # after quality: reuses its token cache
     from bench import sequential
 
-    args = ["--authors", "3", "--questions-per-author", "2", "--holdout-authors", "1", "--requests", "2"]
-    args += ["--methods", "unierase,grad_diff", "--general-items", "0"]
-    assert sequential.main(dirs["common"] + args) == 0
+    args = ["--authors", "6", "--questions-per-author", "2", "--holdout-authors", "1", "--requests", "4"]
+    args += ["--general-items", "0", "--evaluate-every", "3"]
+    assert sequential.main(dirs["common"] + args + ["--methods", "unierase"]) == 0
+    # A model ability at or below 1 always counts as destroyed: grad_diff stops after its first evaluation.
+    assert sequential.main(dirs["common"] + args + ["--methods", "grad_diff", "--stop-ability", "1.0"]) == 0
     rows = json.loads((dirs["out"] / "sequential.json").read_text())
-    assert [(r["method"], r["step"]) for r in rows] == [
-        ("target", 0),
-        ("unierase", 1),
-        ("unierase", 2),
-        ("grad_diff", 1),
-        ("grad_diff", 2),
+    # This run's methods first (grad_diff), then those of earlier runs.
+    assert [(r["method"], r["step"], r.get("evaluated"), r["run"]) for r in rows] == [
+        ("target", 0, True, 1),
+        ("grad_diff", 1, True, 2),
+        ("unierase", 1, True, 1),
+        ("unierase", 2, False, 1),  # evaluated after step 1, every 3rd and the last
+        ("unierase", 3, True, 1),
+        ("unierase", 4, True, 1),
     ]
-    for row in rows[1:]:
+    assert rows[1]["stopped"] and not any(r.get("stopped") for r in rows[2:])
+    for row in (r for r in rows[1:] if r["evaluated"]):
         assert len(row["forget_efficacy_by_request"]) == row["step"]
         assert all(_finite(v) for v in row["forget_efficacy_by_request"])
         assert _finite(row["model_ability"]) and _finite(row["seconds"]) and _finite(row["peak_rss_mb"])
-    assert [r["edit_state_requests"] for r in rows[1:3]] == [1, 2]  # the edit state carried over
+    unierase = rows[2:]
+    assert [r["edit_state_requests"] for r in unierase] == [1, 2, 3, 4]  # the edit state carried over
+    assert all(_finite(r["solve_s"]) and _finite(r["values_s"]) and r["edit_state_mb"] > 0 for r in unierase)
     assert (dirs["out"] / "sequential.png").stat().st_size > 0
-    assert {r["run"] for r in rows} == {1}
 
     # --redo deletes one step's cell; the method's steps build on each other, so all of them are measured
-    # again, in a second run; the other rows stay as they were.
-    assert sequential.main(dirs["common"] + args + ["--redo", "grad_diff@2"]) == 0
+    # again, in a third run; the other rows stay as they were.
+    assert sequential.main(dirs["common"] + args + ["--methods", "unierase", "--redo", "unierase@2"]) == 0
     again = json.loads((dirs["out"] / "sequential.json").read_text())
-    assert again[:3] == rows[:3]
-    assert [(r["method"], r["step"], r["run"]) for r in again[3:]] == [("grad_diff", 1, 2), ("grad_diff", 2, 2)]
+    assert again[0] == rows[0] and again[-1] == rows[1]  # grad_diff, stopped at its first step, is complete
+    assert [(r["method"], r["step"], r["run"]) for r in again[1:5]] == [("unierase", s, 3) for s in (1, 2, 3, 4)]
     assert "## Runs" in (dirs["out"] / "sequential.md").read_text()
 
 

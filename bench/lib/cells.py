@@ -67,6 +67,10 @@ class Cells:
         """Whether the cell is measured (its file exists)."""
         return self.path(name).is_file()
 
+    def read(self, name: str) -> Any:
+        """A measured cell's data."""
+        return json.loads(self.path(name).read_text(encoding="utf-8"))["data"]
+
     def save(self, name: str, data: Any) -> None:
         """Writes a measured cell with this run's provenance and workload (atomically: never half a file)."""
         record = {"name": name, "run": self.run, "workload_digest": workload_digest(self.workload)}

@@ -97,6 +97,7 @@ class EditOutcome:
         value_rounds: Optimisation rounds per fact (1 + retries, see ``EditConfig.value_retries``).
         value_steps: Optimiser steps per fact, over all its rounds.
         value_seconds: Wall time of the value optimisation.
+        solve_seconds: Wall time of the closed-form solves (every layer), which grows with ``C_prev``'s use.
     """
 
     layers: list[LayerReport] = field(default_factory=list)
@@ -106,6 +107,7 @@ class EditOutcome:
     value_rounds: list[int] = field(default_factory=list)
     value_steps: list[int] = field(default_factory=list)
     value_seconds: float = 0.0
+    solve_seconds: float = 0.0
 
 
 @torch.no_grad()
@@ -472,7 +474,11 @@ def apply_alphaedit(
             constraint = constraint + protected_keys[layer].to(dev, torch.float64)
         lam = config.l2 * float(torch.trace(preserved[layer])) / d_in
         eye = torch.eye(d_in, dtype=torch.float64, device=dev)
+        started = time.perf_counter()
         delta = torch.linalg.solve(P @ (K @ K.T + constraint) + lam * eye, P @ K @ R.T).T
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)  # the time of the solve, not of its launch
+        outcome.solve_seconds += time.perf_counter() - started
         with torch.no_grad():
             W = weight_matrix(module)
             w_before = W.detach().to(dev, torch.float64)

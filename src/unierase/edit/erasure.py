@@ -181,6 +181,7 @@ def erase_facts(
     )
     timings["edit_s"] = time.perf_counter() - started
     timings["values_s"] = outcome.value_seconds  # the value optimisation's part of edit_s
+    timings["solve_s"] = outcome.solve_seconds  # and the closed-form solves'
 
     new_state = EditState(
         previous_keys=accumulate(state.previous_keys, outcome.key_factors),
