@@ -109,6 +109,7 @@ def run(args) -> list[dict]:
     }
     del retain_model
     context = {"target": target, "retain_dir": retain_dir, "retain_file": files["retain"], "authors": authors}
+    evaluator = Evaluator(params, args.device, progress)  # one embedder load for every in-process cell
 
     def cell(method: str, k: int, token=None) -> tuple:
         """The arguments of `measure_cell` for ``method`` on the first ``k`` forget authors."""
@@ -120,7 +121,7 @@ def run(args) -> list[dict]:
         for k in counts:
             for ref in ("target", "retain_model"):
                 if not cells.has(f"{ref}@{k}"):
-                    cells.save(f"{ref}@{k}", measure_cell(*cell(ref, k)))
+                    cells.save(f"{ref}@{k}", measure_cell(*cell(ref, k), evaluator=evaluator))
         todo = [(m, k) for k in counts for m in methods if not cells.has(f"{m}@{k}")]
         needs_token = any(m == "unierase" for m, _ in todo)
         token = ensure_token(target, work / "cache", params, progress) if needs_token else None
@@ -131,7 +132,7 @@ def run(args) -> list[dict]:
                 cells.save(f"{method}@{k}", row)
         else:
             for method, k in todo:
-                cells.save(f"{method}@{k}", measure_cell(*cell(method, k, token)))
+                cells.save(f"{method}@{k}", measure_cell(*cell(method, k, token), evaluator=evaluator))
     finally:  # the summary from every cell, also after a run cut short
         runs, measured = cells.load()
         rows = sorted(({**row, "run": run} for run, row in measured.values()), key=in_table_order)
@@ -141,10 +142,13 @@ def run(args) -> list[dict]:
     return rows
 
 
-def measure_cell(args, params, method, k, splits, retain_ratios, forget_file, token, context) -> dict:
+def measure_cell(
+    args, params, method, k, splits, retain_ratios, forget_file, token, context, evaluator: Evaluator | None = None
+) -> dict:
     """One cell's row: ``method`` (or a reference model: ``target``, ``retain_model``) on the first ``k``
     forget authors, run and evaluated, its per-item results written under ``--out``. A top-level
-    function of plain arguments, so that a Ray worker can run it as well as this process."""
+    function of plain arguments, so that a Ray worker can run it as well as this process (a worker
+    makes its own ``evaluator``)."""
     progress = not args.no_progress
     if method in ("target", "retain_model"):
         model_dir = context["target"] if method == "target" else context["retain_dir"]
@@ -159,7 +163,8 @@ def measure_cell(args, params, method, k, splits, retain_ratios, forget_file, to
         fields = {"reference": False, **fields}
     items_dir = Path(args.out) / "quality_items" / f"{method}-authors{k}"
     provenance = {"method": method, "target": str(context["target"]), "forget_authors": k, "seed": args.seed}
-    report = Evaluator(params, args.device, progress).evaluate(model, tok, splits, retain_ratios, items_dir, provenance)
+    evaluator = evaluator or Evaluator(params, args.device, progress)
+    report = evaluator.evaluate(model, tok, splits, retain_ratios, items_dir, provenance)
     del model
     if method == "unierase" and not args.keep_models:
         shutil.rmtree(Path(args.work) / "runs" / f"unierase-authors{k}" / "model", ignore_errors=True)

@@ -251,7 +251,8 @@ class _WholeStream:
     key_column: torch.Tensor
 
     @classmethod
-    def of(cls, streams: list[torch.Tensor], key_index: list[int]) -> _WholeStream:
+    def of(cls, _model: PreTrainedModel, streams: list[torch.Tensor], key_index: list[int]) -> _WholeStream:
+        """Left-pads the streams (the model is not needed: nothing is computed ahead)."""
         width, (device, dtype) = max(len(s) for s in streams), (streams[0].device, streams[0].dtype)
         stream = torch.zeros(len(streams), width, streams[0].shape[-1], device=device, dtype=dtype)
         mask = torch.zeros(len(streams), width, dtype=torch.long, device=device)
@@ -307,7 +308,7 @@ def _stream_runner(
     kl_rows = torch.arange(len(streams) - num_rewrite, device=owner.device)
 
     def build(kind: type[PrefixCachedStream] | type[_WholeStream]) -> tuple[_Parts, bool, float]:
-        make = kind.prefix if kind is PrefixCachedStream else (lambda _m, s, k: _WholeStream.of(s, k))
+        make = kind.prefix if kind is PrefixCachedStream else kind.of
         parts = _Parts([(a, b, make(model, streams[a:b], key_index[a:b])) for a, b in bounds])
         with torch.no_grad():
             got = parts.parts[1][2].logprobs(model, zero, owner[num_rewrite:], kl_rows)
