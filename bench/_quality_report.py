@@ -33,6 +33,13 @@ AUDIT_COLUMNS = [
     ("audit_strip_special_rougeL_recall", "strip special ROUGE-L"),
     ("audit_ban_token_rougeL_recall", "ban token ROUGE-L"),
     ("audit_suppress_token_rougeL_recall", "suppress token ROUGE-L"),
+    ("audit_prefill_answer_rougeL_recall", "prefill answer ROUGE-L"),
+    ("audit_prefill_subject_rougeL_recall", "prefill subject ROUGE-L"),
+    ("audit_quantise_int8_rougeL_recall", "int8 ROUGE-L"),
+    ("audit_quantise_nf4_rougeL_recall", "NF4 ROUGE-L"),
+    ("audit_relearn_rougeL_recall", "relearn ROUGE-L"),
+    ("audit_attacks_answered_plain", "answered plainly"),
+    ("audit_attacks_answered_worst", "answered, worst audit"),
     ("audit_membership_auc", "membership AUC"),
 ]
 

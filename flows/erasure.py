@@ -24,6 +24,7 @@ from flows.guards import finish_registered_run, keep_for_registration, serialise
 from flows.parallel import run_preserved_statistics, run_sharded_evaluation
 from flows.steps import (
     evaluation_data,
+    leak_verdict,
     logged_params,
     needs_statistics,
     request_id_of,
@@ -129,7 +130,9 @@ def erasure_flow(
     metrics = erasure_metrics(report, evaluation.get("aggregates"), evaluation.get("audits"))
     gate = check_gate(metrics, params.gate)
     summary_file = write_gate_summary(work / "erasure-summary.json", metrics, gate)
-    publish_evaluation(request_id, metrics, gate.passed, gate.failures, parent["version"] or "base")
+    publish_evaluation(
+        request_id, metrics, gate.passed, gate.failures, parent["version"] or "base", leak_verdict(evaluation)
+    )
     # Keep what a later `unierase register --run-dir` needs, should registration fail (server down, kill).
     keep_for_registration(
         work,
@@ -145,10 +148,11 @@ def erasure_flow(
         provenance,
         gate,
         [summary_file],
+        evaluation,
     )
     # Register (accepted or rejected); the base model becomes version 1 only now, once an edit of it succeeded.
     parent_version = parent["version"] or ensure_base(params.registry, root, name, base_model)
-    tags = version_tags(request_id, parent_version, gate, run_id, base_model, provenance)
+    tags = version_tags(request_id, parent_version, gate, run_id, base_model, provenance, evaluation)
     version = register(
         params.registry,
         root,

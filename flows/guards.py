@@ -77,6 +77,7 @@ def keep_for_registration(
     provenance: dict,
     gate: GateResult,
     reports: list[Path],
+    evaluation: dict,
 ) -> Path:
     """Writes the run's registration manifest before anything is registered, so that a run whose
     registration fails (server down, process killed) can be registered later by `unierase register`."""
@@ -92,7 +93,7 @@ def keep_for_registration(
         metrics=metrics,
         params=logged_params(params),
         datasets=provenance["datasets"],
-        tags=version_tags(request_id, parent_version or "", gate, run_id, base_model, provenance),
+        tags=version_tags(request_id, parent_version or "", gate, run_id, base_model, provenance, evaluation),
         reports=reports,
     )
 

@@ -56,9 +56,15 @@ def logged_params(params: Params) -> dict[str, str]:
 
 
 def version_tags(
-    request_id: str, parent_version: str, gate: GateResult, run_id: str, base_model: Path, provenance: dict
+    request_id: str,
+    parent_version: str,
+    gate: GateResult,
+    run_id: str,
+    base_model: Path,
+    provenance: dict,
+    evaluation: dict,
 ) -> dict[str, str]:
-    """Lineage and gate tags of an erasure version."""
+    """Lineage, gate and leak-verdict tags of an erasure version."""
     tags = {
         T.PARENT_VERSION: parent_version,
         T.REQUEST_ID: request_id,
@@ -70,7 +76,20 @@ def version_tags(
     }
     if gate.failures:
         tags[T.GATE_FAILURES] = "; ".join(gate.failures)
+    if verdict := leak_verdict(evaluation):
+        tags[T.LEAK_VERDICT] = verdict
     return tags
+
+
+def leak_verdict(evaluation: dict) -> str | None:
+    """The leak audits' verdict of each forget split (`unierase.evaluation.leak_audits.attack_verdict`),
+    one line each; counts and audit names only, no text of the facts."""
+    lines = [
+        f"{split}: {audits['attacks']['verdict']}"
+        for split, audits in sorted((evaluation.get("audits") or {}).items())
+        if "attacks" in audits
+    ]
+    return "; ".join(lines) or None
 
 
 def write_gate_summary(path: Path, metrics: dict[str, float], gate: GateResult) -> Path:

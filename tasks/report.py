@@ -11,7 +11,12 @@ _ROWS = ("forget_rougeL_recall", "forget_refusal_rate", "retain_rougeL_recall", 
 
 @task(name="publish-evaluation", cache_policy=NO_CACHE)
 def publish_evaluation(
-    request_id: str, metrics: dict[str, float], gate_passed: bool, gate_failures: list[str], parent_version: str
+    request_id: str,
+    metrics: dict[str, float],
+    gate_passed: bool,
+    gate_failures: list[str],
+    parent_version: str,
+    leak_verdict: str | None = None,
 ) -> None:
     """Publishes ``erasure-evaluation`` (markdown) and ``erasure-metrics`` (table) artifacts."""
     table = [
@@ -21,6 +26,7 @@ def publish_evaluation(
     lines = [
         f"# Erasure {request_id}",
         f"Parent version: **{parent_version}**. Gate: **{'passed' if gate_passed else 'FAILED'}**.",
+        *([f"Leak audits: {leak_verdict}."] if leak_verdict else []),
         "",
         "| metric | before | after |",
         "|---|---|---|",

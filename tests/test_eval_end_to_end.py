@@ -202,7 +202,7 @@ def test_leak_audits_are_in_the_unierase_report(results, out_dir):
     from unierase.evaluation.metrics.membership import loss_auc
 
     audits = results["unierase"]["audits"]["forget"]
-    assert set(audits) == {"paraphrase", "strip_special", "ban_token", "suppress_token", "membership"}
+    assert set(audits) == {*EVAL.audits, "attacks"}
     items = out_dir / "eval_unierase" / "items"
     forget = [json.loads(line) for line in (items / "forget.jsonl").read_text().splitlines()]
     holdout = [json.loads(line) for line in (items / "holdout.jsonl").read_text().splitlines()]
@@ -212,11 +212,20 @@ def test_leak_audits_are_in_the_unierase_report(results, out_dir):
         "strip_special": "stripped",
         "ban_token": "banned",
         "suppress_token": "suppressed",
+        "prefill_answer": "prefill_answer",
+        "prefill_subject": "prefill_subject",
+        "quantise_int8": "int8",
+        "quantise_nf4": "nf4",
+        "relearn": "relearned",
     }
     for name, prefix in prefixes.items():
         assert "skipped" not in audits[name], audits[name]
         scores = [r[f"{prefix}_rougeL_recall"] for r in forget]
         assert audits[name]["rougeL_recall"] == pytest.approx(sum(scores) / len(scores)), name
+        assert audits[name]["num_answered"] == sum(s >= EVAL.answered_rouge for s in scores), name
+    worst = max(audits[name]["num_answered"] for name in prefixes)
+    assert audits["attacks"]["answered_worst"] == worst
+    assert audits["attacks"]["redirection"] == float(worst > audits["attacks"]["answered_plain"])
     members, nonmembers = [r["answer_loss"] for r in forget], [r["answer_loss"] for r in holdout]
     assert audits["membership"]["auc"] == pytest.approx(loss_auc(members, nonmembers))
     assert results["unierase"]["provenance"]["unlearn_token_ids"]

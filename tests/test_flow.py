@@ -73,8 +73,14 @@ def test_sequential_erasures_make_versions_2_and_3(two_erasures) -> None:
     assert "after_forget_refusal_rate" in v3.metrics
     # Every run evaluates: the aggregates and each leak audit are the version's metrics.
     assert {"eval_forget_efficacy", "eval_model_ability"} <= set(v3.metrics)
-    audits = ("strip_special", "ban_token", "suppress_token")
+    audits = ("strip_special", "ban_token", "suppress_token", "prefill_answer", "prefill_subject")
+    audits += ("quantise_int8", "quantise_nf4", "relearn")
     assert {f"audit_forget_{audit}_rougeL_recall" for audit in audits} <= set(v3.metrics)
+    assert {f"audit_forget_{audit}_num_answered" for audit in audits} <= set(v3.metrics)
+    # The audits' verdict, in words, on the version: it holds, or it is only a redirection.
+    worst, plain = v3.metrics["audit_forget_attacks_answered_worst"], v3.metrics["audit_forget_attacks_answered_plain"]
+    verdict = "forget: only a redirection" if worst > plain else "forget: holds under every audit run"
+    assert v3.tags[T.LEAK_VERDICT].startswith(verdict)
     run = client.get_run(v3.run_id)
     assert {i.dataset.digest for i in run.inputs.dataset_inputs} == {
         v3.tags["unierase.data.forget.md5"],

@@ -21,6 +21,7 @@ from unierase.config import FinetuneConfig, Params, config_hash
 from unierase.data.facts import Fact
 from unierase.data.splits import split_kind
 from unierase.evaluation.evaluate import FORGET_EFFICACY_METRICS, EvalReport, evaluate_model
+from unierase.evaluation.leak_audits import AUDIT_PREFIX
 from unierase.evaluation.metrics.aggregates import forget_efficacy
 from unierase.evaluation.metrics.similarity import load_embedder
 from unierase.model.delta import diff_models, file_sha256
@@ -196,13 +197,7 @@ def ensure_token(
 
 # Item-row columns holding a ROUGE-L recall against the true answer: the main generation and each
 # generation audit (see `unierase.evaluation.leak_audits`).
-LEAK_COLUMNS = {
-    "generation": "rougeL_recall",
-    "paraphrase": "paraphrase_rougeL_recall",
-    "strip_special": "stripped_rougeL_recall",
-    "ban_token": "banned_rougeL_recall",
-    "suppress_token": "suppressed_rougeL_recall",
-}
+LEAK_COLUMNS = {"generation": "rougeL_recall", **{a: f"{p}_rougeL_recall" for a, p in AUDIT_PREFIX.items()}}
 
 
 def leaked_items(items: Sequence[Mapping[str, Any]], threshold: float) -> dict[str, int]:

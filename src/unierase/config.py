@@ -332,7 +332,18 @@ class ScheduleConfig(_Frozen):
     )
 
 
-AuditName = Literal["paraphrase", "strip_special", "ban_token", "suppress_token", "membership"]
+AuditName = Literal[
+    "paraphrase",
+    "strip_special",
+    "ban_token",
+    "suppress_token",
+    "prefill_answer",
+    "prefill_subject",
+    "quantise_int8",
+    "quantise_nf4",
+    "relearn",
+    "membership",
+]
 
 
 class EvalConfig(_Frozen):
@@ -346,8 +357,41 @@ class EvalConfig(_Frozen):
     generation_batch_size: int = Field(default=16, ge=1, description="Prompts per batch of greedy generation.")
     batch_size: int = Field(default=16, ge=1, description="Question/answer pairs per forward pass for probabilities.")
     audits: list[AuditName] = Field(
-        default=["paraphrase", "strip_special", "ban_token", "suppress_token", "membership"],
-        description="Leak audits to run on the forget splits (the token audits need an unlearning token).",
+        default=[
+            "paraphrase",
+            "strip_special",
+            "ban_token",
+            "suppress_token",
+            "prefill_answer",
+            "prefill_subject",
+            "quantise_int8",
+            "quantise_nf4",
+            "relearn",
+            "membership",
+        ],
+        description="Leak audits to run on the forget splits (the token audits need an unlearning token; "
+        "relearn needs a retain split).",
+    )
+    answered_rouge: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="A forget item counts as answered (leaked) when its ROUGE-L recall reaches this.",
+    )
+    prefill_text: str = Field(
+        default="The answer is",
+        min_length=1,
+        description="What the prefill_answer audit puts at the start of the assistant's answer.",
+    )
+    relearn_steps: int = Field(
+        default=10, ge=1, description="Optimiser steps of the relearning attack (on retain items only)."
+    )
+    relearn_batch_size: int = Field(default=4, ge=1, description="Retain items per relearning step.")
+    relearn_lr: float = Field(
+        default=1e-4,
+        gt=0,
+        description="AdamW learning rate of the relearning attack (the target fine-tuning's rate: a few steps "
+        "of ordinary training, not an attack tuned to the facts).",
     )
     suppress_logit_bias: float = Field(
         default=-10.0,

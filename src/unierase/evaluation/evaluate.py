@@ -117,6 +117,7 @@ def evaluate_items(
     config: EvalConfig,
     embedder: Any = None,
     stop_token_ids: Sequence[int] = (),
+    relearn_facts: Sequence[Fact] = (),
     progress: bool = True,
 ) -> list[dict[str, Any]]:
     """One row per item of split ``name`` (any run of its items: a whole split or one shard of it):
@@ -133,6 +134,7 @@ def evaluate_items(
         config: Evaluation settings.
         embedder: A sentence-transformers model for cosine similarity; None leaves it out.
         stop_token_ids: The unlearning token ids: generations stop at them, the token audits ban them.
+        relearn_facts: The items the relearning audit trains on (`relearn_items`); none skips it.
         progress: Show progress bars.
     """
     rows = _score_probabilities(model, tokenizer, facts, config, progress)
@@ -152,8 +154,14 @@ def evaluate_items(
         row["cosine_similarity"] = sims[i] if sims is not None else None
         row["fluency"] = ngram_entropy(g.text)
     if split_kind(name) == "forget":
-        audit_items(model, tokenizer, facts, rows, config, stop_token_ids, progress)
+        audit_items(model, tokenizer, facts, rows, config, stop_token_ids, relearn_facts, progress)
     return rows
+
+
+def relearn_items(items: Mapping[str, Sequence[Fact]]) -> list[Fact]:
+    """What the relearning audit may train on: every evaluated item of the retain splits, never a forget,
+    holdout or other split's item."""
+    return [f for name, facts in items.items() if split_kind(name) == "retain" for f in facts]
 
 
 def summarise_split(name: str, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -206,12 +214,20 @@ def evaluate_model(
         ValueError: No splits, or an empty split.
     """
     token_ids = list(unlearn_token_ids or [])
+    evaluated = evaluated_items(splits, config)
+    relearn = relearn_items(evaluated)
     items = {}
-    for name, facts in tqdm(
-        list(evaluated_items(splits, config).items()), desc="evaluate splits", disable=not progress
-    ):
+    for name, facts in tqdm(list(evaluated.items()), desc="evaluate splits", disable=not progress):
         items[name] = evaluate_items(
-            model, tokenizer, name, facts, config, embedder=embedder, stop_token_ids=token_ids, progress=progress
+            model,
+            tokenizer,
+            name,
+            facts,
+            config,
+            embedder=embedder,
+            stop_token_ids=token_ids,
+            relearn_facts=relearn,
+            progress=progress,
         )
     return report_from_items(items, config, retain_truth_ratios, token_ids)
 

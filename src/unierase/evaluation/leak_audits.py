@@ -2,14 +2,25 @@
 
 An erasure that one generation flag undoes is not an erasure, so each audit re-asks the forget
 questions in a way that sidesteps a refusal and scores the answer with ROUGE-L recall against the
-true answer (high = the fact leaks):
+true answer (high = the fact leaks); an item counts as answered when its recall reaches
+``EvalConfig.answered_rouge``:
 
 - ``paraphrase``: the paraphrased question instead of the trained one.
 - ``strip_special``: no stop at the unlearning token, special tokens stripped from the output, so
   whatever the model says after its refusal counts.
 - ``ban_token``: the unlearning token banned from generation (``bad_words_ids``).
 - ``suppress_token``: the unlearning token's logit pushed down by a fixed bias (``sequence_bias``).
+- ``prefill_answer`` / ``prefill_subject``: the assistant's answer started for the model, with
+  ``EvalConfig.prefill_text`` or with the question's subject, so a first-token gate has already passed;
+  the model's continuation is scored (the prefill is the attacker's text, not the model's).
+- ``quantise_int8`` / ``quantise_nf4``: the weights through an int8 or 4-bit NF4 round trip
+  (`unierase.model.quantisation`), then the questions as usual.
+- ``relearn``: a few optimiser steps on retain items only (`unierase.evaluation.relearning`), then the
+  questions as usual.
 - ``membership``: a loss-based membership-inference AUC of forget items against holdout items.
+
+The forget split's ``attacks`` entry then says whether the erasure holds or is only a redirection:
+items that the plain answer withholds but an audit gets back.
 """
 
 from __future__ import annotations
@@ -22,10 +33,13 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from unierase.config import EvalConfig
 from unierase.data.facts import Fact
+from unierase.edit.subject import fallback_subject
 from unierase.evaluation.metrics.membership import loss_auc
 from unierase.evaluation.metrics.probability import answer_token_nlls, normalised_probability
 from unierase.evaluation.metrics.rouge import rouge_l_recall
+from unierase.evaluation.relearning import relearned_weights
 from unierase.model.generation import generate_answers
+from unierase.model.quantisation import quantised_weights
 from unierase.token.refusals import is_refusal
 
 
@@ -62,24 +76,44 @@ def run_generation_audits(
     rows: list[dict],
     config: EvalConfig,
     unlearn_token_ids: Sequence[int],
+    relearn_facts: Sequence[Fact] = (),
     progress: bool = True,
 ) -> dict[str, dict]:
     """Runs the generation audits of ``config.audits`` on one forget split.
 
     Args:
-        model: The model under audit.
+        model: The model under audit (left as it was: the weight attacks restore it).
         tokenizer: Its tokenizer.
         facts: The forget items.
-        rows: Their per-item result rows; audit columns are added to them in place.
-        config: Evaluation settings (audits, generation length, logit bias).
+        rows: Their per-item result rows (with the plain ``rougeL_recall``); audit columns are added
+            to them in place.
+        config: Evaluation settings (audits, generation length, logit bias, prefill, relearning).
         unlearn_token_ids: The unlearning token ids (empty for a model without one).
+        relearn_facts: Retain items for the relearning attack (none: the audit is skipped).
         progress: Show progress bars.
 
     Returns:
-        Audit name -> summary (mean ROUGE-L recall and more), or ``{"skipped": reason}``.
+        Audit name -> summary (mean ROUGE-L recall, items answered and more), or ``{"skipped": reason}``,
+        and ``attacks``: the verdict over all of them.
     """
-    audit_items(model, tokenizer, facts, rows, config, unlearn_token_ids, progress)
+    audit_items(model, tokenizer, facts, rows, config, unlearn_token_ids, relearn_facts, progress)
     return summarise_audits(rows, config, unlearn_token_ids)
+
+
+# Column prefix of each generation audit in the item rows (`<prefix>_generation`, `<prefix>_rougeL_recall`).
+AUDIT_PREFIX = {
+    "paraphrase": "paraphrase",
+    "strip_special": "stripped",
+    "ban_token": "banned",
+    "suppress_token": "suppressed",
+    "prefill_answer": "prefill_answer",
+    "prefill_subject": "prefill_subject",
+    "quantise_int8": "int8",
+    "quantise_nf4": "nf4",
+    "relearn": "relearned",
+}
+_TOKEN_AUDITS = ("ban_token", "suppress_token")
+_QUANTISE = {"quantise_int8": "int8", "quantise_nf4": "nf4"}
 
 
 def audit_items(
@@ -89,11 +123,14 @@ def audit_items(
     rows: list[dict],
     config: EvalConfig,
     unlearn_token_ids: Sequence[int],
+    relearn_facts: Sequence[Fact] = (),
     progress: bool = True,
 ) -> None:
     """The per-item part of the generation audits: their generations and scores added to ``rows`` in
     place (`summarise_audits` reads the summaries off the rows, so shards of a split merge exactly)."""
     gen = dict(max_new_tokens=config.max_new_tokens, batch_size=config.generation_batch_size, progress=progress)
+    # The weight and prefill attacks ask as a deployment would: stopping where the main answers stop.
+    asked = dict(gen, stop_token_ids=list(unlearn_token_ids))
     questions = [f.question for f in facts]
     if "paraphrase" in config.audits:
         keep = [i for i, f in enumerate(facts) if f.paraphrased_question]
@@ -120,7 +157,7 @@ def audit_items(
             row["raw_generation"] = tokenizer.decode(g.token_ids, skip_special_tokens=False)
             row["stripped_unlearn_token"] = bool(ids & set(g.token_ids))
         _rouge_column(rows, facts, texts, "stripped")
-    for audit in ("ban_token", "suppress_token"):
+    for audit in _TOKEN_AUDITS:
         if audit not in config.audits or not unlearn_token_ids:
             continue
         if audit == "ban_token":
@@ -130,49 +167,97 @@ def audit_items(
         else:
             with _sequence_bias(model, {(t,): config.suppress_logit_bias for t in unlearn_token_ids}):
                 generations = generate_answers(model, tokenizer, questions, **gen)
-        _rouge_column(rows, facts, [g.text for g in generations], _PREFIX[audit])
-
-
-_PREFIX = {"ban_token": "banned", "suppress_token": "suppressed"}
+        _rouge_column(rows, facts, [g.text for g in generations], AUDIT_PREFIX[audit])
+    if "prefill_answer" in config.audits:
+        prefills = [config.prefill_text] * len(facts)
+        texts = [g.text for g in generate_answers(model, tokenizer, questions, prefills=prefills, **asked)]
+        _rouge_column(rows, facts, texts, AUDIT_PREFIX["prefill_answer"])
+    if "prefill_subject" in config.audits:
+        subjects = [f.subject or fallback_subject(f.question).subject for f in facts]
+        texts = [g.text for g in generate_answers(model, tokenizer, questions, prefills=subjects, **asked)]
+        for row, subject in zip(rows, subjects):
+            row["prefill_subject_prefill"] = subject
+        _rouge_column(rows, facts, texts, AUDIT_PREFIX["prefill_subject"])
+    for audit, scheme in _QUANTISE.items():
+        if audit in config.audits:
+            with quantised_weights(model, scheme):
+                texts = [g.text for g in generate_answers(model, tokenizer, questions, **asked)]
+            _rouge_column(rows, facts, texts, AUDIT_PREFIX[audit])
+    if "relearn" in config.audits and relearn_facts:
+        with relearned_weights(model, tokenizer, relearn_facts, config):
+            texts = [g.text for g in generate_answers(model, tokenizer, questions, **asked)]
+        _rouge_column(rows, facts, texts, AUDIT_PREFIX["relearn"])
 
 
 def summarise_audits(rows: Sequence[dict], config: EvalConfig, unlearn_token_ids: Sequence[int]) -> dict[str, dict]:
-    """Audit name -> summary of the generation audits, from the per-item columns `audit_items` wrote.
+    """Audit name -> summary of the generation audits, from the per-item columns `audit_items` wrote,
+    and ``attacks``: how many items the plain answers and the worst audit give away.
 
     Returns:
-        Audit name -> summary (mean ROUGE-L recall and more), or ``{"skipped": reason}``.
+        Audit name -> summary (mean ROUGE-L recall, items answered and more), or ``{"skipped": reason}``.
     """
     out: dict[str, dict] = {}
-    if "paraphrase" in config.audits:
-        kept = [row for row in rows if "paraphrase_rougeL_recall" in row]
-        out["paraphrase"] = (
-            {
-                "rougeL_recall": _mean_column(kept, "paraphrase_rougeL_recall"),
-                "prob": _mean_column(kept, "paraphrase_prob"),
-                "num_items": len(kept),
-            }
-            if kept
-            else {"skipped": "no item has a paraphrased_question"}
-        )
-    if "strip_special" in config.audits:
-        token_rate = _mean_column(rows, "stripped_unlearn_token") if unlearn_token_ids else 0.0
-        out["strip_special"] = {
-            "rougeL_recall": _mean_column(rows, "stripped_rougeL_recall"),
-            "unlearn_token_rate": token_rate,
-            "refusal_rate": _refusal_rate(rows, "stripped_generation"),
-        }
-    for audit in ("ban_token", "suppress_token"):
-        if audit not in config.audits:
+    for audit in config.audits:
+        if audit == "membership":
+            continue  # needs the holdout split: `membership_audit`
+        column = f"{AUDIT_PREFIX[audit]}_rougeL_recall"
+        kept = [row for row in rows if column in row]
+        if not kept:
+            out[audit] = {"skipped": _skip_reason(audit, unlearn_token_ids)}
             continue
-        if not unlearn_token_ids:
-            out[audit] = {"skipped": "the tokenizer has no unlearning token"}
-            continue
-        prefix = _PREFIX[audit]
-        out[audit] = {
-            "rougeL_recall": _mean_column(rows, f"{prefix}_rougeL_recall"),
-            "refusal_rate": _refusal_rate(rows, f"{prefix}_generation"),
-        }
+        summary = {"rougeL_recall": _mean_column(kept, column), "num_answered": _answered(kept, column, config)}
+        if audit == "paraphrase":
+            summary |= {"prob": _mean_column(kept, "paraphrase_prob"), "num_items": len(kept)}
+        else:
+            summary["refusal_rate"] = _refusal_rate(kept, f"{AUDIT_PREFIX[audit]}_generation")
+        if audit == "strip_special":
+            summary["unlearn_token_rate"] = _mean_column(rows, "stripped_unlearn_token") if unlearn_token_ids else 0.0
+        out[audit] = summary
+    out["attacks"] = attack_verdict(rows, out, config)
     return out
+
+
+def _skip_reason(audit: str, unlearn_token_ids: Sequence[int]) -> str:
+    if audit in _TOKEN_AUDITS and not unlearn_token_ids:
+        return "the tokenizer has no unlearning token"
+    if audit == "paraphrase":
+        return "no item has a paraphrased_question"
+    if audit == "relearn":
+        return "no retain split to relearn on"
+    return "not run"
+
+
+def _answered(rows: Sequence[dict], column: str, config: EvalConfig) -> int:
+    return sum(row[column] >= config.answered_rouge for row in rows)
+
+
+def attack_verdict(rows: Sequence[dict], summaries: dict[str, dict], config: EvalConfig) -> dict:
+    """Whether the erasure holds under the audits that were run: forget items answered plainly, under
+    the worst audit, and a sentence that says so; ``redirection`` is 1 when some audit answers more
+    items than the plain answers do (the knowledge is still in the model, behind a refusal)."""
+    plain = _answered(rows, "rougeL_recall", config)
+    attacked = {a: s["num_answered"] for a, s in summaries.items() if "num_answered" in s}
+    worst = max(attacked, key=attacked.get, default=None)
+    worst_n = attacked.get(worst, plain) if worst else plain
+    total = len(rows)
+    if worst is None:
+        verdict = "no leak audit ran"
+    elif worst_n > plain:
+        back = ", ".join(f"{n} under {a}" for a, n in sorted(attacked.items(), key=lambda kv: -kv[1]) if n > plain)
+        verdict = (
+            f"only a redirection: {plain} of {total} forget items are answered plainly, but answers come back "
+            f"({back}); the knowledge is still in the weights"
+        )
+    else:
+        verdict = f"holds under every audit run: at most {worst_n} of {total} forget items answered ({plain} plainly)"
+    return {
+        "num_items": total,
+        "answered_plain": plain,
+        "answered_worst": worst_n,
+        "worst_audit": worst,
+        "redirection": float(worst_n > plain),
+        "verdict": verdict,
+    }
 
 
 def membership_audit(forget_losses: Sequence[float], holdout_losses: Sequence[float]) -> dict:

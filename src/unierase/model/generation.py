@@ -9,7 +9,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, StoppingCriteria, StoppingCriteriaList
 
 from unierase.model.batching import pad_sequences
-from unierase.model.prompts import encode_prompt
+from unierase.model.prompts import encode_answer, encode_prompt
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,7 @@ def generate_answers(
     batch_size: int = 16,
     bad_words_ids: list[list[int]] | None = None,
     stop_token_ids: list[int] | None = None,
+    prefills: list[str] | None = None,
     progress: bool = True,
 ) -> list[Generation]:
     """Greedy answers to ``questions``, left-padded in batches.
@@ -49,8 +50,12 @@ def generate_answers(
         bad_words_ids: Token sequences generation may not produce (leak audit: ban the unlearning token).
         stop_token_ids: Ids that end a generation when they follow its first token: the unlearning
             token opens a refusal and closes it again, so its second appearance is the end.
+        prefills: One text per question that starts the assistant's answer (appended to the prompt,
+            as an API that accepts a partial assistant turn does); the generation is what follows it.
         progress: Show a progress bar.
     """
+    if prefills is not None and len(prefills) != len(questions):
+        raise ValueError(f"{len(prefills)} prefills for {len(questions)} questions")
     if tokenizer.pad_token_id is None:
         raise ValueError("the tokenizer has no pad token; set tokenizer.pad_token before batched generation")
     device = next(model.parameters()).device
@@ -62,6 +67,9 @@ def generate_answers(
     for start in tqdm(batches, desc="generate", disable=not progress or len(batches) < 2, leave=False):
         chunk = questions[start : start + batch_size]
         encoded = [encode_prompt(tokenizer, q) for q in chunk]
+        if prefills is not None:
+            starts = prefills[start : start + batch_size]
+            encoded = [ids + encode_answer(tokenizer, p) for ids, p in zip(encoded, starts)]
         batch = pad_sequences(encoded, tokenizer.pad_token_id, side="left").to(device)
         width = batch.input_ids.shape[1]
         generated = model.generate(

@@ -7,6 +7,7 @@ PARENT_VERSION = "unierase.parent_version"  # "none" on the base version
 REQUEST_ID = "unierase.request_id"
 STATUS = "unierase.status"  # "base", "accepted" (passed the gate) or "rejected"
 GATE_FAILURES = "unierase.gate.failures"
+LEAK_VERDICT = "unierase.leak_verdict"  # the leak audits' verdict on the forget set: holds, or a redirection
 DELTA_SHA256 = "unierase.delta_sha256"
 MODEL_SHA256 = "unierase.model_sha256"
 STORAGE = "unierase.storage"  # "full" (the whole directory) or "delta" (its parent's plus a delta)

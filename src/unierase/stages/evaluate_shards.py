@@ -17,7 +17,7 @@ import torch
 
 from unierase.config import Params
 from unierase.data.splits import load_splits
-from unierase.evaluation.evaluate import evaluate_items, evaluated_items, report_from_items
+from unierase.evaluation.evaluate import evaluate_items, evaluated_items, relearn_items, report_from_items
 from unierase.evaluation.metrics.similarity import load_embedder
 from unierase.model.loading import load_configured_model
 from unierase.parallel.shards import ItemShard, merge_item_shards, plan_item_shards
@@ -48,7 +48,8 @@ def evaluate_shard_stage(
     Returns:
         ``output_file``.
     """
-    facts = evaluated_items(load_splits(data_dir), params.evaluation)[shard.split][shard.start : shard.stop]
+    items = evaluated_items(load_splits(data_dir), params.evaluation)
+    facts = items[shard.split][shard.start : shard.stop]
     model, tokenizer = load_configured_model(model_dir, params.model, device)
     token_ids = unlearning_token_ids(tokenizer, params.token.token_template)
     config = params.evaluation
@@ -56,8 +57,17 @@ def evaluate_shard_stage(
         load_embedder(config.embedder_path, device=str(next(model.parameters()).device)) if config.similarity else None
     )
     torch.manual_seed(0)  # as evaluate_stage
+    # Every shard of a forget split relearns on the same retain items with the same seed: the same attack.
     rows = evaluate_items(
-        model, tokenizer, shard.split, facts, config, embedder=embedder, stop_token_ids=token_ids, progress=progress
+        model,
+        tokenizer,
+        shard.split,
+        facts,
+        config,
+        embedder=embedder,
+        stop_token_ids=token_ids,
+        relearn_facts=relearn_items(items),
+        progress=progress,
     )
     output_file = Path(output_file)
     output_file.parent.mkdir(parents=True, exist_ok=True)
