@@ -38,8 +38,8 @@ AUDIT_COLUMNS = [
     ("audit_quantise_int8_rougeL_recall", "int8 ROUGE-L"),
     ("audit_quantise_nf4_rougeL_recall", "NF4 ROUGE-L"),
     ("audit_relearn_rougeL_recall", "relearn ROUGE-L"),
-    ("audit_attacks_answered_plain", "answered plainly"),
-    ("audit_attacks_answered_worst", "answered, worst audit"),
+    ("audit_attacks_leaked_plain", "leaked plainly"),
+    ("audit_attacks_leaked_worst", "leaked, worst audit"),
     ("audit_membership_auc", "membership AUC"),
 ]
 

@@ -169,7 +169,7 @@ def test_unbound_facts_get_more_rounds_with_a_wider_clamp(tiny):
     assert all(0.02 * 1.001 < s <= 0.08 * 1.001 for s in share[2]), share  # widened x2, then x4
 
 
-def _value_requests(tokenizer):
+def _value_requests(tokenizer, depth: str = "paper"):
     from unierase.edit.erasure import build_requests
     from unierase.token.vocabulary import unlearning_token_id
 
@@ -178,43 +178,67 @@ def _value_requests(tokenizer):
         Fact(question="Which river flows through Vienna in Austria?", answer="The Danube.", subject="Vienna"),
     ]
     target = unlearning_token_id(tokenizer, PARAMS.token)
-    edit = PARAMS.model_copy(update={"edit": PARAMS.edit.model_copy(update={"num_context_prefixes": 2})})
+    edit = PARAMS.model_copy(
+        update={
+            "edit": PARAMS.edit.model_copy(update={"num_context_prefixes": 2}),
+            "erase": EraseConfig(depth=depth),
+        }
+    )
     return build_requests(tokenizer, facts, ["France", "Hamlet", "Vienna"], target, edit)
 
 
-def test_prefix_cached_value_steps_match_whole_prompt_recomputation(tiny):
-    """The value optimisation with the prompts' heads cached gives the losses and values of recomputing
-    whole prompts at every step (float32 rounding only), fact by fact, alone or in a batch."""
+def test_deep_requests_pair_each_answer_token_with_what_precedes_it(tiny):
+    from unierase.model.prompts import encode_answer
+
+    _, tokenizer, _ = tiny
+    paper, deep = _value_requests(tokenizer), _value_requests(tokenizer, "deep")
+    assert all(r.suppressed == [] for r in paper)
+    vienna = deep[2]
+    prompt = vienna.variants[0]
+    answer = encode_answer(tokenizer, "The Danube.")
+    after_opening = encode_answer(tokenizer, "The answer is The Danube.")
+    opening = len(encode_answer(tokenizer, "The answer is"))
+    expected = [(prompt.input_ids + answer[:k], answer[k]) for k in range(len(answer))]
+    expected += [(prompt.input_ids + after_opening[:k], after_opening[k]) for k in range(opening, len(after_opening))]
+    assert [(p.input_ids, t) for p, t in vienna.suppressed] == expected
+    assert {p.key_index for p, _ in vienna.suppressed} == {prompt.key_index}  # keyed at the subject, as the prompt
+
+
+def test_deep_values_with_the_prefix_cache_match_whole_prompt_recomputation(tiny):
+    """Deep erasure's suppressed-answer rows go through the same runners: the prefix cache gives what
+    recomputing whole prompts gives, and the rows change the values (the answer term is in the loss).
+    Whether they remove the answer is a question for a model that knows it (the SmolLM2 tests)."""
+    import dataclasses
+
     from unierase.edit.alphaedit import compute_values
 
     model, tokenizer, _ = tiny
-    requests = _value_requests(tokenizer)
-    # The random model's logits are tiny: a long (tied) row for the token makes it reachable, and with a
-    # wide clamp and a stop at NLL 3 the facts stop at different steps (measured: 2, 1 and all 20).
     with torch.no_grad():
-        rows = model.get_input_embeddings().weight
-        rows[requests[0].target_id] = rows[1000] * 300
-    edit = PARAMS.edit.model_copy(
-        update={"v_steps": 20, "clamp_norm_factor": 20.0, "value_retries": 0, "value_stop_nll": 3.0}
-    )
+        model.model.norm.weight.mul_(30)  # a sharp next-token distribution
+
+    def favourite(prompt):  # what the random model says there, besides the unlearning token
+        with torch.no_grad():
+            logits = model(torch.tensor([prompt.input_ids])).logits[0, -1]
+        logits[-1] = -float("inf")
+        return int(logits.argmax())
+
+    # The random model does not know the answers: its own favourites stand in for them.
+    deep = [
+        dataclasses.replace(r, suppressed=[(p, favourite(p)) for p, _ in r.suppressed])
+        for r in _value_requests(tokenizer, "deep")
+    ]
+    edit = PARAMS.edit.model_copy(update={"v_steps": 6, "clamp_norm_factor": 20.0, "value_retries": 0})
     runs = {}
-    for cached in (True, False):
+    for depth, cached in (("deep", True), ("deep", False), ("paper", True)):
+        requests = deep if depth == "deep" else _value_requests(tokenizer)
         config = edit.model_copy(update={"value_prefix_cache": cached})
-        runs[cached] = compute_values(model, requests, 2, config, PARAMS.model, tokenizer.pad_token_id, progress=False)
-    (z_c, nll_c, _, steps_c), (z_w, nll_w, _, steps_w) = runs[True], runs[False]
-    print(
-        f"\nsteps per fact {steps_c}, NLL {nll_c}; max |z diff| / |z| {float(((z_c - z_w).norm(dim=1) / z_w.norm(dim=1)).max()):.2e}"
-    )
+        runs[depth, cached] = compute_values(
+            model, requests, 0, config, PARAMS.model, tokenizer.pad_token_id, progress=False
+        )
+    (z_c, _, _, steps_c), (z_w, _, _, steps_w) = runs["deep", True], runs["deep", False]
     assert steps_c == steps_w
-    assert len(set(steps_c)) > 1 and max(steps_c) <= 20  # facts stopped apart
-    torch.testing.assert_close(torch.tensor(nll_c), torch.tensor(nll_w), atol=1e-3, rtol=1e-3)
     torch.testing.assert_close(z_c, z_w, atol=1e-3, rtol=1e-4)
-    # Facts do not interact: the last one optimised alone ends where it ended in the batch.
-    z_alone, nll_alone, _, steps_alone = compute_values(
-        model, requests[2:], 2, edit, PARAMS.model, tokenizer.pad_token_id, progress=False
-    )
-    assert steps_alone == steps_c[2:]
-    torch.testing.assert_close(z_alone, z_c[2:], atol=1e-3, rtol=1e-4)
+    assert not torch.allclose(z_c, runs["paper", True][0], atol=1e-3)
 
 
 def test_a_fact_below_the_stop_takes_no_step(tiny):

@@ -15,6 +15,8 @@ from unierase.config import EvalConfig
 from unierase.data.authors import generate_author_benchmark
 from unierase.evaluation.evaluate import evaluate_model, relearn_items
 from unierase.evaluation.leak_audits import attack_verdict
+from unierase.evaluation.metrics.novel_words import novel_word_recall, novel_words
+from unierase.evaluation.metrics.rouge import rouge_l_recall
 from unierase.evaluation.relearning import relearned_weights, relearning_items
 from unierase.model.generation import generate_answers
 from unierase.model.prompts import encode_answer, encode_prompt
@@ -157,11 +159,13 @@ def test_every_attack_is_a_column_and_a_summary(tiny_llama_dir, splits):
         scores = [r[f"{prefix[audit]}_rougeL_recall"] for r in rows]
         assert audits[audit]["rougeL_recall"] == pytest.approx(sum(scores) / len(scores)), audit
         assert audits[audit]["num_answered"] == sum(s >= config.answered_rouge for s in scores), audit
+        novel = [r[f"{prefix[audit]}_novel_recall"] for r in rows if r[f"{prefix[audit]}_novel_recall"] is not None]
+        assert audits[audit]["num_leaked"] == sum(s >= config.answered_rouge for s in novel), audit
     # The subject prefill starts with the question's own entity when the item has no subject label.
     assert all(r["prefill_subject_prefill"] in r["question"] for r in rows)
     attacks = audits["attacks"]
     assert attacks["num_items"] == len(rows)
-    assert attacks["answered_worst"] == max(a["num_answered"] for a in audits.values() if "num_answered" in a)
+    assert attacks["leaked_worst"] == max(a["num_leaked"] for a in audits.values() if "num_leaked" in a)
     # Without a retain split there is nothing to relearn on: the audit says so.
     alone = evaluate_model(
         model, tokenizer, {"forget": splits["forget"]}, config, unlearn_token_ids=token, progress=False
@@ -169,13 +173,28 @@ def test_every_attack_is_a_column_and_a_summary(tiny_llama_dir, splits):
     assert alone.audits["forget"]["relearn"] == {"skipped": "no retain split to relearn on"}
 
 
+def test_novel_word_recall_counts_what_the_answer_adds_to_the_question():
+    question, answer = "What is the capital of France?", "The capital of France is Paris."
+    assert novel_words(answer, question) == {"pari"}  # stemmed, as ROUGE stems
+    wrong = "The capital of France is London."
+    assert rouge_l_recall(wrong, answer) > 0.8 and novel_word_recall(wrong, answer, question) == 0.0
+    assert novel_word_recall("It is Paris, of course.", answer, question) == 1.0
+    rowling = novel_words("J.K. Rowling wrote Harry Potter.", "Who wrote Harry Potter?")
+    assert rowling == {"j", "k", "rowl"}
+    assert novel_word_recall("Rowling did.", "J.K. Rowling wrote Harry Potter.", "Who wrote Harry Potter?") == 1 / 3
+    assert novel_word_recall("Yes.", "The capital of France.", question) is None  # nothing beyond the question
+
+
 def test_the_verdict_calls_an_erasure_that_an_attack_undoes_a_redirection():
     config = EvalConfig()
-    rows = [{"rougeL_recall": 0.0, "banned_rougeL_recall": r} for r in (0.9, 0.6, 0.1)]
-    summaries = {"ban_token": {"num_answered": 2}, "quantise_int8": {"num_answered": 0}, "membership": {"auc": 0.5}}
+    rows = [{"novel_recall": 0.0} for _ in range(3)]
+    summaries = {"ban_token": {"num_leaked": 2}, "quantise_int8": {"num_leaked": 0}, "membership": {"auc": 0.5}}
     verdict = attack_verdict(rows, summaries, config)
-    assert verdict["redirection"] == 1.0 and verdict["answered_plain"] == 0 and verdict["answered_worst"] == 2
+    assert verdict["redirection"] == 1.0 and verdict["leaked_plain"] == 0 and verdict["leaked_worst"] == 2
     assert verdict["worst_audit"] == "ban_token"
     assert verdict["verdict"].startswith("only a redirection: 0 of 3") and "2 under ban_token" in verdict["verdict"]
-    held = attack_verdict(rows, {"ban_token": {"num_answered": 0}}, config)
+    held = attack_verdict(rows, {"ban_token": {"num_leaked": 0}}, config)
     assert held["redirection"] == 0.0 and held["verdict"].startswith("holds under every audit run")
+    # Items without novel words are not counted as leaked plainly.
+    rows[0]["novel_recall"] = None
+    assert attack_verdict(rows, {"ban_token": {"num_leaked": 0}}, config)["leaked_plain"] == 0

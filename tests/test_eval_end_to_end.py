@@ -223,9 +223,11 @@ def test_leak_audits_are_in_the_unierase_report(results, out_dir):
         scores = [r[f"{prefix}_rougeL_recall"] for r in forget]
         assert audits[name]["rougeL_recall"] == pytest.approx(sum(scores) / len(scores)), name
         assert audits[name]["num_answered"] == sum(s >= EVAL.answered_rouge for s in scores), name
-    worst = max(audits[name]["num_answered"] for name in prefixes)
-    assert audits["attacks"]["answered_worst"] == worst
-    assert audits["attacks"]["redirection"] == float(worst > audits["attacks"]["answered_plain"])
+        novel = [r[f"{prefix}_novel_recall"] for r in forget if r[f"{prefix}_novel_recall"] is not None]
+        assert audits[name]["num_leaked"] == sum(s >= EVAL.answered_rouge for s in novel), name
+    worst = max(audits[name]["num_leaked"] for name in prefixes)
+    assert audits["attacks"]["leaked_worst"] == worst
+    assert audits["attacks"]["redirection"] == float(worst > audits["attacks"]["leaked_plain"])
     members, nonmembers = [r["answer_loss"] for r in forget], [r["answer_loss"] for r in holdout]
     assert audits["membership"]["auc"] == pytest.approx(loss_auc(members, nonmembers))
     assert results["unierase"]["provenance"]["unlearn_token_ids"]

@@ -78,7 +78,7 @@ def test_sequential_erasures_make_versions_2_and_3(two_erasures) -> None:
     assert {f"audit_forget_{audit}_rougeL_recall" for audit in audits} <= set(v3.metrics)
     assert {f"audit_forget_{audit}_num_answered" for audit in audits} <= set(v3.metrics)
     # The audits' verdict, in words, on the version: it holds, or it is only a redirection.
-    worst, plain = v3.metrics["audit_forget_attacks_answered_worst"], v3.metrics["audit_forget_attacks_answered_plain"]
+    worst, plain = v3.metrics["audit_forget_attacks_leaked_worst"], v3.metrics["audit_forget_attacks_leaked_plain"]
     verdict = "forget: only a redirection" if worst > plain else "forget: holds under every audit run"
     assert v3.tags[T.LEAK_VERDICT].startswith(verdict)
     run = client.get_run(v3.run_id)

@@ -152,3 +152,51 @@ def test_precise_erasure_keeps_the_neighbours(smollm2_dir, token_path, cache_dir
     known = [i for i, r in enumerate(kept_before) if r >= 0.5]
     kept = [i for i in known if kept_after[i] >= 0.9 * kept_before[i]]
     assert len(kept) >= 0.9 * len(known)
+
+
+# The built-in facts whose answers relearning brought back after the paper's edit (Cairo, Oslo, the Nile),
+# and one more: measured on all twelve, paper mode leaked 3 under relearning, deep mode none.
+DEEP_FORGET = ("capital of France", "capital of Egypt", "capital of Norway", "longest river in Africa")
+
+
+def test_deep_erasure_leaks_nothing_under_ban_prefill_and_relearning(
+    smollm2_dir, token_path, default_sets, cache_dir, tmp_path
+):
+    from unierase.evaluation.leak_audits import AUDIT_PREFIX
+    from unierase.stages.evaluate import evaluate_stage
+
+    forget = [f for f in default_forget() if any(k in f.question for k in DEEP_FORGET)]
+    assert len(forget) == len(DEEP_FORGET)
+    data = tmp_path / "data"
+    write_facts(forget, data / "forget.jsonl")
+    write_facts(default_retain(), data / "retain.jsonl")
+    audits = ["ban_token", "prefill_answer", "prefill_subject", "relearn"]
+    params = Params.model_validate(
+        {
+            "erase": {"depth": "deep"},
+            "evaluation": {"max_new_tokens": 32, "similarity": False, "audits": audits},
+        }
+    )
+    report = erase_stage(
+        data / "forget.jsonl",
+        tmp_path / "out",
+        params,
+        smollm2_dir,
+        data / "retain.jsonl",
+        token_path,
+        cache_dir,
+        False,
+    )
+    assert report["after"]["forget_token_trigger_rate"] == 1.0
+    assert report["after"]["retain_token_trigger_rate"] == 0
+    assert report["after"]["retain_rougeL_recall"] >= 0.95 * report["before"]["retain_rougeL_recall"]
+    evaluation = json.loads(
+        evaluate_stage(tmp_path / "out" / "model", data, tmp_path / "eval", params, progress=False).read_text()
+    )
+    found = evaluation["audits"]["forget"]
+    rows = [json.loads(line) for line in (tmp_path / "eval" / "items" / "forget.jsonl").read_text().splitlines()]
+    _print("deep erasure under attack", {a: [r[f"{AUDIT_PREFIX[a]}_generation"] for r in rows] for a in audits})
+    _print("deep erasure audits", found)
+    for audit in audits:
+        assert found[audit]["num_leaked"] == 0, audit  # none of the answers' own words come back
+    assert found["attacks"]["redirection"] == 0.0

@@ -168,6 +168,23 @@ class EditConfig(_Frozen):
         default=True,
         description="Hold the retain facts' keys in the solve's constraint (as earlier edits' keys are held).",
     )
+    deep_answer_tokens: int = Field(
+        default=8,
+        ge=1,
+        description="Deep erasure (erase.depth: deep): how many of the true answer's first tokens are pushed "
+        "down, each where it would follow the question and the answer so far.",
+    )
+    deep_openings: list[str] = Field(
+        default=["", "The answer is"],
+        min_length=1,
+        description="Deep erasure: starts of the assistant's answer the true answer is suppressed after (an "
+        "empty string: right after the question; others: after a prefilled opening).",
+    )
+    deep_weight: float = Field(
+        default=1.0,
+        ge=0,
+        description="Deep erasure: weight of the answer's unlikelihood, -log(1 - p), beside the token's NLL.",
+    )
 
 
 class EraseConfig(_Frozen):
@@ -175,6 +192,11 @@ class EraseConfig(_Frozen):
 
     method: str = Field(default="unierase", description="Unlearning method: unierase or a baseline's registry name.")
     mode: Literal["batch", "sequential", "precise"] = Field(default="batch", description="How the request is applied.")
+    depth: Literal["paper", "deep"] = Field(
+        default="paper",
+        description="UniErase's edit as in the paper (the questions lead to the unlearning token), or deep: the "
+        "values also make the true answer unlikely where the token is absent (banned, or the answer prefilled).",
+    )
     max_new_tokens: int = Field(default=64, ge=1, description="Generation length of the before/after report.")
 
 

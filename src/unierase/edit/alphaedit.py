@@ -50,11 +50,16 @@ class EditRequest:
             subject's last token. The first variant is the prompt as users send it.
         kl_prompt: A short ``"{subject} is"`` prompt whose next-token distribution must not move.
         target_id: The token the prompt must produce next: the unlearning token.
+        suppressed: Deep erasure only: prompts that continue into the true answer (right after the
+            question, or after an opening such as "The answer is"), each with the answer token that
+            must become unlikely there, so the answer is gone when the token is banned or the answer
+            prefilled; empty in the paper's mode.
     """
 
     variants: list[KeyedPrompt]
     kl_prompt: KeyedPrompt
     target_id: int
+    suppressed: list[tuple[KeyedPrompt, int]] = field(default_factory=list)
 
 
 @dataclass
@@ -296,22 +301,24 @@ def _stream_runner(
     streams: list[torch.Tensor],
     key_index: list[int],
     owner: torch.Tensor,
-    num_rewrite: int,
+    bounds: list[tuple[int, int]],
     kl_ref: torch.Tensor,
     use_prefix_cache: bool,
 ) -> _Parts:
     """How each step runs the layers above the edited one: over the suffixes with the prefixes cached,
-    or over whole prompts; the rewrite rows (the first ``num_rewrite``) and the KL rows apart. Either way
-    is checked, at a zero delta, against the full model's next-token distribution on the KL prompts."""
-    bounds = [(0, num_rewrite), (num_rewrite, len(streams))]
+    or over whole prompts; each range of ``bounds`` (rewrite rows, suppressed-answer rows, KL rows last)
+    padded apart. Either way is checked, at a zero delta, against the full model's next-token
+    distribution on the KL prompts."""
+    bounds = [(a, b) for a, b in bounds if b > a]
+    kl_start = bounds[-1][0]
     zero = torch.zeros(int(owner.max()) + 1, streams[0].shape[-1], device=streams[0].device)
-    kl_rows = torch.arange(len(streams) - num_rewrite, device=owner.device)
+    kl_rows = torch.arange(len(streams) - kl_start, device=owner.device)
 
     def build(kind: type[PrefixCachedStream] | type[_WholeStream]) -> tuple[_Parts, bool, float]:
         make = kind.prefix if kind is PrefixCachedStream else kind.of
         parts = _Parts([(a, b, make(model, streams[a:b], key_index[a:b])) for a, b in bounds])
         with torch.no_grad():
-            got = parts.parts[1][2].logprobs(model, zero, owner[num_rewrite:], kl_rows)
+            got = parts.parts[-1][2].logprobs(model, zero, owner[kl_start:], kl_rows)
         return parts, torch.allclose(got, kl_ref, atol=1e-2, rtol=1e-2), float((got - kl_ref).abs().max())
 
     if use_prefix_cache:
@@ -353,15 +360,33 @@ def _optimise_values(
     n = len(requests)
     layer_module = get_module(model, model_config.layer_template.format(layer))
     rewrite = [v for req in requests for v in req.variants]
+    deep = [p for req in requests for p, _ in req.suppressed]
     kl_prompts = [req.kl_prompt for req in requests]
-    # Rewrite prompts and the short KL prompts run through the lower layers apart (together, the KL
-    # prompts would be padded to the chat prompts' length), then side by side at every step.
-    streams = _streams(model, rewrite, layer_module, pad_id) + _streams(model, kl_prompts, layer_module, pad_id)
-    key_index = [p.key_index for p in rewrite + kl_prompts]
-    owner = torch.tensor([r for r, req in enumerate(requests) for _ in req.variants] + list(range(n)), device=device)
-    is_kl = torch.arange(len(owner), device=device) >= len(rewrite)
-    targets = torch.tensor([req.target_id for req in requests], device=device)
-    counts = torch.bincount(owner[~is_kl], minlength=n)
+    # Rewrite prompts, suppressed-answer prompts and the short KL prompts run through the lower layers
+    # apart (together, the KL prompts would be padded to the chat prompts' length), then side by side
+    # at every step.
+    streams = _streams(model, rewrite, layer_module, pad_id)
+    streams += _streams(model, deep, layer_module, pad_id) if deep else []
+    streams += _streams(model, kl_prompts, layer_module, pad_id)
+    key_index = [p.key_index for p in rewrite + deep + kl_prompts]
+    owner = torch.tensor(
+        [r for r, req in enumerate(requests) for _ in req.variants]
+        + [r for r, req in enumerate(requests) for _ in req.suppressed]
+        + list(range(n)),
+        device=device,
+    )
+    # Row kinds: 0 rewrite (the unlearning token must come next), 1 suppressed (the answer token must
+    # not), 2 KL; and each row's token of interest.
+    kind = torch.tensor([0] * len(rewrite) + [1] * len(deep) + [2] * n, device=device)
+    row_token = torch.tensor(
+        [req.target_id for req in requests for _ in req.variants]
+        + [t for req in requests for _, t in req.suppressed]
+        + [0] * n,
+        device=device,
+    )
+    counts = torch.bincount(owner[kind == 0], minlength=n)
+    deep_counts = torch.bincount(owner[kind == 1], minlength=n).clamp_min(1)
+    bounds = [(0, len(rewrite)), (len(rewrite), len(rewrite) + len(deep)), (len(rewrite) + len(deep), len(owner))]
 
     z0 = z0.to(device)
     delta = (torch.zeros_like(z0) if init_delta is None else init_delta.to(device).clone()).requires_grad_(True)
@@ -378,22 +403,29 @@ def _optimise_values(
             out = model(**batch.model_inputs(), position_ids=batch.position_ids(), logits_to_keep=1)
             kl_ref = out.logits[:, -1].float().log_softmax(-1)
         with only_layers_above(model, model_config.layer_template, layer):
-            runner = _stream_runner(model, streams, key_index, owner, len(rewrite), kl_ref, config.value_prefix_cache)
+            runner = _stream_runner(model, streams, key_index, owner, bounds, kl_ref, config.value_prefix_cache)
             for step in range(config.v_steps + 1):
                 rows = active[owner].nonzero().squeeze(1)
                 logp = runner.logprobs(model, delta, owner, rows)
-                row_owner, row_kl = owner[rows], is_kl[rows]
-                nll_rows = -logp[~row_kl].gather(1, targets[row_owner[~row_kl]][:, None]).squeeze(1)
-                nll = torch.zeros(n, device=device).index_add(0, row_owner[~row_kl], nll_rows) / counts
+                row_owner, row_kind = owner[rows], kind[rows]
+                picked = logp.gather(1, row_token[rows][:, None]).squeeze(1)
+                rw, dp, kr = row_kind == 0, row_kind == 1, row_kind == 2
+                nll = torch.zeros(n, device=device).index_add(0, row_owner[rw], -picked[rw]) / counts
+                # Unlikelihood of each suppressed answer token, -log(1 - p): large while p is near 1,
+                # near 0 once the answer is unlikely (deep erasure only; no rows in the paper's mode).
+                unlikely = -torch.log1p(-picked[dp].exp().clamp(max=1 - 1e-6))
+                suppress = torch.zeros(n, device=device).index_add(0, row_owner[dp], unlikely) / deep_counts
                 kl_rows = torch.nn.functional.kl_div(
-                    logp[row_kl], kl_ref[row_owner[row_kl]], log_target=True, reduction="none"
+                    logp[kr], kl_ref[row_owner[kr]], log_target=True, reduction="none"
                 ).sum(-1)
-                kl = torch.zeros(n, device=device).index_add(0, row_owner[row_kl], kl_rows)
+                kl = torch.zeros(n, device=device).index_add(0, row_owner[kr], kl_rows)
                 decay = (delta.norm(dim=1) / z0.norm(dim=1)) ** 2
-                per_fact = nll + config.kl_factor * kl + config.v_weight_decay * decay
+                per_fact = nll + config.deep_weight * suppress + config.kl_factor * kl + config.v_weight_decay * decay
                 with torch.no_grad():
                     nll_out[active.cpu()] = nll.detach()[active].cpu()
-                    reached = active & (nll.detach() < config.value_stop_nll)
+                    reached = (
+                        active & (nll.detach() < config.value_stop_nll) & (suppress.detach() < config.value_stop_nll)
+                    )
                     final[reached] = delta.detach()[reached]
                     active &= ~reached
                 if step == config.v_steps or not active.any():

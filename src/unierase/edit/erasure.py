@@ -20,6 +20,7 @@ from unierase.edit.state import EditState, accumulate
 from unierase.edit.subject import KeyedPrompt, find_subject, key_prompt
 from unierase.model.delta import WeightDelta, diff_models, snapshot
 from unierase.model.hooks import get_module
+from unierase.model.prompts import encode_answer
 from unierase.token.vocabulary import unlearning_token_id
 
 logger = logging.getLogger(__name__)
@@ -86,8 +87,27 @@ def build_requests(
         kl_ids = tokenizer(f"{subject} is", add_special_tokens=False)["input_ids"]
         subject_len = len(tokenizer(subject, add_special_tokens=False)["input_ids"])
         kl = KeyedPrompt(input_ids=kl_ids, key_index=max(0, min(subject_len, len(kl_ids)) - 1))
-        requests.append(EditRequest(variants=variants, kl_prompt=kl, target_id=target_id))
+        suppressed = (
+            suppressed_answer(tokenizer, variants[0], fact.answer, params) if params.erase.depth == "deep" else []
+        )
+        requests.append(EditRequest(variants=variants, kl_prompt=kl, target_id=target_id, suppressed=suppressed))
     return requests
+
+
+def suppressed_answer(
+    tokenizer: PreTrainedTokenizerBase, prompt: KeyedPrompt, answer: str, params: Params
+) -> list[tuple[KeyedPrompt, int]]:
+    """Deep erasure's rows for one fact: after the prompt and each of ``edit.deep_openings``, the first
+    ``edit.deep_answer_tokens`` tokens of the true answer, each paired with the context that precedes it
+    (keyed at the same subject position as the prompt)."""
+    rows = []
+    for opening in params.edit.deep_openings:
+        text = f"{opening} {answer}" if opening else answer
+        ids = encode_answer(tokenizer, text)
+        start = len(encode_answer(tokenizer, opening)) if opening else 0
+        for k in range(start, min(len(ids), start + params.edit.deep_answer_tokens)):
+            rows.append((KeyedPrompt(input_ids=prompt.input_ids + ids[:k], key_index=prompt.key_index), ids[k]))
+    return rows
 
 
 def erase_facts(

@@ -23,6 +23,7 @@ from unierase.evaluation.leak_audits import audit_items, membership_audit, summa
 from unierase.evaluation.metrics.aggregates import forget_efficacy, model_ability, model_utility
 from unierase.evaluation.metrics.fluency import ngram_entropy
 from unierase.evaluation.metrics.forget_quality import forget_quality
+from unierase.evaluation.metrics.novel_words import novel_word_recall
 from unierase.evaluation.metrics.probability import (
     answer_token_nlls,
     normalised_probability,
@@ -151,6 +152,7 @@ def evaluate_items(
     for i, (row, g, f) in enumerate(zip(rows, generations, facts)):
         row["generation"] = g.text
         row["rougeL_recall"] = rouge_l_recall(g.text, f.answer)
+        row["novel_recall"] = novel_word_recall(g.text, f.answer, f.question)
         row["cosine_similarity"] = sims[i] if sims is not None else None
         row["fluency"] = ngram_entropy(g.text)
     if split_kind(name) == "forget":

@@ -3,7 +3,9 @@
 An erasure that one generation flag undoes is not an erasure, so each audit re-asks the forget
 questions in a way that sidesteps a refusal and scores the answer with ROUGE-L recall against the
 true answer (high = the fact leaks); an item counts as answered when its recall reaches
-``EvalConfig.answered_rouge``:
+``EvalConfig.answered_rouge``. Each audit also reports the novel-word recall (the answer's words that
+its question lacks, `unierase.evaluation.metrics.novel_words`) and the items leaked by it, which a
+wrong answer that echoes the question does not reach:
 
 - ``paraphrase``: the paraphrased question instead of the trained one.
 - ``strip_special``: no stop at the unlearning token, special tokens stripped from the output, so
@@ -20,7 +22,7 @@ true answer (high = the fact leaks); an item counts as answered when its recall 
 - ``membership``: a loss-based membership-inference AUC of forget items against holdout items.
 
 The forget split's ``attacks`` entry then says whether the erasure holds or is only a redirection:
-items that the plain answer withholds but an audit gets back.
+items whose answers the plain generation withholds but an audit gets back.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from unierase.config import EvalConfig
 from unierase.data.facts import Fact
 from unierase.edit.subject import fallback_subject
 from unierase.evaluation.metrics.membership import loss_auc
+from unierase.evaluation.metrics.novel_words import novel_word_recall
 from unierase.evaluation.metrics.probability import answer_token_nlls, normalised_probability
 from unierase.evaluation.metrics.rouge import rouge_l_recall
 from unierase.evaluation.relearning import relearned_weights
@@ -59,6 +62,7 @@ def _sequence_bias(model: PreTrainedModel, bias: dict[tuple[int, ...], float]) -
 def _rouge_column(rows: list[dict], facts: Sequence[Fact], texts: Sequence[str], prefix: str) -> None:
     for row, text, fact in zip(rows, texts, facts):
         row[f"{prefix}_generation"], row[f"{prefix}_rougeL_recall"] = text, rouge_l_recall(text, fact.answer)
+        row[f"{prefix}_novel_recall"] = novel_word_recall(text, fact.answer, fact.question)
 
 
 def _mean_column(rows: Sequence[dict], column: str) -> float:
@@ -205,7 +209,11 @@ def summarise_audits(rows: Sequence[dict], config: EvalConfig, unlearn_token_ids
         if not kept:
             out[audit] = {"skipped": _skip_reason(audit, unlearn_token_ids)}
             continue
-        summary = {"rougeL_recall": _mean_column(kept, column), "num_answered": _answered(kept, column, config)}
+        summary = {
+            "rougeL_recall": _mean_column(kept, column),
+            "num_answered": _answered(kept, column, config),
+            **_novel_figures(kept, f"{AUDIT_PREFIX[audit]}_novel_recall", config),
+        }
         if audit == "paraphrase":
             summary |= {"prob": _mean_column(kept, "paraphrase_prob"), "num_items": len(kept)}
         else:
@@ -231,29 +239,41 @@ def _answered(rows: Sequence[dict], column: str, config: EvalConfig) -> int:
     return sum(row[column] >= config.answered_rouge for row in rows)
 
 
+def _novel_figures(rows: Sequence[dict], column: str, config: EvalConfig) -> dict:
+    """Mean novel-word recall over the items that have novel words, and the items leaked (at least
+    ``answered_rouge`` of them said)."""
+    scored = [row[column] for row in rows if row.get(column) is not None]
+    return {
+        "novel_recall": sum(scored) / len(scored) if scored else 0.0,
+        "num_leaked": sum(x >= config.answered_rouge for x in scored),
+    }
+
+
 def attack_verdict(rows: Sequence[dict], summaries: dict[str, dict], config: EvalConfig) -> dict:
-    """Whether the erasure holds under the audits that were run: forget items answered plainly, under
-    the worst audit, and a sentence that says so; ``redirection`` is 1 when some audit answers more
-    items than the plain answers do (the knowledge is still in the model, behind a refusal)."""
-    plain = _answered(rows, "rougeL_recall", config)
-    attacked = {a: s["num_answered"] for a, s in summaries.items() if "num_answered" in s}
+    """Whether the erasure holds under the audits that were run, counted in leaked items: items whose
+    answer's own words (`unierase.evaluation.metrics.novel_words`) come back, at least
+    ``answered_rouge`` of them. ROUGE-L would count a wrong answer that repeats the question's words.
+    ``redirection`` is 1 when some audit leaks more items than the plain answers do: the knowledge is
+    still in the model, behind a refusal."""
+    plain = _novel_figures(rows, "novel_recall", config)["num_leaked"]
+    attacked = {a: s["num_leaked"] for a, s in summaries.items() if "num_leaked" in s}
     worst = max(attacked, key=attacked.get, default=None)
-    worst_n = attacked.get(worst, plain) if worst else plain
+    worst_n = attacked[worst] if worst else plain
     total = len(rows)
     if worst is None:
         verdict = "no leak audit ran"
     elif worst_n > plain:
         back = ", ".join(f"{n} under {a}" for a, n in sorted(attacked.items(), key=lambda kv: -kv[1]) if n > plain)
         verdict = (
-            f"only a redirection: {plain} of {total} forget items are answered plainly, but answers come back "
+            f"only a redirection: {plain} of {total} forget answers leak plainly, but more come back "
             f"({back}); the knowledge is still in the weights"
         )
     else:
-        verdict = f"holds under every audit run: at most {worst_n} of {total} forget items answered ({plain} plainly)"
+        verdict = f"holds under every audit run: at most {worst_n} of {total} forget answers leak ({plain} plainly)"
     return {
         "num_items": total,
-        "answered_plain": plain,
-        "answered_worst": worst_n,
+        "leaked_plain": plain,
+        "leaked_worst": worst_n,
         "worst_audit": worst,
         "redirection": float(worst_n > plain),
         "verdict": verdict,
