@@ -14,6 +14,8 @@ from unierase.config import Params, load_params
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TOFU = ROOT.parent / "shared" / "tofu"
 METHODS = ("unierase", "grad_ascent", "grad_diff", "npo", "idk_sft")
+# UniErase at each depth (erase.depth), as the quality benchmark names its cells.
+UNIERASE_DEPTHS = {"unierase": "paper", "unierase_deep": "deep"}
 
 
 def common_parser(doc: str) -> argparse.ArgumentParser:
@@ -86,13 +88,15 @@ def resolve_params(args: argparse.Namespace) -> Params:
     return Params.model_validate(tree)  # pydantic checks every override (types, ranges, unknown keys)
 
 
-def resolve_methods(args: argparse.Namespace) -> list[str]:
-    """The chosen methods, in the order given; unknown names are an error."""
+def resolve_methods(args: argparse.Namespace, variants: tuple[str, ...] = ()) -> list[str]:
+    """The chosen methods, in the order given (registered methods, and the part's ``variants``); unknown
+    names are an error."""
     from unierase.methods import METHODS
 
+    known = [*METHODS, *variants]
     names = [m.strip() for m in args.methods.split(",") if m.strip()]
-    if unknown := [m for m in names if m not in METHODS]:
-        raise SystemExit(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
+    if unknown := [m for m in names if m not in known]:
+        raise SystemExit(f"unknown methods {unknown}; choose from {', '.join(known)}")
     return names
 
 

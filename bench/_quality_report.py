@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from bench._cli import UNIERASE_DEPTHS
 from bench.lib.cells import runs_markdown
 from bench.lib.output import format_value, markdown_table, scatter_plot, write_markdown
 from bench.lib.runs import LEAK_COLUMNS
@@ -68,7 +69,11 @@ def headline(rows: Sequence[Mapping[str, Any]]) -> str:
     out = []
     for k in sorted({r["forget_authors"] for r in rows}):
         ours = next((r for r in rows if r["method"] == "unierase" and r["forget_authors"] == k), None)
-        base = [r for r in rows if r["forget_authors"] == k and not r.get("reference") and r["method"] != "unierase"]
+        base = [
+            r
+            for r in rows
+            if r["forget_authors"] == k and not r.get("reference") and r["method"] not in UNIERASE_DEPTHS
+        ]
         base = [r for r in base if r.get("forget_efficacy") is not None and r.get("model_ability") is not None]
         if ours is None or not base:
             continue

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from bench._cli import (
     ROOT,
+    UNIERASE_DEPTHS,
     add_redo_flag,
     add_target_flags,
     base_model,
@@ -72,7 +73,11 @@ def parse_args(argv: list[str] | None = None):
 def run(args) -> list[dict]:
     """Runs every method on every forget size that has no cell yet; returns the rows of every cell (also
     written under ``args.out``)."""
-    params, methods, progress = resolve_params(args), resolve_methods(args), not args.no_progress
+    params, methods, progress = (
+        resolve_params(args),
+        resolve_methods(args, tuple(UNIERASE_DEPTHS)),
+        not args.no_progress,
+    )
     base, work, out = base_model(args), Path(args.work), Path(args.out)
     counts = forget_author_counts(args.authors, args.shares)
     flags = ("authors", "questions_per_author", "holdout_authors", "retain_eval_items", "general_items", "seed")
@@ -123,7 +128,7 @@ def run(args) -> list[dict]:
                 if not cells.has(f"{ref}@{k}"):
                     cells.save(f"{ref}@{k}", measure_cell(*cell(ref, k), evaluator=evaluator))
         todo = [(m, k) for k in counts for m in methods if not cells.has(f"{m}@{k}")]
-        needs_token = any(m == "unierase" for m, _ in todo)
+        needs_token = any(m in UNIERASE_DEPTHS for m, _ in todo)
         token = ensure_token(target, work / "cache", params, progress) if needs_token else None
         if uses_ray(params.ray) and todo:
             from bench.lib.ray_cells import run_cells
@@ -153,9 +158,9 @@ def measure_cell(
     if method in ("target", "retain_model"):
         model_dir = context["target"] if method == "target" else context["retain_dir"]
         (model, tok), fields = load_model(model_dir, args.device), {"reference": True, "seconds": None}
-    elif method == "unierase":
+    elif method in UNIERASE_DEPTHS:
         model, tok, fields = _unierase(
-            args, params, context["target"], context["retain_file"], forget_file, token, k, progress
+            args, params, method, context["target"], context["retain_file"], forget_file, token, k, progress
         )
         fields = {"reference": False, **fields}
     else:
@@ -166,8 +171,8 @@ def measure_cell(
     evaluator = evaluator or Evaluator(params, args.device, progress)
     report = evaluator.evaluate(model, tok, splits, retain_ratios, items_dir, provenance)
     del model
-    if method == "unierase" and not args.keep_models:
-        shutil.rmtree(Path(args.work) / "runs" / f"unierase-authors{k}" / "model", ignore_errors=True)
+    if method in UNIERASE_DEPTHS and not args.keep_models:
+        shutil.rmtree(Path(args.work) / "runs" / f"{method}-authors{k}" / "model", ignore_errors=True)
     return {
         "method": method,
         "forget_authors": k,
@@ -180,14 +185,16 @@ def measure_cell(
     }
 
 
-def _unierase(args, params, target, retain_file, forget_file, token, k, progress):
-    """UniErase through erase_stage with the token learned once on the target and a shared statistics cache."""
+def _unierase(args, params, method, target, retain_file, forget_file, token, k, progress):
+    """UniErase at the depth ``method`` names (`UNIERASE_DEPTHS`) through erase_stage, with the token learned
+    once on the target and a shared statistics cache."""
     from unierase.stages.erase import erase_stage
 
     token_path, token_cost = token
-    run_dir = Path(args.work) / "runs" / f"unierase-authors{k}"
+    run_dir = Path(args.work) / "runs" / f"{method}-authors{k}"
     shutil.rmtree(run_dir, ignore_errors=True)
-    p = params.model_copy(update={"erase": params.erase.model_copy(update={"method": "unierase", "mode": "batch"})})
+    erase = {"method": "unierase", "mode": "batch", "depth": UNIERASE_DEPTHS[method]}
+    p = params.model_copy(update={"erase": params.erase.model_copy(update=erase)})
     with measure() as m:
         report = erase_stage(
             forget_file, run_dir, p, target, retain_file, token_path, Path(args.work) / "cache", progress=progress

@@ -35,7 +35,8 @@ QUALITY_KEYS = (
     "seconds",
     "peak_rss_mb",
 )
-AUDITS = ("paraphrase", "strip_special", "ban_token", "suppress_token")
+AUDITS = ("paraphrase", "strip_special", "ban_token", "suppress_token", "prefill_answer", "prefill_subject")
+AUDITS += ("quantise_int8", "quantise_nf4", "relearn")
 
 
 def _finite(value) -> bool:
@@ -57,6 +58,7 @@ def quality(dirs) -> list[dict]:
     from bench import quality
 
     args = ["--authors", "3", "--questions-per-author", "2", "--shares", "0.3", "--holdout-authors", "1"]
+    args += ["--methods", "unierase,unierase_deep,grad_ascent,grad_diff,npo,idk_sft"]
     assert quality.main(dirs["common"] + args) == 0
     return json.loads((dirs["out"] / "quality.json").read_text())
 
@@ -65,7 +67,7 @@ def test_quality_rows(quality, dirs) -> None:
     from unierase.methods import BASELINE_NAMES
 
     rows = [r for r in quality if not r["reference"]]
-    assert sorted(r["method"] for r in rows) == sorted(["unierase", *BASELINE_NAMES])
+    assert sorted(r["method"] for r in rows) == sorted(["unierase", "unierase_deep", *BASELINE_NAMES])
     for row in rows:
         assert (row["forget_size"], row["forget_authors"], row["forget_share"]) == (2, 1, 1 / 3)
         for key in QUALITY_KEYS[1:]:
@@ -73,6 +75,9 @@ def test_quality_rows(quality, dirs) -> None:
         assert _finite(row["audit_paraphrase_rougeL_recall"]) and _finite(row["audit_membership_auc"])
     unierase = next(r for r in rows if r["method"] == "unierase")
     assert all(_finite(unierase[f"audit_{a}_rougeL_recall"]) for a in AUDITS)
+    deep = next(r for r in rows if r["method"] == "unierase_deep")  # UniErase at erase.depth deep
+    assert all(_finite(deep[f"audit_{a}_num_leaked"]) for a in AUDITS) and deep["delta_bytes"] > 0
+    assert (dirs["out"] / "quality_items" / "unierase_deep-authors1" / "items" / "forget.jsonl").is_file()
     assert 0 < unierase["params_changed_share"] < 1 and unierase["delta_bytes"] > 0
     assert {r["method"] for r in quality if r["reference"]} == {"target", "retain_model"}
     assert (dirs["out"] / "quality_scatter.png").stat().st_size > 0
@@ -291,6 +296,27 @@ def test_gpu_scale_sharded_bf16_load_on_the_tiny_shape(dirs, tiny_llama_dir: Pat
     assert load["dtype"] == "torch.bfloat16" and load["device_map"] == "auto" and load["devices"] == ["cpu"]
     assert rows[4]["items"] == 3 and 0 < rows[4]["params_changed_share"] < 1
     assert all(_finite(r["seconds"]) for r in rows)
+
+
+def test_depth_rows(dirs, tmp_path: Path) -> None:
+    from bench import depth
+    from unierase.data.builtin_facts import default_forget, default_retain
+    from unierase.data.facts import write_facts
+
+    forget = write_facts(default_forget()[:2], tmp_path / "forget.jsonl")
+    retain = write_facts(default_retain()[:3], tmp_path / "retain.jsonl")
+    common = [a if a != str(dirs["out"]) else str(tmp_path / "out") for a in dirs["common"]]
+    common = [a for a in common if a not in ("--general-items", "1", "--retain-eval-items", "2")]
+    assert depth.main([*common, "--forget", str(forget), "--retain", str(retain), "--max-new-tokens", "4"]) == 0
+    result = json.loads((tmp_path / "out" / "depth.json").read_text())
+    assert [r["depth"] for r in result["rows"]] == ["paper", "deep"]
+    for row in result["rows"]:
+        assert _finite(row["edit_s"]) and row["verdict"]
+        for audit in ("ban_token", "prefill_answer", "prefill_subject", "quantise_int8", "quantise_nf4", "relearn"):
+            assert _finite(row["audits"][audit]["rougeL_recall"]) and _finite(row["audits"][audit]["num_leaked"])
+    assert "| deep |" in (tmp_path / "out" / "depth.md").read_text()
+    with pytest.raises(SystemExit):
+        depth.main([*common, "--forget", str(forget)])  # a forget set without its retain set
 
 
 def test_ray_scaling_rows(dirs, prefect_harness, tmp_path: Path) -> None:

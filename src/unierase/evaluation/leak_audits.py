@@ -73,37 +73,6 @@ def _refusal_rate(rows: Sequence[dict], column: str) -> float:
     return sum(is_refusal(row[column]) for row in rows) / len(rows)
 
 
-def run_generation_audits(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    facts: Sequence[Fact],
-    rows: list[dict],
-    config: EvalConfig,
-    unlearn_token_ids: Sequence[int],
-    relearn_facts: Sequence[Fact] = (),
-    progress: bool = True,
-) -> dict[str, dict]:
-    """Runs the generation audits of ``config.audits`` on one forget split.
-
-    Args:
-        model: The model under audit (left as it was: the weight attacks restore it).
-        tokenizer: Its tokenizer.
-        facts: The forget items.
-        rows: Their per-item result rows (with the plain ``rougeL_recall``); audit columns are added
-            to them in place.
-        config: Evaluation settings (audits, generation length, logit bias, prefill, relearning).
-        unlearn_token_ids: The unlearning token ids (empty for a model without one).
-        relearn_facts: Retain items for the relearning attack (none: the audit is skipped).
-        progress: Show progress bars.
-
-    Returns:
-        Audit name -> summary (mean ROUGE-L recall, items answered and more), or ``{"skipped": reason}``,
-        and ``attacks``: the verdict over all of them.
-    """
-    audit_items(model, tokenizer, facts, rows, config, unlearn_token_ids, relearn_facts, progress)
-    return summarise_audits(rows, config, unlearn_token_ids)
-
-
 # Column prefix of each generation audit in the item rows (`<prefix>_generation`, `<prefix>_rougeL_recall`).
 AUDIT_PREFIX = {
     "paraphrase": "paraphrase",
@@ -151,7 +120,7 @@ def audit_items(
             )
             for i, n in zip(keep, nlls):
                 rows[i]["paraphrase_prob"] = normalised_probability(n)
-            _rouge_column([rows[i] for i in keep], sub, texts, "paraphrase")
+            _rouge_column([rows[i] for i in keep], sub, texts, AUDIT_PREFIX["paraphrase"])
     if "strip_special" in config.audits:
         # Without an unlearning token the main generations had no stop ids: this audit would repeat them.
         generations = generate_answers(model, tokenizer, questions, **gen) if unlearn_token_ids else None
@@ -160,7 +129,7 @@ def audit_items(
         for row, g in zip(rows, generations or []):
             row["raw_generation"] = tokenizer.decode(g.token_ids, skip_special_tokens=False)
             row["stripped_unlearn_token"] = bool(ids & set(g.token_ids))
-        _rouge_column(rows, facts, texts, "stripped")
+        _rouge_column(rows, facts, texts, AUDIT_PREFIX["strip_special"])
     for audit in _TOKEN_AUDITS:
         if audit not in config.audits or not unlearn_token_ids:
             continue
