@@ -85,7 +85,7 @@ def test_quality_rows(quality, dirs) -> None:
     items = dirs["out"] / "quality_items" / "unierase-authors1" / "items" / "forget.jsonl"
     assert len(items.read_text().splitlines()) == 2
     cells = sorted(p.stem for p in (dirs["out"] / "quality_cells").glob("*.json"))
-    assert cells == sorted(f"{m}@1" for m in ["target", "retain_model", "unierase", *BASELINE_NAMES])
+    assert cells == sorted(f"{m}@1" for m in ["target", "retain_model", "unierase", "unierase_deep", *BASELINE_NAMES])
 
 
 def test_quality_method_cells_on_ray(quality, dirs, prefect_harness, tmp_path: Path) -> None:
