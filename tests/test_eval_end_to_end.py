@@ -199,6 +199,7 @@ def test_every_method_forgets_more_than_the_target(results, method):
 
 
 def test_leak_audits_are_in_the_unierase_report(results, out_dir):
+    from unierase.evaluation.leak_audits import AUDIT_PREFIX
     from unierase.evaluation.metrics.membership import loss_auc
 
     audits = results["unierase"]["audits"]["forget"]
@@ -207,25 +208,14 @@ def test_leak_audits_are_in_the_unierase_report(results, out_dir):
     forget = [json.loads(line) for line in (items / "forget.jsonl").read_text().splitlines()]
     holdout = [json.loads(line) for line in (items / "holdout.jsonl").read_text().splitlines()]
     # No audit skipped: each figure is the mean of its column over every forget item.
-    prefixes = {
-        "paraphrase": "paraphrase",
-        "strip_special": "stripped",
-        "ban_token": "banned",
-        "suppress_token": "suppressed",
-        "prefill_answer": "prefill_answer",
-        "prefill_subject": "prefill_subject",
-        "quantise_int8": "int8",
-        "quantise_nf4": "nf4",
-        "relearn": "relearned",
-    }
-    for name, prefix in prefixes.items():
+    for name, prefix in AUDIT_PREFIX.items():
         assert "skipped" not in audits[name], audits[name]
         scores = [r[f"{prefix}_rougeL_recall"] for r in forget]
         assert audits[name]["rougeL_recall"] == pytest.approx(sum(scores) / len(scores)), name
         assert audits[name]["num_answered"] == sum(s >= EVAL.answered_rouge for s in scores), name
         novel = [r[f"{prefix}_novel_recall"] for r in forget if r[f"{prefix}_novel_recall"] is not None]
         assert audits[name]["num_leaked"] == sum(s >= EVAL.answered_rouge for s in novel), name
-    worst = max(audits[name]["num_leaked"] for name in prefixes)
+    worst = max(audits[name]["num_leaked"] for name in AUDIT_PREFIX)
     assert audits["attacks"]["leaked_worst"] == worst
     assert audits["attacks"]["redirection"] == float(worst > audits["attacks"]["leaked_plain"])
     members, nonmembers = [r["answer_loss"] for r in forget], [r["answer_loss"] for r in holdout]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -379,18 +379,7 @@ class EvalConfig(_Frozen):
     generation_batch_size: int = Field(default=16, ge=1, description="Prompts per batch of greedy generation.")
     batch_size: int = Field(default=16, ge=1, description="Question/answer pairs per forward pass for probabilities.")
     audits: list[AuditName] = Field(
-        default=[
-            "paraphrase",
-            "strip_special",
-            "ban_token",
-            "suppress_token",
-            "prefill_answer",
-            "prefill_subject",
-            "quantise_int8",
-            "quantise_nf4",
-            "relearn",
-            "membership",
-        ],
+        default=list(get_args(AuditName)),
         description="Leak audits to run on the forget splits (the token audits need an unlearning token; "
         "relearn needs a retain split).",
     )

@@ -86,7 +86,7 @@ AUDIT_PREFIX = {
     "relearn": "relearned",
 }
 _TOKEN_AUDITS = ("ban_token", "suppress_token")
-_QUANTISE = {"quantise_int8": "int8", "quantise_nf4": "nf4"}
+_QUANTISE = {"quantise_int8": "int8", "quantise_nf4": "nf4"}  # audit -> `quantised_weights` scheme
 
 
 def audit_items(
