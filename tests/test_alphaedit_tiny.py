@@ -155,7 +155,11 @@ def test_unbound_facts_get_more_rounds_with_a_wider_clamp(tiny):
     target = unlearning_token_id(tokenizer, PARAMS.token)
     requests = build_requests(tokenizer, FORGET, ["France", "Hamlet"], target, PARAMS)
     # A random model's next token is near uniform (NLL ~ ln V): no fact binds, every one is retried.
-    tight = PARAMS.edit.model_copy(update={"clamp_norm_factor": 0.02, "v_steps": 3, "value_retry_nll": 1e-3})
+    # No weight decay: on a random model its pull to zero outweighs the flat NLL, and Adam's normalised
+    # steps would swing the delta anywhere inside the clamp instead of out to it.
+    tight = PARAMS.edit.model_copy(
+        update={"clamp_norm_factor": 0.02, "v_steps": 3, "value_retry_nll": 1e-3, "v_weight_decay": 0.0}
+    )
     share = {}
     for retries in (0, 2):
         edit = tight.model_copy(update={"value_retries": retries})

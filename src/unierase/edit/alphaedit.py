@@ -389,14 +389,20 @@ def _optimise_values(
     bounds = [(0, len(rewrite)), (len(rewrite), len(rewrite) + len(deep)), (len(rewrite) + len(deep), len(owner))]
 
     z0 = z0.to(device)
-    delta = (torch.zeros_like(z0) if init_delta is None else init_delta.to(device).clone()).requires_grad_(True)
-    optimizer = torch.optim.Adam([delta], lr=config.v_lr)
-    max_norm = config.clamp_norm_factor * z0.norm(dim=1, keepdim=True)
+    # Adam moves each coordinate by about its lr whatever the gradient's scale, so the delta is
+    # optimised in units of each residual's RMS: the same v_lr means the same relative step on any model.
+    unit = (z0.norm(dim=1, keepdim=True) / z0.shape[1] ** 0.5).clamp_min(1e-12)
+    start = torch.zeros_like(z0) if init_delta is None else init_delta.to(device) / unit
+    scaled = start.clone().requires_grad_(True)
+    delta = scaled * unit
+    optimizer = torch.optim.Adam([scaled], lr=config.v_lr)
+    # The clamp on ‖δ‖ (clamp_norm_factor · ‖z0‖) in those units: ‖z0‖ / unit = sqrt(d).
+    max_norm = config.clamp_norm_factor * z0.shape[1] ** 0.5
     active = torch.ones(n, dtype=torch.bool, device=device)
     final = delta.detach().clone()
     nll_out = torch.zeros(n)
     steps = torch.zeros(n, dtype=torch.long)
-    # Only ``delta`` is optimised: with the weights frozen, backward computes no weight gradients.
+    # Only the delta is optimised: with the weights frozen, backward computes no weight gradients.
     with frozen_parameters(model):
         with torch.no_grad():
             batch = pad_sequences([p.input_ids for p in kl_prompts], pad_id, side="left").to(device)
@@ -435,9 +441,10 @@ def _optimise_values(
                 optimizer.step()
                 with torch.no_grad():
                     # Adam's momentum would still move the facts that stopped: they keep their delta.
-                    delta[~active] = final[~active]
-                    norms = delta.norm(dim=1, keepdim=True).clamp_min(1e-12)
-                    delta.mul_(torch.where(norms > max_norm, max_norm / norms, torch.ones_like(norms)))
+                    scaled[~active] = final[~active] / unit[~active]
+                    norms = scaled.norm(dim=1, keepdim=True).clamp_min(1e-12)
+                    scaled.mul_((max_norm / norms).clamp(max=1.0))
+                delta = scaled * unit
                 steps[active.cpu()] += 1
             with torch.no_grad():
                 final[active] = delta.detach()[active]
