@@ -92,6 +92,9 @@ def run_serve(args: argparse.Namespace) -> int:
 
     # SIGTERM (a service manager, `timeout`) ends this process as Ctrl-C does: the finally stops the children.
     signal.signal(signal.SIGTERM, lambda *_: _interrupt())
+    # Python leaves SIGINT ignored when it starts ignored (a background job of a non-interactive shell,
+    # and every process started from it): Ctrl-C must stop the services wherever serve was started.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     children: list[tuple[str, subprocess.Popen]] = []
     try:
         children.append(("prefect server", _start(prefect_server_command(args.prefect_port), server_env(), root)))
