@@ -12,6 +12,8 @@ from unierase.offline import set_offline_defaults
 # Offline and quiet before anything imports transformers, mlflow or prefect.
 set_offline_defaults()
 
+import time  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -24,6 +26,29 @@ def smollm2_dir() -> Path:
     from unierase.model.default import ensure_default_model
 
     return ensure_default_model()
+
+
+@dataclass(frozen=True)
+class TokenCache:
+    """A cache directory holding a learned unlearning token, its file, and how long learning it took."""
+
+    path: Path
+    token: Path
+    learning_s: float
+
+
+@pytest.fixture(scope="session")
+def smollm2_cache(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> TokenCache:
+    """A session cache directory holding SmolLM2's unlearning token for the default parameters,
+    learned once for every SmolLM2 test module (the slowest step they share). A test whose run must
+    not share the session's statistics copies it."""
+    from unierase.config import Params
+    from unierase.stages.token import ensure_token_stage
+
+    cache = tmp_path_factory.mktemp("smollm2-cache")
+    started = time.perf_counter()
+    token, _ = ensure_token_stage(smollm2_dir, Params(), cache, progress=False)
+    return TokenCache(cache, token, time.perf_counter() - started)
 
 
 @pytest.fixture(scope="session")

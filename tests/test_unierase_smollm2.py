@@ -20,7 +20,6 @@ from unierase.evaluation.answers import measure_answers
 from unierase.model.delta import load_delta, revert_delta
 from unierase.model.loading import load_model
 from unierase.stages.erase import erase_stage
-from unierase.stages.token import learn_token_stage
 
 pytestmark = pytest.mark.slow
 
@@ -30,14 +29,15 @@ def _print(title: str, payload: object) -> None:
 
 
 @pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("unierase-cache")
+def cache_dir(smollm2_cache) -> Path:
+    """The session's SmolLM2 cache: the token, and the statistics the first erasure computes."""
+    return smollm2_cache.path
 
 
 @pytest.fixture(scope="session")
-def token_path(smollm2_dir, tmp_path_factory) -> Path:
+def token_path(smollm2_cache) -> Path:
     """The unlearning token for SmolLM2, learned once per session and reused by every erasure."""
-    return learn_token_stage(smollm2_dir, tmp_path_factory.mktemp("token") / "token.safetensors", Params())
+    return smollm2_cache.token
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ on a CPU (the token is learned once, into this module's cache).
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -60,14 +61,15 @@ RETAIN = [
 
 
 @pytest.fixture(scope="module")
-def report(smollm2_dir, tmp_path_factory) -> dict:
+def report(smollm2_dir, smollm2_cache, tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("unlabelled")
     forget = write_facts([Fact(question=q, answer=a) for q, a in FORGET], root / "forget.jsonl")
     retain = write_facts([Fact(question=q, answer=a) for q, a in RETAIN], root / "retain.jsonl")
     assert "subject" not in forget.read_text() + retain.read_text()
     out = root / "out"
     args = ["erase", "--forget", str(forget), "--retain", str(retain), "--model", str(smollm2_dir)]
-    assert main([*args, "--cache-dir", str(root / "cache"), "--output", str(out)]) == 0
+    cache = shutil.copytree(smollm2_cache.path, root / "cache")
+    assert main([*args, "--cache-dir", str(cache), "--output", str(out)]) == 0
     report = json.loads((out / "report.json").read_text())
     shown = ("subject_methods", "subjects", "before", "after", "timings_s")
     print("\n== unlabelled erasure\n" + json.dumps({k: report[k] for k in shown}, indent=2))
@@ -78,7 +80,9 @@ def test_subjects_are_found_for_every_row_before_the_token(report):
     methods = report["subject_methods"]
     assert sum(methods["forget"].values()) == len(FORGET) and "given" not in methods["forget"]
     assert sum(methods["retain"].values()) == len(RETAIN) and "given" not in methods["retain"]
-    assert report["token_learned"]  # the token was learned in this run, after the subjects were found
+    # Subjects are found before the token phase and the statistics (a bad row fails in seconds).
+    phases = list(report["timings_s"])
+    assert phases.index("find_subjects_s") < phases.index("token_s") < phases.index("covariance_s")
     assert len(report["subjects"]) == len(FORGET)
     assert all(subject.lower() in q.lower() for subject, (q, _) in zip(report["subjects"], FORGET, strict=True))
 
@@ -91,7 +95,8 @@ def test_forget_triggers_and_retain_is_kept(report):
     assert after["retain_rougeL_recall"] >= 0.9 * before["retain_rougeL_recall"]
 
 
-def test_finding_subjects_is_cheap_next_to_the_token(report):
+def test_finding_subjects_is_cheap_next_to_the_token(report, smollm2_cache):
     timings = report["timings_s"]
     assert {"find_subjects_s", "token_s", "covariance_s"} <= set(timings)
-    assert timings["find_subjects_s"] < timings["token_s"]
+    # This run took the session's token from the cache: compare with what learning it took.
+    assert timings["find_subjects_s"] < smollm2_cache.learning_s
