@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -100,11 +102,17 @@ def write_statistics(
 ) -> None:
     """Writes the statistics file of the cache (through a temporary file, renamed when complete)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    # A temporary name of this writer's own: two runs computing the same statistics at once each
+    # write a whole file, and the rename is atomic (both files are the same statistics).
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
+    os.close(fd)
     tensors = {f"preserved.{k}": v.contiguous() for k, v in preserved.items()}
     tensors.update({f"heldout.{k}": v.contiguous() for k, v in heldout.items()})
-    save_file(tensors, str(tmp), metadata={"info": json.dumps(info)})
-    tmp.rename(path)  # a crash mid-write never leaves a file that looks complete
+    try:
+        save_file(tensors, tmp, metadata={"info": json.dumps(info)})
+        os.replace(tmp, path)  # a crash mid-write never leaves a file that looks complete
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
 def read_statistics(path: Path) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor], dict]:
