@@ -12,12 +12,44 @@ from unierase.offline import set_offline_defaults
 # Offline and quiet before anything imports transformers, mlflow or prefect.
 set_offline_defaults()
 
+import os  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+
+# `make test` runs pytest-xdist workers side by side. Each takes its share of the cores: torch's
+# threads spin while they wait for each other, so two workers with every core each spend the CPU
+# in the kernel instead of on the tests. Subprocesses of a test (the CLI, servers) inherit the share.
+if workers := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0")):
+    _threads = max(1, (os.cpu_count() or 1) // workers)
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(_threads)
+    torch.set_num_threads(_threads)
+
+# A test module is one unit of work for the workers, so its fixtures are built once; modules that
+# share a session fixture or a resource that must not run twice at once form one unit.
+_UNITS = {
+    "test_unierase_smollm2": "smollm2",  # the learned SmolLM2 token (smollm2_cache)
+    "test_unlabelled_smollm2": "smollm2",
+    "test_ray": "ray",  # a local Ray cluster at a time
+    "test_bench_smoke": "ray",
+}
+# The SmolLM2 units are the longest: they start first, one on each worker (xdist hands out units in
+# collection order, one to each worker, with --no-loadscope-reorder).
+_FIRST = ("test_eval_end_to_end", "smollm2")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups into the test ids
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    def unit(item: pytest.Item) -> str:
+        return _UNITS.get(item.path.stem, item.path.stem)
+
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(unit(item)))
+    order = {name: i for i, name in enumerate(_FIRST)}
+    items.sort(key=lambda item: order.get(unit(item), len(order)))  # stable: the rest keep their order
 
 
 @pytest.fixture(scope="session")
