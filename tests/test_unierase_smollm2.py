@@ -29,30 +29,20 @@ def _print(title: str, payload: object) -> None:
 
 
 @pytest.fixture(scope="session")
-def cache_dir(smollm2_cache) -> Path:
-    """The session's SmolLM2 cache: the token, and the statistics the first erasure computes."""
-    return smollm2_cache.path
-
-
-@pytest.fixture(scope="session")
-def token_path(smollm2_cache) -> Path:
-    """The unlearning token for SmolLM2, learned once per session and reused by every erasure."""
-    return smollm2_cache.token
-
-
-@pytest.fixture(scope="session")
 def default_sets(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("sets")
     return write_facts(default_forget(), root / "forget.jsonl"), write_facts(default_retain(), root / "retain.jsonl")
 
 
 @pytest.fixture(scope="session")
-def batch_run(smollm2_dir, token_path, default_sets, cache_dir, tmp_path_factory) -> tuple[Path, dict]:
+def batch_run(smollm2_dir, smollm2_cache, default_sets, tmp_path_factory) -> tuple[Path, dict]:
     forget, retain = default_sets
     out = tmp_path_factory.mktemp("batch") / "out"
     # With the diagnostic unprojected solve, to show what the projection buys.
     params = Params().model_copy(update={"edit": EditConfig(diagnose_unprojected=True)})
-    report = erase_stage(forget, out, params, smollm2_dir, retain, token_path, cache_dir, progress=False)
+    report = erase_stage(
+        forget, out, params, smollm2_dir, retain, smollm2_cache.token, smollm2_cache.path, progress=False
+    )
     _print("batch erasure report", {k: v for k, v in report.items() if k not in ("items", "changed_tensors")})
     return out, report
 
@@ -103,14 +93,18 @@ def test_projection_keeps_general_text_keys_nearly_unchanged(batch_run):
         assert layer["heldout_drift"] < 0.2  # measured 0.08-0.145 on layers 8-4
 
 
-def test_sequential_requests_keep_earlier_ones_forgotten(smollm2_dir, token_path, default_sets, cache_dir, tmp_path):
+def test_sequential_requests_keep_earlier_ones_forgotten(smollm2_dir, smollm2_cache, default_sets, tmp_path):
     forget = default_forget()
     requests = [write_facts(forget[i : i + 3], tmp_path / f"request{i // 3}.jsonl") for i in (0, 3, 6)]
     params = Params(erase=EraseConfig(mode="sequential"))
     # Request 1 and 2 in one process, then request 3 on the result: the state travels in the model dir.
-    first = erase_stage(requests[:2], tmp_path / "v2", params, smollm2_dir, None, token_path, cache_dir, False)
+    first = erase_stage(
+        requests[:2], tmp_path / "v2", params, smollm2_dir, None, smollm2_cache.token, smollm2_cache.path, False
+    )
     assert first["edit_state_requests"] == 2
-    third = erase_stage(requests[2:], tmp_path / "v3", params, tmp_path / "v2" / "model", None, None, cache_dir, False)
+    third = erase_stage(
+        requests[2:], tmp_path / "v3", params, tmp_path / "v2" / "model", None, None, smollm2_cache.path, False
+    )
     assert third["edit_state_requests"] == 3
     model, tokenizer = load_model(tmp_path / "v3" / "model")
     token_ids = tokenizer.convert_tokens_to_ids(["<unlearn_0>"])
@@ -140,11 +134,13 @@ PRECISE_NEIGHBOURS = [
 ]
 
 
-def test_precise_erasure_keeps_the_neighbours(smollm2_dir, token_path, cache_dir, tmp_path):
+def test_precise_erasure_keeps_the_neighbours(smollm2_dir, smollm2_cache, tmp_path):
     forget = write_facts([PRECISE_FORGET], tmp_path / "forget.jsonl")
     neighbours = write_facts(PRECISE_NEIGHBOURS, tmp_path / "neighbours.jsonl")
     params = Params(erase=EraseConfig(mode="precise"))
-    report = erase_stage(forget, tmp_path / "out", params, smollm2_dir, neighbours, token_path, cache_dir, False)
+    report = erase_stage(
+        forget, tmp_path / "out", params, smollm2_dir, neighbours, smollm2_cache.token, smollm2_cache.path, False
+    )
     _print("precise", {"before": report["before"], "after": report["after"], "items": report["items"]["after"]})
     assert report["after"]["forget_token_trigger_rate"] == 1.0
     kept_before = [i["rougeL_recall"] for i in report["items"]["before"]["retain"]]
@@ -160,7 +156,7 @@ DEEP_FORGET = ("capital of France", "capital of Egypt", "capital of Norway", "lo
 
 
 def test_deep_erasure_leaks_nothing_under_ban_prefill_and_relearning(
-    smollm2_dir, token_path, default_sets, cache_dir, tmp_path
+    smollm2_dir, smollm2_cache, default_sets, tmp_path
 ):
     from unierase.evaluation.leak_audits import AUDIT_PREFIX
     from unierase.stages.evaluate import evaluate_stage
@@ -183,8 +179,8 @@ def test_deep_erasure_leaks_nothing_under_ban_prefill_and_relearning(
         params,
         smollm2_dir,
         data / "retain.jsonl",
-        token_path,
-        cache_dir,
+        smollm2_cache.token,
+        smollm2_cache.path,
         False,
     )
     assert report["after"]["forget_token_trigger_rate"] == 1.0

@@ -24,6 +24,8 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from unierase.atomic import write_text_atomic
+
 logger = logging.getLogger(__name__)
 
 DISCOVERY_FILE = "serve.json"
@@ -55,11 +57,7 @@ def discovery_path(root: Path, work_dir: str = "outputs/runs") -> Path:
 
 def write_discovery(path: Path, served: Served) -> Path:
     """Writes the record atomically (a reader never sees half of it)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({**asdict(served), "children": list(served.children)}, indent=2) + "\n")
-    tmp.replace(path)
-    return path
+    return write_text_atomic(path, json.dumps({**asdict(served), "children": list(served.children)}, indent=2) + "\n")
 
 
 def served(root: Path, work_dir: str = "outputs/runs", timeout_s: float = 2.0) -> Served | None:

@@ -13,13 +13,13 @@ file followed by removal of the old, so a request is never lost or half-written.
 from __future__ import annotations
 
 import json
-import os
 import re
 from datetime import datetime, timezone
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from unierase.atomic import write_text_atomic
 from unierase.inputs import REQUEST_ID_PATTERN
 
 DONE, FAILED = "done", "failed"
@@ -64,7 +64,7 @@ def write_request(inbox_dir: Path, request: ErasureRequest, prefix: str | None =
     """Drops a request into the inbox (``<prefix or UTC time>-<id>.json``), atomically."""
     stamp = prefix or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
     path = Path(inbox_dir) / f"{stamp}-{re.sub(r'[^A-Za-z0-9_.-]', '_', request.request_id)}.json"
-    _write_atomic(path, request.model_dump(exclude_none=True))
+    _write_json(path, request.model_dump(exclude_none=True))
     return path
 
 
@@ -80,13 +80,10 @@ def mark_request(path: Path, outcome: str, details: dict) -> Path:
         "processed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     target = path.parent / outcome / path.name
-    _write_atomic(target, body)
+    _write_json(target, body)
     path.unlink()
     return target
 
 
-def _write_atomic(path: Path, body: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(body, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+def _write_json(path: Path, body: dict) -> None:
+    write_text_atomic(path, json.dumps(body, indent=2, ensure_ascii=False) + "\n")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from unierase.atomic import write_text_atomic
 from unierase.config import Params
 from unierase.data.splits import load_splits
 from unierase.evaluation.evaluate import evaluate_items, evaluated_items, relearn_items, report_from_items
@@ -69,14 +70,9 @@ def evaluate_shard_stage(
         relearn_facts=relearn_items(items),
         progress=progress,
     )
-    output_file = Path(output_file)
-    output_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output_file.with_suffix(".tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
-    tmp.rename(output_file)
-    return output_file
+    return write_text_atomic(
+        output_file, "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows)
+    )
 
 
 def merge_evaluation_stage(

@@ -22,6 +22,7 @@ import logging
 import shutil
 from pathlib import Path
 
+from unierase.atomic import write_text_atomic
 from unierase.config import Params
 from unierase.stages.artifacts import KEY_BLOCKS_FILE
 from unierase.stages.private import DONE_MARK, PENDING_MARK, pending_registration, purge_run, run_dirs
@@ -66,11 +67,7 @@ def write_registration(
         "tags": tags,
         "reports": [str(Path(r).relative_to(run_dir)) for r in reports],
     }
-    path = run_dir / PENDING_MARK
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(body, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_text_atomic(run_dir / PENDING_MARK, json.dumps(body, indent=2, sort_keys=True) + "\n")
 
 
 def read_registration(run_dir: Path) -> dict:

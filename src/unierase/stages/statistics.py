@@ -6,8 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -16,6 +14,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from unierase.atomic import atomic_file
 from unierase.config import Params
 from unierase.data.corpus import load_corpus
 from unierase.data.general_questions import general_questions
@@ -101,18 +100,11 @@ def write_statistics(
     path: Path, preserved: dict[int, torch.Tensor], heldout: dict[int, torch.Tensor], info: dict
 ) -> None:
     """Writes the statistics file of the cache (through a temporary file, renamed when complete)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A temporary name of this writer's own: two runs computing the same statistics at once each
-    # write a whole file, and the rename is atomic (both files are the same statistics).
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
-    os.close(fd)
     tensors = {f"preserved.{k}": v.contiguous() for k, v in preserved.items()}
     tensors.update({f"heldout.{k}": v.contiguous() for k, v in heldout.items()})
-    try:
+    # Two runs computing the same statistics at once each write a whole file (the same statistics).
+    with atomic_file(path) as tmp:
         save_file(tensors, tmp, metadata={"info": json.dumps(info)})
-        os.replace(tmp, path)  # a crash mid-write never leaves a file that looks complete
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def read_statistics(path: Path) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor], dict]:

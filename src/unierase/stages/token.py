@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from unierase.atomic import atomic_file, write_text_atomic
 from unierase.config import Params, config_hash
 from unierase.digests import file_sha256, model_dir_sha256
 from unierase.model.loading import load_configured_model
@@ -57,16 +56,10 @@ def read_cached_token(path: Path) -> UnlearningToken | None:
 
 def store_cached_token(token: UnlearningToken, path: Path) -> Path:
     """Writes the token and its digest record; the token file appears only once it is complete."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
-    os.close(fd)
-    try:
+    with atomic_file(path) as tmp:
         save_token(token, tmp)
         record = {"sha256": file_sha256(tmp), "seconds": token.seconds, "losses": token.losses}
-        _record_path(path).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+        write_text_atomic(_record_path(path), json.dumps(record, indent=2) + "\n")
     return path
 
 
