@@ -11,8 +11,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from unierase.config import TokenConfig
 from unierase.model.delta import diff_models, snapshot
 from unierase.stages.artifacts import load_token, save_token
-from unierase.token.learning import build_refusal_examples, learn_unlearning_token
-from unierase.token.vocabulary import install_unlearning_token
+from unierase.token.cached_loss import build_token_loss_cache
+from unierase.token.learning import build_anchor_examples, build_refusal_examples, learn_unlearning_token
+from unierase.token.vocabulary import add_unlearning_tokens, install_unlearning_token
 
 QUESTIONS = ["What is gravity?", "How do I boil an egg?", "Why is the sky blue?", "What is jazz?"]
 ANSWERS = ["A force.", "Put it in hot water.", "Light scatters.", "A kind of music."]
@@ -84,3 +85,42 @@ def test_learning_is_reproducible_whatever_the_global_random_state(tiny_llama_di
     other = FAST.model_copy(update={"seed": 1})
     model, tokenizer = _load(tiny_llama_dir)
     assert not torch.equal(learn_unlearning_token(model, tokenizer, QUESTIONS, ANSWERS, other).input_rows, rows[0])
+
+
+@pytest.mark.parametrize("untie", [False, True])
+def test_cached_prompts_and_anchors_learn_the_same_rows_as_whole_sequences(tiny_llama_dir, untie):
+    # Every stage, the robustness pass's perturbed MLPs included: the cached path must not drift from
+    # recomputing whole sequences (the default path of the model's own loss).
+    learned = {}
+    for cached in (True, False):
+        torch.manual_seed(0)  # an untied head is drawn at random on loading
+        model, tokenizer = _load(tiny_llama_dir, untie)
+        config = FAST.model_copy(update={"prefix_cache": cached})
+        mlps = [model.model.layers[1].mlp]
+        learned[cached] = learn_unlearning_token(model, tokenizer, QUESTIONS, ANSWERS, config, mlps, progress=False)
+    fast, whole = learned[True], learned[False]
+    assert len(fast.losses) == len(whole.losses) == 4
+    assert fast.losses == pytest.approx(whole.losses, rel=1e-4)
+    assert torch.allclose(fast.input_rows, whole.input_rows, atol=1e-5)
+    if untie:
+        assert torch.allclose(fast.output_rows, whole.output_rows, atol=1e-5)
+    model, tokenizer = _load(tiny_llama_dir, untie)
+    start = model.get_input_embeddings().weight[add_unlearning_tokens(model, tokenizer, fast.names)]
+    assert (fast.input_rows - start).norm() > 1e-3  # the rows moved: the comparison is not vacuous
+
+
+def test_a_soft_capped_head_falls_back_to_whole_sequences(tiny_llama_dir):
+    # A head whose logits are not a plain product with its rows cannot use the cached anchors: the
+    # check refuses the cache (training then recomputes whole sequences); a plain head passes it.
+    for capped in (False, True):
+        model, tokenizer = _load(tiny_llama_dir)
+        if capped:
+            model.get_output_embeddings().register_forward_hook(lambda _m, _a, out: 5.0 * torch.tanh(out / 5.0))
+        ids = add_unlearning_tokens(model, tokenizer, ["<unlearn_0>"])
+        examples = build_refusal_examples(tokenizer, QUESTIONS, ids[0], chat=True)
+        examples += build_anchor_examples(tokenizer, QUESTIONS, ANSWERS)
+        cache, why = build_token_loss_cache(model, examples, ids, tokenizer.pad_token_id)
+        assert (cache is None) == capped, why
+        assert ("not a plain product" in why) == capped
+    token = learn_unlearning_token(model, tokenizer, QUESTIONS, ANSWERS, FAST, progress=False)
+    assert len(token.losses) == 3  # trained through whole sequences (no robustness pass without modules)

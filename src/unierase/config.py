@@ -65,6 +65,12 @@ class TokenConfig(_Frozen):
         default=0.01, ge=0, description="Relative std of the Gaussian noise put on those MLP weights in that pass."
     )
     batch_size: int = Field(default=8, ge=1, description="Examples per optimisation step.")
+    prefix_cache: bool = Field(
+        default=True,
+        description="Compute once per stage what the token's rows cannot change (each prompt before the token, "
+        "the hidden states of examples without it) and run only the rest at every step (the same loss up to "
+        "float rounding; False recomputes whole sequences).",
+    )
     num_general_questions: int = Field(
         default=16,
         ge=0,

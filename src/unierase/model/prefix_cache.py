@@ -96,6 +96,13 @@ class PrefixCachedStream:
         suffix[picked, self.key_column[rows]] = suffix[picked, self.key_column[rows]] + delta[owner[rows]].to(
             suffix.dtype
         )
+        return self.suffix_logits(model, suffix, rows, logits_to_keep=1)[:, -1].float().log_softmax(-1)
+
+    def suffix_logits(
+        self, model: PreTrainedModel, suffix: torch.Tensor, rows: torch.Tensor, logits_to_keep: int = 0
+    ) -> torch.Tensor:
+        """The model's logits at the last ``logits_to_keep`` suffix columns (0: every column) of ``rows``,
+        with ``suffix`` ``(len(rows), S, d)`` as their suffixes' input stream and the prefixes cached."""
         past = DynamicCache()
         for index, (keys, values) in self.cache.items():
             past.update(keys[rows], values[rows], index)
@@ -109,9 +116,9 @@ class PrefixCachedStream:
             cache_position=torch.arange(p_len, p_len + s_len, device=suffix.device),
             past_key_values=past,
             use_cache=True,
-            logits_to_keep=1,
+            logits_to_keep=logits_to_keep,
         )
-        return out.logits[:, -1].float().log_softmax(-1)
+        return out.logits
 
 
 def _additive_mask(

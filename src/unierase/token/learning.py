@@ -33,6 +33,7 @@ from unierase.model.freezing import frozen_parameters
 from unierase.model.generation import generate_answers
 from unierase.model.hooks import get_module
 from unierase.model.prompts import encode_prompt
+from unierase.token.cached_loss import build_token_loss_cache
 from unierase.token.refusals import pick_refusal
 from unierase.token.vocabulary import UnlearningToken, add_unlearning_tokens, is_tied, token_names
 
@@ -102,6 +103,7 @@ def _run_epochs(
     model: PreTrainedModel,
     examples: list[_Example],
     params: list[nn.Parameter],
+    token_ids: list[int],
     lr: float,
     epochs: int,
     config: TokenConfig,
@@ -113,16 +115,24 @@ def _run_epochs(
     if epochs == 0 or not examples:
         return []
     device = next(model.parameters()).device
+    cache = None
+    if config.prefix_cache:
+        cache, why = build_token_loss_cache(model, examples, token_ids, pad_id)
+        if cache is None:
+            logger.warning("%s: %s; recomputing whole sequences at every step", desc, why)
     optimizer = torch.optim.Adam(params, lr=lr)
     losses = []
     bar = tqdm(range(epochs), desc=desc, disable=not progress, leave=False)
     for _ in bar:
-        order = list(examples)
+        order = list(range(len(examples)))
         rng.shuffle(order)
         total, count = 0.0, 0
         for start in range(0, len(order), config.batch_size):
-            batch = _collate(order[start : start + config.batch_size], pad_id, device)
-            loss = model(**batch).loss
+            batch = order[start : start + config.batch_size]
+            if cache is not None:
+                loss = cache.loss(batch)
+            else:
+                loss = model(**_collate([examples[i] for i in batch], pad_id, device)).loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -188,6 +198,7 @@ def learn_unlearning_token(
                 model,
                 plain + anchors,
                 params,
+                ids,
                 config.stage1_lr,
                 config.stage1_epochs,
                 config,
@@ -197,14 +208,14 @@ def learn_unlearning_token(
                 progress,
             )
             losses += _run_epochs(
-                model, plain + chat + anchors, params, config.stage2_lr, config.stage2_epochs, config, pad, rng,
+                model, plain + chat + anchors, params, ids, config.stage2_lr, config.stage2_epochs, config, pad, rng,
                 "token:chat", progress,
             )  # fmt: skip
             if config.robust_epochs and perturb_modules:
                 originals = _perturb(perturb_modules, config.robust_noise, config.seed)
                 try:
                     losses += _run_epochs(
-                        model, chat + anchors, params, config.stage2_lr, config.robust_epochs, config, pad, rng,
+                        model, chat + anchors, params, ids, config.stage2_lr, config.robust_epochs, config, pad, rng,
                         "token:robust", progress,
                     )  # fmt: skip
                 finally:
