@@ -12,6 +12,9 @@ ordinary answers ("... is Berlin. Sorry, I'm sorry."). So every step also holds 
 with the model's own answers under a plain LM loss: on the new row it only acts through the token's
 logit, which it keeps low wherever the token is not the target. Untied models get their new output
 row trained under the same loss.
+
+Each stage computes once what the token's rows cannot change (the prompts before the token, the anchors'
+hidden states; `unierase.token.cached_loss`), so a step runs the model over the refusals only.
 """
 
 from __future__ import annotations
