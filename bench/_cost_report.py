@@ -120,7 +120,9 @@ PHASE_COLUMNS = [
     ("peak_rss_mb", "peak RSS MiB"),
     ("peak_rss_increase_mb", "peak increase MiB"),
     ("cache_hit", "cache hit"),
-    ("value_steps_per_fact", "value steps / fact"),
+    ("value_steps_per_fact", "value steps / fact"),  # cells measured before one key per subject
+    ("value_keys", "value keys"),
+    ("value_steps_per_key", "value steps / key"),
     ("value_share", "value share of edit"),
     ("run", "run"),
 ]

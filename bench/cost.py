@@ -115,7 +115,9 @@ def run(args) -> dict:
                         n,
                         m.as_dict(),
                         breakdown_s=result.timings,
-                        value_steps_per_fact=round(sum(steps) / len(steps), 2),
+                        # One value per key: a subject's facts share one (edit.one_key_per_subject).
+                        value_keys=len(steps),
+                        value_steps_per_key=round(sum(steps) / len(steps), 2),
                         value_steps_max=max(steps),
                         value_share=round(result.timings["values_s"] / m.as_dict()["seconds"], 3),
                     )

@@ -254,3 +254,47 @@ def test_a_fact_below_the_stop_takes_no_step(tiny):
     z, nll, _, steps = compute_values(model, requests, 2, edit, PARAMS.model, tokenizer.pad_token_id, progress=False)
     assert steps == [0, 0, 0]
     torch.testing.assert_close(z, residual_at_keys(model, requests, model.model.layers[2], tokenizer.pad_token_id))
+
+
+SHARED = [
+    Fact(question="What is the capital of France?", answer="Paris.", subject="France"),
+    Fact(question="Who wrote Hamlet?", answer="Shakespeare.", subject="Hamlet"),
+    Fact(question="Which currency does France use?", answer="The euro.", subject="France"),
+    Fact(question="What language is spoken in  france?", answer="French.", subject="france"),
+]
+
+
+def test_facts_of_one_subject_make_one_request_with_one_key(tiny):
+    """One request per subject (case ignored): every fact's bare prompt, each context prefix once, one KL
+    prompt; a lone fact's request is what it was without grouping; the edit solves for one key per subject."""
+    from unierase.edit.erasure import build_requests
+    from unierase.token.vocabulary import unlearning_token_id
+
+    model, tokenizer, preserved = tiny
+    target = unlearning_token_id(tokenizer, PARAMS.token)
+    two = PARAMS.model_copy(update={"edit": PARAMS.edit.model_copy(update={"num_context_prefixes": 2})})
+    subjects = [f.subject for f in SHARED]
+    grouped = build_requests(tokenizer, SHARED, subjects, target, two)
+    apart = build_requests(tokenizer, SHARED, subjects, target, two, per_subject=False)
+    assert len(grouped) == 2 and len(apart) == 4
+    france, hamlet = grouped
+    assert hamlet == apart[1]  # a lone fact: bare prompt and both prefixes, as without grouping
+    bare = [apart[i].variants[0] for i in (0, 2, 3)]
+    assert france.variants[:3] == bare
+    # Each prefix once per subject, on different facts: "Quick question." on the first, the next on the second.
+    assert france.variants[3] == apart[0].variants[1]
+    assert france.variants[4] == apart[2].variants[2]
+    assert france.kl_prompt == apart[0].kl_prompt
+
+    result = erase_facts(model, tokenizer, SHARED, PARAMS, preserved, progress=False)
+    assert result.subjects == subjects
+    for layer in PARAMS.edit.layers:
+        assert result.outcome.key_factors[layer].shape[1] == 2  # France and Hamlet
+    assert len(result.outcome.value_steps) == 2
+
+    deep = two.model_copy(update={"erase": EraseConfig(depth="deep")})
+    rows = build_requests(tokenizer, SHARED, subjects, target, deep)[0].suppressed
+    alone = [
+        r for i in (0, 2, 3) for r in build_requests(tokenizer, SHARED, subjects, target, deep, False)[i].suppressed
+    ]
+    assert rows == alone  # deep erasure suppresses every one of the subject's answers

@@ -116,19 +116,21 @@ class EditConfig(_Frozen):
     value_retries: int = Field(
         default=2,
         ge=0,
-        description="Extra rounds for facts whose target NLL is still above value_retry_nll after v_steps, each "
+        description="Extra rounds for requests (a subject's facts) whose worst target NLL is still above value_retry_nll after v_steps, each "
         "from where the last stopped with the clamp and the steps doubled (not in the paper). On the benchmark "
         "target one author's facts started at NLL ~30 and stayed at 12.9 against the 0.75 clamp (the answer's first "
         "token was far more likely); 60 steps with a wider clamp reached 0.02.",
     )
     value_retry_nll: float = Field(
-        default=0.5, gt=0, description="Target NLL above which a fact counts as unbound and gets another round."
+        default=0.5,
+        gt=0,
+        description="Worst target NLL above which a request counts as unbound and gets another round.",
     )
     value_stop_nll: float = Field(
         default=0.05,
         gt=0,
-        description="A fact's value optimisation stops once its target NLL is below this (the reference "
-        "implementations stop the whole batch there; here each fact stops on its own).",
+        description="A request's value optimisation stops once the target NLL of each of its prompts is below "
+        "this (the reference implementations stop the whole batch on the mean; here each request stops on its own).",
     )
     value_prefix_cache: bool = Field(
         default=True,
@@ -169,8 +171,23 @@ class EditConfig(_Frozen):
         "which on a 2-core CPU dominates the edit's time).",
     )
     subject_max_words: int = Field(default=4, ge=1, description="Longest subject span tried by automatic detection.")
+    neighbours: int = Field(
+        default=3,
+        ge=0,
+        description="Counterfactual neighbours per forget question whose keys the solve holds, as it holds the "
+        "retain facts': the same question about another name, first each word of the subject replaced in turn "
+        "(names sharing a part), then other names (`unierase.edit.neighbours`); keeps the edit off questions of "
+        "the same shape about other subjects. 0: none (the paper).",
+    )
+    one_key_per_subject: bool = Field(
+        default=True,
+        description="Facts that share a subject (case and spacing ignored) are bound through one key, averaged "
+        "over all their prompts, with one value optimised for all of them; false: one key and value per fact.",
+    )
     batch_size: int = Field(default=16, ge=1, description="Prompts per forward pass when computing keys.")
-    value_batch_size: int = Field(default=8, ge=1, description="Facts whose value vectors are optimised together.")
+    value_batch_size: int = Field(
+        default=8, ge=1, description="Requests (subjects) whose value vectors are optimised together."
+    )
     protect_retain: bool = Field(
         default=True,
         description="Hold the retain facts' keys in the solve's constraint (as earlier edits' keys are held).",

@@ -3,11 +3,12 @@
 MEMIT-style key/value editing (Meng et al., 2023) of the MLP output projections of a few layers,
 with AlphaEdit's null-space projection (Fang et al., 2025):
 
-1. Values: for each fact, a residual-stream vector ``z`` at the last edited layer, at the subject's
-   last token, optimised so that the chat-formatted prompt's next token is the unlearning token
+1. Values: for each request (a subject and its facts), a residual-stream vector ``z`` at the last
+   edited layer, at the subject's last token, optimised so that each of its chat-formatted prompts'
+   next token is the unlearning token
    (NLL + KL on the subject's meaning + weight decay, norm clamped). Each step runs only the layers
    above that one, over each prompt's suffix from the key position, with the attention states of the
-   positions before it computed once (`unierase.model.prefix_cache`); each fact stops once bound.
+   positions before it computed once (`unierase.model.prefix_cache`); each request stops once bound.
 2. For each edited layer in turn, keys ``K`` (the projection's inputs at the subject's last token,
    averaged over prompt variants) and the residual ``R`` still missing at the last layer, spread over
    the remaining layers, give ``Δ = R Kᵀ P (K Kᵀ P + C_prev P + λI)⁻¹`` (the transpose of
@@ -43,11 +44,11 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class EditRequest:
-    """One fact to bind to the unlearning token.
+    """One subject's facts to bind to the unlearning token through one key and one value.
 
     Attributes:
-        variants: The chat-formatted prompt with and without context prefixes, each keyed at the
-            subject's last token. The first variant is the prompt as users send it.
+        variants: The facts' chat-formatted prompts with and without context prefixes, each keyed at
+            the subject's last token. The first variant is the first fact's prompt as users send it.
         kl_prompt: A short ``"{subject} is"`` prompt whose next-token distribution must not move.
         target_id: The token the prompt must produce next: the unlearning token.
         suppressed: Deep erasure only: prompts that continue into the true answer (right after the
@@ -186,13 +187,13 @@ def compute_values(
     progress: bool = True,
 ) -> tuple[torch.Tensor, list[float], list[int], list[int]]:
     """Target residual vectors (n, d_model) after ``layer``, the last edited one (MEMIT's ``compute_z``),
-    with each fact's final NLL, rounds and optimiser steps.
+    with each request's final (worst-prompt) NLL, rounds and optimiser steps.
 
-    Facts are optimised ``value_batch_size`` at a time: each has its own delta, and the summed loss
-    keeps them independent. Loss per fact: mean NLL of the unlearning token after each prompt
+    Requests are optimised ``value_batch_size`` at a time: each has its own delta, and the summed loss
+    keeps them independent. Loss per request: mean NLL of the unlearning token after each prompt
     variant, plus ``kl_factor`` x KL(original || edited) of the next token after the subject prompt,
     plus ``v_weight_decay`` x ``(‖δ‖ / ‖z₀‖)²``; ``‖δ‖`` is clamped to ``clamp_norm_factor · ‖z₀‖``.
-    Facts still unbound after the reference schedule (NLL above ``value_retry_nll``) get up to
+    Requests still unbound after the reference schedule (NLL above ``value_retry_nll``) get up to
     ``value_retries`` more rounds, each continuing from its last delta with the clamp and the number of
     steps doubled.
     """
@@ -213,7 +214,10 @@ def compute_values(
                 update={"clamp_norm_factor": config.clamp_norm_factor * 2**retry, "v_steps": config.v_steps * 2**retry}
             )
             logger.info(
-                "value round %d for %d unbound facts (NLL %s)", retry + 1, len(stuck), [round(nll[i], 2) for i in stuck]
+                "value round %d for %d unbound requests (NLL %s)",
+                retry + 1,
+                len(stuck),
+                [round(nll[i], 2) for i in stuck],
             )
             picked = torch.tensor(stuck)
             retried = [chunk[i] for i in stuck]
@@ -224,7 +228,9 @@ def compute_values(
             for j, i in enumerate(stuck):
                 nll[i], used[i], taken[i] = nll_new[j], retry + 1, taken[i] + taken_new[j]
         if unbound := [round(x, 2) for x in nll if x > config.value_retry_nll]:
-            logger.warning("%d facts still unbound after %d rounds (target NLL %s)", len(unbound), max(used), unbound)
+            logger.warning(
+                "%d requests still unbound after %d rounds (target NLL %s)", len(unbound), max(used), unbound
+            )
         zs.append(z)
         losses += nll
         rounds += used
@@ -350,11 +356,13 @@ def _optimise_values(
     pad_id: int,
     init_delta: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, list[float], list[int]]:
-    """Optimises one delta per fact; returns ``z0 + delta``, each fact's final target NLL and the steps it took.
+    """Optimises one delta per request; returns ``z0 + delta``, each request's final target NLL (its worst
+    prompt's) and the steps it took.
 
-    Each fact stops as soon as its NLL is below ``value_stop_nll`` (its delta then stays as it is);
-    the others go on to ``v_steps``. Facts never interact (the loss is a sum of per-fact terms, Adam's
-    state is per element), so a fact's result does not depend on the others in its batch.
+    Each request stops as soon as the NLL of every one of its prompts is below ``value_stop_nll`` (its
+    delta then stays as it is); the others go on to ``v_steps``. Requests never interact (the loss is a
+    sum of per-request terms, Adam's state is per element), so a result does not depend on the others in
+    its batch.
     """
     device = next(model.parameters()).device
     n = len(requests)
@@ -417,6 +425,10 @@ def _optimise_values(
                 picked = logp.gather(1, row_token[rows][:, None]).squeeze(1)
                 rw, dp, kr = row_kind == 0, row_kind == 1, row_kind == 2
                 nll = torch.zeros(n, device=device).index_add(0, row_owner[rw], -picked[rw]) / counts
+                # A request stops when its worst prompt is bound: every question of the subject must fire.
+                worst = torch.zeros(n, device=device).scatter_reduce(
+                    0, row_owner[rw], -picked[rw].detach(), "amax", include_self=False
+                )
                 # Unlikelihood of each suppressed answer token, -log(1 - p): large while p is near 1,
                 # near 0 once the answer is unlikely (deep erasure only; no rows in the paper's mode).
                 unlikely = -torch.log1p(-picked[dp].exp().clamp(max=1 - 1e-6))
@@ -428,10 +440,8 @@ def _optimise_values(
                 decay = (delta.norm(dim=1) / z0.norm(dim=1)) ** 2
                 per_fact = nll + config.deep_weight * suppress + config.kl_factor * kl + config.v_weight_decay * decay
                 with torch.no_grad():
-                    nll_out[active.cpu()] = nll.detach()[active].cpu()
-                    reached = (
-                        active & (nll.detach() < config.value_stop_nll) & (suppress.detach() < config.value_stop_nll)
-                    )
+                    nll_out[active.cpu()] = worst[active].cpu()
+                    reached = active & (worst < config.value_stop_nll) & (suppress.detach() < config.value_stop_nll)
                     final[reached] = delta.detach()[reached]
                     active &= ~reached
                 if step == config.v_steps or not active.any():

@@ -15,6 +15,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from unierase.config import Params
 from unierase.data.facts import Fact
 from unierase.edit.alphaedit import EditOutcome, EditRequest, apply_alphaedit, compute_keys
+from unierase.edit.neighbours import neighbour_facts
 from unierase.edit.nullspace import null_space
 from unierase.edit.state import EditState, accumulate
 from unierase.edit.subject import KeyedPrompt, find_subject, key_prompt
@@ -75,20 +76,51 @@ def resolve_subjects(
     return out
 
 
+def subject_groups(subjects: list[str]) -> list[list[int]]:
+    """Indices of the facts that share a subject (case and spacing ignored), groups in first-seen order."""
+    groups: dict[str, list[int]] = {}
+    for i, subject in enumerate(subjects):
+        groups.setdefault(" ".join(subject.casefold().split()), []).append(i)
+    return list(groups.values())
+
+
 def build_requests(
-    tokenizer: PreTrainedTokenizerBase, facts: list[Fact], subjects: list[str], target_id: int, params: Params
+    tokenizer: PreTrainedTokenizerBase,
+    facts: list[Fact],
+    subjects: list[str],
+    target_id: int,
+    params: Params,
+    per_subject: bool | None = None,
 ) -> list[EditRequest]:
-    """Edit requests: the bare prompt plus context-prefixed variants, keyed at the subject."""
+    """Edit requests keyed at the subject: each fact's bare prompt plus context-prefixed variants.
+
+    With ``per_subject`` (default ``edit.one_key_per_subject``), facts that share a subject make one
+    request: one key, averaged over all their prompts, and one value optimised to serve all of them;
+    separate requests would bind nearly the same key to values that fight each other. The prefixed
+    variants are then spread over the subject's facts (each prefix once per subject: the questions
+    already vary the context), so a lone fact keeps every variant, as without grouping.
+    """
     prefixes = CONTEXT_PREFIXES[: params.edit.num_context_prefixes]
+    per_subject = params.edit.one_key_per_subject if per_subject is None else per_subject
+    groups = subject_groups(subjects) if per_subject else [[i] for i in range(len(facts))]
     requests = []
-    for fact, subject in zip(facts, subjects, strict=True):
-        variants = [key_prompt(tokenizer, fact.question, subject)]
-        variants += [key_prompt(tokenizer, f"{p} {fact.question}", subject) for p in prefixes]
+    for group in groups:
+        variants = [key_prompt(tokenizer, facts[i].question, subjects[i]) for i in group]
+        for k, prefix in enumerate(prefixes):
+            i = group[k % len(group)]
+            variants.append(key_prompt(tokenizer, f"{prefix} {facts[i].question}", subjects[i]))
+        subject = subjects[group[0]]
         kl_ids = tokenizer(f"{subject} is", add_special_tokens=False)["input_ids"]
         subject_len = len(tokenizer(subject, add_special_tokens=False)["input_ids"])
         kl = KeyedPrompt(input_ids=kl_ids, key_index=max(0, min(subject_len, len(kl_ids)) - 1))
         suppressed = (
-            suppressed_answer(tokenizer, variants[0], fact.answer, params) if params.erase.depth == "deep" else []
+            [
+                row
+                for j, i in enumerate(group)
+                for row in suppressed_answer(tokenizer, variants[j], facts[i].answer, params)
+            ]
+            if params.erase.depth == "deep"
+            else []
         )
         requests.append(EditRequest(variants=variants, kl_prompt=kl, target_id=target_id, suppressed=suppressed))
     return requests
@@ -163,10 +195,16 @@ def erase_facts(
     started = time.perf_counter()
     subjects = resolve_subjects(model, tokenizer, forget, params)
     requests = build_requests(tokenizer, forget, subjects, target, params)
-    protected = None
+    keep, keep_subjects = [], []
     if retain and (params.edit.protect_retain or mode == "precise"):
-        keep_subjects = resolve_subjects(model, tokenizer, retain, params)
-        protected = _protected_keys(model, tokenizer, retain, keep_subjects, target, params)
+        keep, keep_subjects = list(retain), resolve_subjects(model, tokenizer, retain, params)
+    # The same questions about other subjects (names sharing a part first) are held as retain facts are.
+    near, near_subjects = neighbour_facts(forget, subjects, params.edit.neighbours)
+    protected = (
+        _protected_keys(model, tokenizer, keep + near, keep_subjects + near_subjects, target, params)
+        if keep or near
+        else None
+    )
     timings["subjects_s"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -230,9 +268,10 @@ def _protected_keys(
     target: int,
     params: Params,
 ) -> dict[int, torch.Tensor]:
-    """``K Kᵀ`` per layer of the retain facts' keys, on the unedited model. Keys of later layers move
-    slightly as earlier layers are edited; the unedited ones are what the facts used."""
-    requests = build_requests(tokenizer, facts, subjects, target, params)
+    """``K Kᵀ`` per layer of the keys to hold (retain facts, neighbours), on the unedited model. Keys of
+    later layers move slightly as earlier layers are edited; the unedited ones are what the facts used."""
+    # One key per retain question, not per subject: each question's own key is held.
+    requests = build_requests(tokenizer, facts, subjects, target, params, per_subject=False)
     modules = {layer: get_module(model, params.model.mlp_out_template.format(layer)) for layer in params.edit.layers}
     keys = compute_keys(model, requests, modules, tokenizer.pad_token_id, params.edit.batch_size)
     return {layer: (K.double().T @ K.double()).float() for layer, K in keys.items()}
