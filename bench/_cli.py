@@ -79,11 +79,15 @@ def _set(tree: dict[str, Any], assignment: str) -> None:
 
 def resolve_params(args: argparse.Namespace) -> Params:
     """``--params`` (project defaults when the file is absent) with every ``--set`` applied, validated."""
-    params = load_params(args.params)
-    if not args.set:
+    return with_sets(load_params(args.params), args.set)
+
+
+def with_sets(params: Params, assignments: list[str]) -> Params:
+    """``params`` with each ``KEY=VALUE`` applied, validated."""
+    if not assignments:
         return params
     tree = params.model_dump(mode="json")
-    for assignment in args.set:
+    for assignment in assignments:
         _set(tree, assignment)
     return Params.model_validate(tree)  # pydantic checks every override (types, ranges, unknown keys)
 

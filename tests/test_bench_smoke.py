@@ -319,6 +319,31 @@ def test_depth_rows(dirs, tmp_path: Path) -> None:
         depth.main([*common, "--forget", str(forget)])  # a forget set without its retain set
 
 
+def test_after_token_rows(dirs, tmp_path: Path) -> None:
+    from bench import after_token
+    from unierase.data.builtin_facts import default_forget, default_retain
+    from unierase.data.facts import write_facts
+
+    forget = write_facts(default_forget()[:3], tmp_path / "forget.jsonl")
+    retain = write_facts(default_retain()[:2], tmp_path / "retain.jsonl")
+    common = [a if a != str(dirs["out"]) else str(tmp_path / "out") for a in dirs["common"]]
+    common = [a for a in common if a not in ("--general-items", "1", "--retain-eval-items", "2")]
+    args = ["--forget", str(forget), "--retain", str(retain), "--max-new-tokens", "4", "--quotes", "2"]
+    args += ["--variant", "default", "--variant", "subjects only:edit.protect_retain_answers=false"]
+    assert after_token.main([*common, *args]) == 0
+    result = json.loads((tmp_path / "out" / "after_token.json").read_text())
+    assert [r["variant"] for r in result["rows"]] == ["default", "subjects only"]
+    assert [r["params"]["edit"]["protect_retain_answers"] for r in result["rows"]] == [True, False]
+    for row in result["rows"]:
+        assert (row["forget_n"], row["retain_n"], len(row["quotes"])) == (3, 2, 2)
+        assert 0 <= row["refusal_after_token"] <= row["forget_fired"] <= 3
+        assert 0 <= row["retain_rougeL_after"] <= 1 and _finite(row["edit_s"])
+        assert {q["question"] for q in row["quotes"]} <= {f.question for f in default_forget()[:3]}
+    assert "| subjects only |" in (tmp_path / "out" / "after_token.md").read_text()
+    with pytest.raises(SystemExit):
+        after_token.main([*common, "--variant", ":edit.neighbours=0"])  # a variant without a name
+
+
 def test_ray_scaling_rows(dirs, prefect_harness, tmp_path: Path) -> None:
     pytest.importorskip("ray")
     from bench import ray_scaling

@@ -192,6 +192,12 @@ class EditConfig(_Frozen):
         default=True,
         description="Hold the retain facts' keys in the solve's constraint (as earlier edits' keys are held).",
     )
+    protect_retain_answers: bool = Field(
+        default=True,
+        description="With protect_retain, also hold the keys at every token of each retain question followed "
+        "by its answer, not only at its subject: an edit keyed at a forget subject otherwise reaches the "
+        "answers to retain questions of the same shape (another country's capital).",
+    )
     deep_answer_tokens: int = Field(
         default=8,
         ge=1,

@@ -17,11 +17,12 @@ from unierase.data.facts import Fact
 from unierase.edit.alphaedit import EditOutcome, EditRequest, apply_alphaedit, compute_keys
 from unierase.edit.neighbours import neighbour_facts
 from unierase.edit.nullspace import null_space
+from unierase.edit.preserved import key_moment_sums
 from unierase.edit.state import EditState, accumulate
 from unierase.edit.subject import KeyedPrompt, find_subject, key_prompt
 from unierase.model.delta import WeightDelta, diff_models, snapshot
 from unierase.model.hooks import get_module
-from unierase.model.prompts import encode_answer
+from unierase.model.prompts import encode_answer, encode_prompt
 from unierase.token.vocabulary import unlearning_token_id
 
 logger = logging.getLogger(__name__)
@@ -205,6 +206,9 @@ def erase_facts(
         if keep or near
         else None
     )
+    if keep and params.edit.protect_retain_answers:
+        answers = _answer_keys(model, tokenizer, keep, params)
+        protected = {layer: held + answers[layer].to(held.device) for layer, held in protected.items()}
     timings["subjects_s"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -275,3 +279,16 @@ def _protected_keys(
     modules = {layer: get_module(model, params.model.mlp_out_template.format(layer)) for layer in params.edit.layers}
     keys = compute_keys(model, requests, modules, tokenizer.pad_token_id, params.edit.batch_size)
     return {layer: (K.double().T @ K.double()).float() for layer, K in keys.items()}
+
+
+def _answer_keys(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, facts: list[Fact], params: Params
+) -> dict[int, torch.Tensor]:
+    """``K Kᵀ`` per layer over every token of each chat-formatted question followed by its answer, on
+    the unedited model: what an ordinary answer is read and written through, beyond the subject."""
+    sequences = [encode_prompt(tokenizer, f.question) + encode_answer(tokenizer, f.answer) for f in facts]
+    paths = {layer: params.model.mlp_out_template.format(layer) for layer in params.edit.layers}
+    sums, _ = key_moment_sums(
+        model, sequences, list(paths.values()), params.edit.batch_size, tokenizer.pad_token_id, progress=False
+    )
+    return {layer: sums[path].float() for layer, path in paths.items()}

@@ -6,7 +6,14 @@ from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, StoppingCriteria, StoppingCriteriaList
+from transformers import (
+    LogitsProcessor,
+    LogitsProcessorList,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
 
 from unierase.model.batching import pad_sequences
 from unierase.model.prompts import encode_answer, encode_prompt
@@ -49,7 +56,10 @@ def generate_answers(
         batch_size: Prompts per forward pass.
         bad_words_ids: Token sequences generation may not produce (leak audit: ban the unlearning token).
         stop_token_ids: Ids that end a generation when they follow its first token: the unlearning
-            token opens a refusal and closes it again, so its second appearance is the end.
+            token opens a refusal and closes it again, so its second appearance is the end. An answer
+            that did not open with one may not produce one later: the token is a gate on the whole
+            answer, and a stray one mid-answer (its row of a tied output matrix is the trained
+            embedding) would otherwise cut an ordinary answer short.
         prefills: One text per question that starts the assistant's answer (appended to the prompt,
             as an API that accepts a partial assistant turn does); the generation is what follows it.
         progress: Show a progress bar.
@@ -84,12 +94,29 @@ def generate_answers(
             pad_token_id=tokenizer.pad_token_id,
             bad_words_ids=bad_words_ids,
             stopping_criteria=StoppingCriteriaList([_StopAfterFirst(stops, width)]) if stops else None,
+            logits_processor=LogitsProcessorList([_OnlyClosingWhatOpened(stops, width)]) if stops else None,
         )
         for question, row in zip(chunk, generated[:, width:].tolist()):
             ids = _cut_at_stop(row, eos_ids, stops)
             text = tokenizer.decode(ids, skip_special_tokens=True).strip()
             out.append(Generation(question=question, text=text, token_ids=tuple(ids)))
     return out
+
+
+class _OnlyClosingWhatOpened(LogitsProcessor):
+    """Masks the stop ids in every row whose first generated token was not one of them."""
+
+    def __init__(self, stop_ids: list[int], prompt_width: int) -> None:
+        self.stop_ids = torch.tensor(stop_ids)
+        self.prompt_width = prompt_width
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if input_ids.shape[1] <= self.prompt_width:  # the first token: the gate may open
+            return scores
+        stop_ids = self.stop_ids.to(scores.device)
+        unopened = ~torch.isin(input_ids[:, self.prompt_width], stop_ids)
+        is_stop = torch.isin(torch.arange(scores.shape[1], device=scores.device), stop_ids)
+        return scores.masked_fill(unopened[:, None] & is_stop, float("-inf"))
 
 
 class _StopAfterFirst(StoppingCriteria):
