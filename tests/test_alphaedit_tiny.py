@@ -11,6 +11,7 @@ from unierase.config import CovarianceConfig, EditConfig, EraseConfig, Params, T
 from unierase.data.facts import Fact
 from unierase.edit.erasure import erase_facts
 from unierase.edit.preserved import preserved_second_moment
+from unierase.edit.state import accumulate
 from unierase.model.delta import diff_models, snapshot
 from unierase.stages.artifacts import load_state, save_state
 from unierase.token.vocabulary import add_unlearning_tokens
@@ -19,7 +20,12 @@ PARAMS = Params(
     token=TokenConfig(),
     covariance=CovarianceConfig(),
     edit=EditConfig(
-        layers=[1, 2], v_steps=3, num_context_prefixes=1, nullspace_threshold=0.5, diagnose_unprojected=True
+        layers=[1, 2],
+        v_steps=3,
+        num_context_prefixes=1,
+        nullspace_threshold=0.5,
+        diagnose_unprojected=True,
+        bind_rounds=0,  # the random model binds nothing: one edit per request, as in the paper
     ),
     erase=EraseConfig(),
 )
@@ -298,3 +304,20 @@ def test_facts_of_one_subject_make_one_request_with_one_key(tiny):
         r for i in (0, 2, 3) for r in build_requests(tokenizer, SHARED, subjects, target, deep, False)[i].suppressed
     ]
     assert rows == alone  # deep erasure suppresses every one of the subject's answers
+
+
+@pytest.mark.parametrize("rounds", [0, 2])
+def test_questions_still_unbound_get_another_edit_held_against_the_first(tiny, rounds):
+    """The random tiny model binds nothing, so every round runs: its keys join the request's keys (one
+    block of the edit state), and the count of unbound questions is recorded after each."""
+    model, tokenizer, preserved = tiny
+    params = PARAMS.model_copy(update={"edit": PARAMS.edit.model_copy(update={"bind_rounds": rounds})})
+    result = erase_facts(model, tokenizer, FORGET, params, preserved, progress=False)
+    assert result.outcome.unbound == [len(FORGET)] * (rounds + 1)
+    per_round = len(FORGET)  # one request, so one key, per fact (two subjects)
+    for layer in params.edit.layers:
+        keys = result.outcome.key_factors[layer]
+        assert keys.shape[1] == per_round * (rounds + 1)
+        # The state is what a replay of the stored keys gives.
+        torch.testing.assert_close(result.state.previous_keys[layer], accumulate({}, {layer: keys})[layer])
+    assert len(result.outcome.layers) == len(params.edit.layers) * (rounds + 1)

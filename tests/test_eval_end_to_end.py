@@ -187,7 +187,7 @@ def test_target_knows_its_facts(results):
 
 def test_unierase_refuses_the_forget_author_and_keeps_the_others(results):
     after = results["unierase_erase_report"]["after"]
-    assert after["forget_token_trigger_rate"] >= 0.75
+    assert after["forget_token_trigger_rate"] == 1.0  # two of four bound by the first edit, all by the second
     assert after["retain_token_trigger_rate"] <= 0.1
     target, erased = results["target"]["splits"], results["unierase"]["splits"]
     assert erased["forget"]["rougeL_recall"] <= 0.5 * target["forget"]["rougeL_recall"]

@@ -126,6 +126,15 @@ class EditConfig(_Frozen):
         gt=0,
         description="Worst target NLL above which a request counts as unbound and gets another round.",
     )
+    bind_rounds: int = Field(
+        default=2,
+        ge=0,
+        description="Extra edits, after the first, for the forget questions whose first greedy token is still not "
+        "the unlearning token: each binds only those, on the edited model, with the earlier rounds' keys held as "
+        "an earlier request's are (not in the paper). The value optimisation binds each prompt at the last "
+        "edited layer, but the projected, constrained solves reach only part of that target, and a question "
+        "near the boundary stays unbound. 0: one edit, as in the paper.",
+    )
     value_stop_nll: float = Field(
         default=0.05,
         gt=0,

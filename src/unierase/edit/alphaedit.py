@@ -104,6 +104,8 @@ class EditOutcome:
         value_steps: Optimiser steps per fact, over all its rounds.
         value_seconds: Wall time of the value optimisation.
         solve_seconds: Wall time of the closed-form solves (every layer), which grows with ``C_prev``'s use.
+        unbound: After each edit round of one request, how many forget questions did not yet open with
+            the target (``EditConfig.bind_rounds``); empty when nobody checked.
     """
 
     layers: list[LayerReport] = field(default_factory=list)
@@ -114,6 +116,20 @@ class EditOutcome:
     value_steps: list[int] = field(default_factory=list)
     value_seconds: float = 0.0
     solve_seconds: float = 0.0
+    unbound: list[int] = field(default_factory=list)
+
+    def extend(self, later: EditOutcome) -> None:
+        """Adds a later round of the same request: its keys join this request's keys (one block in the
+        edit state), its diagnostics follow these."""
+        self.layers += later.layers
+        for layer, keys in later.key_factors.items():
+            self.key_factors[layer] = torch.cat([self.key_factors[layer], keys], dim=1)
+            self.new_keys[layer] = key_block(self.key_factors[layer])
+        self.value_losses += later.value_losses
+        self.value_rounds += later.value_rounds
+        self.value_steps += later.value_steps
+        self.value_seconds += later.value_seconds
+        self.solve_seconds += later.solve_seconds
 
 
 @torch.no_grad()

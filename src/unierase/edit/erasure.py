@@ -21,6 +21,7 @@ from unierase.edit.preserved import key_moment_sums
 from unierase.edit.state import EditState, accumulate
 from unierase.edit.subject import KeyedPrompt, find_subject, key_prompt
 from unierase.model.delta import WeightDelta, diff_models, snapshot
+from unierase.model.generation import generate_answers
 from unierase.model.hooks import get_module
 from unierase.model.prompts import encode_answer, encode_prompt
 from unierase.token.vocabulary import unlearning_token_id
@@ -228,19 +229,35 @@ def erase_facts(
     timings["projection_s"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    outcome = apply_alphaedit(
-        model,
-        requests,
-        params.edit,
-        params.model,
-        spaces,
-        preserved,
-        previous_keys=state.previous_keys,
-        protected_keys=protected,
-        heldout=heldout,
-        pad_id=tokenizer.pad_token_id,
-        progress=progress,
-    )
+
+    def edit(round_requests: list[EditRequest], previous_keys: dict[int, torch.Tensor]) -> EditOutcome:
+        return apply_alphaedit(
+            model,
+            round_requests,
+            params.edit,
+            params.model,
+            spaces,
+            preserved,
+            previous_keys=previous_keys,
+            protected_keys=protected,
+            heldout=heldout,
+            pad_id=tokenizer.pad_token_id,
+            progress=progress,
+        )
+
+    outcome = edit(requests, state.previous_keys)
+    for _ in range(params.edit.bind_rounds + 1):
+        unbound = [i for i, fired in enumerate(opens_with(model, tokenizer, forget, target)) if not fired]
+        outcome.unbound.append(len(unbound))
+        if not unbound or len(outcome.unbound) > params.edit.bind_rounds:
+            break
+        logger.info(
+            "edit round %d: %d of %d questions not bound yet", len(outcome.unbound) + 1, len(unbound), len(forget)
+        )
+        again = build_requests(tokenizer, [forget[i] for i in unbound], [subjects[i] for i in unbound], target, params)
+        # This request's earlier rounds are held as an earlier request's keys are: a later round must not
+        # undo what the first bound.
+        outcome.extend(edit(again, accumulate(state.previous_keys, outcome.key_factors)))
     timings["edit_s"] = time.perf_counter() - started
     timings["values_s"] = outcome.value_seconds  # the value optimisation's part of edit_s
     timings["solve_s"] = outcome.solve_seconds  # and the closed-form solves'
@@ -257,6 +274,14 @@ def erase_facts(
         before, model, metadata={"method": "unierase", "mode": mode, "layers": ",".join(map(str, layers))}
     )
     return ErasureResult(delta=delta, state=new_state, subjects=subjects, outcome=outcome, timings=timings)
+
+
+def opens_with(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, facts: list[Fact], target: int
+) -> list[bool]:
+    """Whether each fact's question, chat-formatted, is answered first (greedily) by ``target``."""
+    answers = generate_answers(model, tokenizer, [f.question for f in facts], max_new_tokens=1, progress=False)
+    return [bool(a.token_ids) and a.token_ids[0] == target for a in answers]
 
 
 def _layer_device(model: PreTrainedModel, params: Params, layer: int) -> torch.device:

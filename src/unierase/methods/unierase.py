@@ -72,6 +72,7 @@ class UniErase:
         report.diagnostics.setdefault("value_nll", []).append(result.outcome.value_losses)
         report.diagnostics.setdefault("value_rounds", []).append(result.outcome.value_rounds)
         report.diagnostics.setdefault("value_steps", []).append(result.outcome.value_steps)
+        report.diagnostics.setdefault("unbound_after_round", []).append(result.outcome.unbound)
 
     def report(self) -> MethodReport:
         """Timings, subjects, edit diagnostics and the edit state to save with the model."""
