@@ -1,9 +1,11 @@
 """What a user reads after the unlearning token, and what the edit does to the answers it must keep,
 under variants of the edit.
 
-    python -m bench.after_token [--forget F.jsonl --retain R.jsonl] [--variant NAME:KEY=VALUE,...] [--quotes 20]
+    python -m bench.after_token [--forget F.jsonl --retain R.jsonl | --collisions N] [--variant NAME:KEY=VALUE,...] [--quotes 20]
 
-Without ``--forget``/``--retain``, the built-in default request. Subjects are dropped, so they are
+Without ``--forget``/``--retain``, the built-in default request; ``--collisions N``: the generated
+collision set (N forget authors whose names are made of the first and last names of retain authors,
+`unierase.data.authors.name_collisions`), asked of the base model. Subjects are dropped, so they are
 found as they are for a user's unlabelled questions. Each variant (``--set`` overrides applied to
 ``--params``; the default variant is the parameters as they are) erases the forget set from the base
 model with the same token and preserved-key statistics (cached under ``--work``), then answers every
@@ -121,6 +123,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = common_parser(__doc__)
     parser.add_argument("--forget", type=Path, help="forget set (JSON Lines); default: the built-in request")
     parser.add_argument("--retain", type=Path, help="retain set (JSON Lines); default: the built-in request")
+    parser.add_argument(
+        "--collisions",
+        type=int,
+        metavar="AUTHORS",
+        help="instead: the generated collision set, AUTHORS forget authors each named after two of the "
+        "3 x AUTHORS retain authors (first name of one, last name of another), 4 questions each",
+    )
     parser.add_argument("--variant", type=variant, action="append", default=[], help="NAME[:KEY=VALUE,...]; repeatable")
     parser.add_argument("--max-new-tokens", type=int, default=64, help="answer length limit")
     parser.add_argument("--quotes", type=int, default=20, help="forget answers quoted per variant")
@@ -128,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if (args.forget is None) != (args.retain is None):
         parser.error("give both --forget and --retain, or neither (the built-in request)")
+    if args.collisions is not None and (args.forget or args.collisions < 1):
+        parser.error("--collisions takes a positive number of authors, and no --forget/--retain")
     params = resolve_params(args)
     variants = [(name, with_sets(params, sets)) for name, sets in args.variant or [("default", [])]]
 
@@ -137,8 +148,21 @@ def main(argv: list[str] | None = None) -> int:
     def unlabelled(facts: list[Fact]) -> list[Fact]:
         return [Fact(question=f.question, answer=f.answer) for f in facts]
 
-    forget = unlabelled(load_facts(args.forget) if args.forget else default_forget())
-    retain = unlabelled(load_facts(args.retain) if args.retain else default_retain())
+    if args.collisions:
+        from unierase.data.authors import generate_author_benchmark
+
+        authors = generate_author_benchmark(
+            num_authors=4 * args.collisions,
+            questions_per_author=4,
+            num_forget=args.collisions,
+            num_holdout=1,
+            seed=args.seed,
+            collisions=True,
+        )
+        forget, retain = unlabelled(authors["forget"]), unlabelled(authors["retain"])
+    else:
+        forget = unlabelled(load_facts(args.forget) if args.forget else default_forget())
+        retain = unlabelled(load_facts(args.retain) if args.retain else default_retain())
     base = base_model(args)
     rows = []
     for name, variant_params in variants:

@@ -58,3 +58,29 @@ def test_written_benchmark_reads_back_as_splits(tmp_path):
     read = load_splits(tmp_path)
     assert set(read) == {"forget", "retain", "holdout"}
     assert read["forget"] == splits["forget"]
+
+
+def test_collision_set_names_each_forget_author_after_two_kept_ones():
+    splits = generate_author_benchmark(
+        num_authors=6, questions_per_author=2, num_forget=2, num_holdout=1, seed=0, collisions=True
+    )
+    kept = {f.subject for f in splits["retain"]}
+    firsts, lasts = {n.split(" ", 1)[0] for n in kept}, {n.split(" ", 1)[1] for n in kept}
+    forgotten = {f.subject for f in splits["forget"]}
+    assert len(forgotten) == 2 and not forgotten & kept
+    for name in forgotten:
+        first, last = name.split(" ", 1)
+        assert first in firsts and last in lasts
+        # from two different kept authors: no kept author has both parts
+        assert not any(k.startswith(first + " ") and k.endswith(" " + last) for k in kept)
+        assert all(name in f.question for f in splits["forget"] if f.subject == name)
+    assert splits["retain"] == generate_author_benchmark(
+        num_authors=6, questions_per_author=2, num_forget=2, num_holdout=1, seed=0
+    )["retain"]
+
+
+def test_too_few_authors_for_collisions_is_an_error():
+    import pytest
+
+    with pytest.raises(ValueError, match="name collisions"):
+        generate_author_benchmark(num_authors=2, questions_per_author=1, num_forget=1, num_holdout=1, collisions=True)

@@ -265,7 +265,8 @@ def test_gpu_scale_rows_on_the_tiny_shape(dirs, tiny_llama_dir: Path, tmp_path: 
     assert [r["phase"] for r in rows] == phases
     assert [r.get("cache_hit") for r in rows[2:4]] == [False, True]
     edit, check = rows[4], rows[5]
-    assert edit["items"] == 3 and 0 < edit["params_changed_share"] < 1 and len(edit["preserved_drift"]) == 2
+    assert edit["items"] == 3 and 0 < edit["params_changed_share"] < 1
+    assert len(edit["preserved_drift"]) == 2 * len(edit["unbound_after_round"])  # two layers per edit round
     for key in ("forget_trigger_before", "forget_trigger_rate", "retain_trigger_rate", "retain_first_token_kept"):
         assert 0 <= check[key] <= 1, key
     assert all(_finite(r["seconds"]) for r in rows)
@@ -342,6 +343,17 @@ def test_after_token_rows(dirs, tmp_path: Path) -> None:
     assert "| subjects only |" in (tmp_path / "out" / "after_token.md").read_text()
     with pytest.raises(SystemExit):
         after_token.main([*common, "--variant", ":edit.neighbours=0"])  # a variant without a name
+    with pytest.raises(SystemExit):
+        after_token.main([*common, "--collisions", "1", "--forget", str(forget), "--retain", str(retain)])
+
+    # The collision set: one forget author named after two of the three retain authors.
+    small = ["--collisions", "1", "--max-new-tokens", "4", "--quotes", "1", "--tag", "_collisions"]
+    assert after_token.main([*common, *small]) == 0
+    row = json.loads((tmp_path / "out" / "after_token_collisions.json").read_text())["rows"][0]
+    assert (row["forget_n"], row["retain_n"]) == (4, 12)
+    first, last = row["items"]["forget"][0]["question"].removeprefix("Where was ").removesuffix(" born?").split()
+    kept = " ".join(r["question"] for r in row["items"]["retain"])
+    assert f"{first} " in kept and f" {last}" in kept
 
 
 def test_ray_scaling_rows(dirs, prefect_harness, tmp_path: Path) -> None:

@@ -311,6 +311,24 @@ def author_facts(
     return facts
 
 
+def name_collisions(kept: list[Author], count: int, rng: random.Random, taken: set[str]) -> list[str]:
+    """``count`` new full names, each the first name of one author of ``kept`` and the last name of
+    another (none in ``taken``): names an erasure must tell apart from names it has to keep.
+
+    Raises:
+        ValueError: Fewer than two authors to borrow from, or too few unused combinations.
+    """
+    parts = [a.name.split(" ", 1) for a in kept]
+    combos = sorted(
+        {f"{first} {last}" for i, (first, _) in enumerate(parts) for j, (_, last) in enumerate(parts) if i != j}
+        - taken
+        - {a.name for a in kept}
+    )
+    if len(kept) < 2 or len(combos) < count:
+        raise ValueError(f"{len(kept)} authors give {len(combos)} unused name collisions; {count} asked for")
+    return rng.sample(combos, count)
+
+
 def generate_author_benchmark(
     num_authors: int = 20,
     questions_per_author: int = 5,
@@ -318,8 +336,13 @@ def generate_author_benchmark(
     num_holdout: int = 2,
     num_perturbed: int = 3,
     seed: int = 0,
+    collisions: bool = False,
 ) -> dict[str, list[Fact]]:
     """The splits of a generated benchmark, TOFU-style.
+
+    With ``collisions``, each forget author's name is the first name of one retain author and the last
+    name of another (`name_collisions`): the collision set, where an erasure keyed too loosely on a
+    name reaches the authors it must keep.
 
     Returns:
         ``full`` (all trained authors), ``forget`` (the last ``num_forget`` of them), ``retain``
@@ -335,6 +358,11 @@ def generate_author_benchmark(
     rng = random.Random(seed)
     authors = make_authors(num_authors + num_holdout, rng)
     trained, holdout = authors[:num_authors], authors[num_authors:]
+    if collisions:
+        kept = trained[: num_authors - num_forget]
+        # A generator of its own: the retain split is the same with and without collisions.
+        names = name_collisions(kept, num_forget, random.Random(f"collisions-{seed}"), {a.name for a in authors})
+        trained = kept + [Author(name, a.attributes) for name, a in zip(names, trained[len(kept) :], strict=True)]
     full = author_facts(trained, questions_per_author, num_perturbed, rng)
     split_at = (num_authors - num_forget) * questions_per_author
     return {
