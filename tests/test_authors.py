@@ -74,9 +74,12 @@ def test_collision_set_names_each_forget_author_after_two_kept_ones():
         # from two different kept authors: no kept author has both parts
         assert not any(k.startswith(first + " ") and k.endswith(" " + last) for k in kept)
         assert all(name in f.question for f in splits["forget"] if f.subject == name)
-    assert splits["retain"] == generate_author_benchmark(
-        num_authors=6, questions_per_author=2, num_forget=2, num_holdout=1, seed=0
-    )["retain"]
+    assert (
+        splits["retain"]
+        == generate_author_benchmark(num_authors=6, questions_per_author=2, num_forget=2, num_holdout=1, seed=0)[
+            "retain"
+        ]
+    )
 
 
 def test_too_few_authors_for_collisions_is_an_error():
