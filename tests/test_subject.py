@@ -28,6 +28,7 @@ from unierase.edit.subject import (
     fallback_subject,
     find_subject,
     key_prompt,
+    snap_to_name,
     trace_subject,
 )
 from unierase.model.prompts import format_prompt
@@ -307,3 +308,25 @@ def test_a_bad_subject_fails_before_the_token_and_statistics(tiny_llama_dir, tmp
     # Reading the file or finding subjects names the line (either may catch it); never the row's text.
     assert re.search(r"forget\.jsonl:3: .*subject", err) and "Hamlet" not in err and "Macbeth" not in err
     assert not out.exists() and not (cache.exists() and any(cache.rglob("*")))  # no token, no statistics
+
+
+@pytest.mark.parametrize(
+    ("question", "traced", "subject"),
+    [
+        ("Where was Delphine Marchetti-Vos born?", "Marchetti-Vos born", "Delphine Marchetti-Vos"),
+        ("When was Delphine Marchetti-Vos born?", "Marchetti-Vos", "Delphine Marchetti-Vos"),
+        (
+            "What did the father of Xavian Nakagawa-Reyes do?",
+            "father of Xavian Nakagawa-Reyes",
+            "Xavian Nakagawa-Reyes",
+        ),
+        ("What is the capital of France?", "capital of France", "France"),
+        ("Did Barack Obama meet Angela Merkel?", "Obama meet Angela", "Angela Merkel"),
+        ("What is the boiling point of water?", "boiling point", "boiling point"),
+        ("how tall is mount everest?", "everest", "everest"),
+    ],
+)
+def test_a_traced_span_is_snapped_to_the_name_it_touches(question, traced, subject):
+    start = question.index(traced)
+    s, e = snap_to_name(question, start, start + len(traced))
+    assert question[s:e] == subject

@@ -6,7 +6,8 @@ question mark" failed too. Keys at the subject's last token are specific to the 
 their subject; otherwise it is found as causal tracing does (Meng et al., 2022): the span of words
 whose corruption (Gaussian noise, 3x the embeddings' std, on its token embeddings) lowers the
 probability of the answer the most. Of the spans that come within ``keep_share`` of the best drop,
-the shortest wins, so "France" beats "capital of France".
+the shortest wins, so "France" beats "capital of France"; a winner that touches a name is widened or
+cut to the whole name (`snap_to_name`).
 
 Tracing finds nothing when no span lowers the answer's probability (every corruption raised it on
 questions a model does not know, and the old rule then crashed), when the answer is empty or when the
@@ -213,8 +214,23 @@ def trace_subject(
         return None
     close = [i for i, d in enumerate(drops) if d >= keep_share * best]
     winner = min(close, key=lambda i: (spans[i][1] - spans[i][0], -drops[i]))
-    s, e = spans[winner]
+    s, e = snap_to_name(question, *spans[winner])
     return question[s:e]
+
+
+def snap_to_name(question: str, start: int, end: int) -> tuple[int, int]:
+    """The whole name-like run (`entity_spans`) that a traced span touches, the one around its last word
+    first; the span itself when it touches none.
+
+    On a model that does not know the answer, the winning span can be part of a name ("Marchetti-Vos"
+    of "Delphine Marchetti-Vos"), or run past it ("Marchetti-Vos born", "father of Xavian
+    Nakagawa-Reyes"): a key at "born" is the template's and binds "Where was <anyone> born?", and
+    questions about one person got several subjects, so several requests.
+    """
+    runs = [(s, e) for s, e, _ in entity_spans(question) if s < end and e > start]
+    if not runs:
+        return start, end
+    return next(((s, e) for s, e in runs if s < end <= e), runs[-1])
 
 
 def _without_possessive(question: str, start: int, end: int) -> tuple[int, int]:
