@@ -179,7 +179,7 @@ def test_unbound_facts_get_more_rounds_with_a_wider_clamp(tiny):
     assert all(0.02 * 1.001 < s <= 0.08 * 1.001 for s in share[2]), share  # widened x2, then x4
 
 
-def _value_requests(tokenizer, depth: str = "paper"):
+def _value_requests(tokenizer, depth: str = "paper", refusal_tokens: int = 2):
     from unierase.edit.erasure import build_requests
     from unierase.token.vocabulary import unlearning_token_id
 
@@ -190,7 +190,7 @@ def _value_requests(tokenizer, depth: str = "paper"):
     target = unlearning_token_id(tokenizer, PARAMS.token)
     edit = PARAMS.model_copy(
         update={
-            "edit": PARAMS.edit.model_copy(update={"num_context_prefixes": 2}),
+            "edit": PARAMS.edit.model_copy(update={"num_context_prefixes": 2, "refusal_tokens": refusal_tokens}),
             "erase": EraseConfig(depth=depth),
         }
     )
@@ -249,6 +249,41 @@ def test_deep_values_with_the_prefix_cache_match_whole_prompt_recomputation(tiny
     assert steps_c == steps_w
     torch.testing.assert_close(z_c, z_w, atol=1e-3, rtol=1e-4)
     assert not torch.allclose(z_c, runs["paper", True][0], atol=1e-3)
+
+
+def test_refusal_rows_follow_the_token_with_the_refusal_phase_one_taught(tiny):
+    from unierase.token.refusals import pick_refusal
+    from unierase.token.vocabulary import unlearning_token_id
+
+    _, tokenizer, _ = tiny
+    target = unlearning_token_id(tokenizer, PARAMS.token)
+    assert all(r.refusal == [] for r in _value_requests(tokenizer, refusal_tokens=0))
+    hamlet = _value_requests(tokenizer, refusal_tokens=3)[1]
+    prompt = hamlet.variants[0]  # the bare prompt: the refusal follows the question as users send it
+    refusal = tokenizer(" " + pick_refusal("Who wrote Hamlet?"), add_special_tokens=False)["input_ids"]
+    expected = [(prompt.input_ids + [target] + refusal[:k], refusal[k]) for k in range(3)]
+    assert [(p.input_ids, t) for p, t in hamlet.refusal] == expected
+    assert {p.key_index for p, _ in hamlet.refusal} == {prompt.key_index}
+
+
+def test_refusal_rows_change_the_values_the_same_with_or_without_the_prefix_cache(tiny):
+    """The refusal rows run through the same runners as the prompts (the prefix cache gives what whole
+    prompts give) and are in the loss: the values differ from the paper's token-only objective."""
+    from unierase.edit.alphaedit import compute_values
+
+    model, tokenizer, _ = tiny
+    edit = PARAMS.edit.model_copy(update={"v_steps": 6, "clamp_norm_factor": 20.0, "value_retries": 0})
+    runs = {}
+    for count, cached in ((2, True), (2, False), (0, True)):
+        config = edit.model_copy(update={"value_prefix_cache": cached})
+        requests = _value_requests(tokenizer, refusal_tokens=count)
+        runs[count, cached] = compute_values(
+            model, requests, 0, config, PARAMS.model, tokenizer.pad_token_id, progress=False
+        )
+    (z_c, _, _, steps_c), (z_w, _, _, steps_w) = runs[2, True], runs[2, False]
+    assert steps_c == steps_w
+    torch.testing.assert_close(z_c, z_w, atol=1e-3, rtol=1e-4)
+    assert not torch.allclose(z_c, runs[0, True][0], atol=1e-3)
 
 
 def test_a_fact_below_the_stop_takes_no_step(tiny):

@@ -5,6 +5,7 @@ pytest tests/test_generation_gate.py
 """
 
 import pytest
+import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from unierase.model.generation import generate_answers
@@ -55,3 +56,49 @@ def test_an_answer_that_opens_with_a_stop_id_ends_at_its_next_one(smollm2):
             assert ids == free[: free.index(opener, 1) + 1]
         else:
             assert ids == free
+
+
+def test_an_opened_answer_says_something_before_it_closes(smollm2):
+    """Right after an opening stop id, neither the stop id nor EOS may come: the refusal is never empty."""
+    model, tokenizer = smollm2
+    question = QUESTIONS[1]
+    free = _free(smollm2, question)
+    opener, second = free[0], free[1]
+    assert second != opener
+    eos = model.generation_config.eos_token_id
+    model.generation_config.eos_token_id = second  # the answer now ends right after it opened
+    try:
+        plain = generate_answers(model, tokenizer, [question], max_new_tokens=8, progress=False)
+        assert list(plain[0].token_ids) == [opener, second]
+        gated = generate_answers(
+            model, tokenizer, [question], max_new_tokens=8, stop_token_ids=[opener], progress=False
+        )
+    finally:
+        model.generation_config.eos_token_id = eos
+    ids = list(gated[0].token_ids)
+    assert ids[0] == opener
+    assert ids[1] not in (opener, second)
+    assert gated[0].text
+
+
+def test_right_after_an_opening_no_token_that_shows_nothing(smollm2):
+    """Whitespace and special tokens are masked there too: an answer could otherwise open, write a space and
+    close. A bias makes the model write a newline (the opening id here), then a space, above anything else."""
+    model, tokenizer = smollm2
+    question = QUESTIONS[1]
+    newline = tokenizer("\n", add_special_tokens=False)["input_ids"][-1]
+    space = tokenizer(" ", add_special_tokens=False)["input_ids"][-1]
+    bias = torch.zeros(model.config.vocab_size)
+    bias[newline], bias[space] = 2e4, 1e4
+    model.lm_head.bias = torch.nn.Parameter(bias)
+    try:
+        free = generate_answers(model, tokenizer, [question], max_new_tokens=3, progress=False)
+        gated = generate_answers(
+            model, tokenizer, [question], max_new_tokens=3, stop_token_ids=[newline], progress=False
+        )
+    finally:
+        model.lm_head.bias = None
+    assert list(free[0].token_ids) == [newline] * 3
+    ids = list(gated[0].token_ids)
+    assert ids[0] == newline
+    assert ids[1] not in (newline, space) and tokenizer.decode([ids[1]]).strip()

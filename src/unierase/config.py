@@ -207,6 +207,13 @@ class EditConfig(_Frozen):
         "by its answer, not only at its subject: an edit keyed at a forget subject otherwise reaches the "
         "answers to retain questions of the same shape (another country's capital).",
     )
+    refusal_tokens: int = Field(
+        default=0,
+        ge=0,
+        description="How many tokens of the question's refusal after the unlearning token each value must keep "
+        "at least as likely as before the edit (not in the paper; 0: the token alone). Off by default: on the "
+        "collision set the larger values it takes reached retain questions (bench/results/after_token_collisions.md).",
+    )
     deep_answer_tokens: int = Field(
         default=8,
         ge=1,

@@ -18,6 +18,7 @@ with AlphaEdit's null-space projection (Fang et al., 2025):
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Iterator
@@ -55,12 +56,16 @@ class EditRequest:
             question, or after an opening such as "The answer is"), each with the answer token that
             must become unlikely there, so the answer is gone when the token is banned or the answer
             prefilled; empty in the paper's mode.
+        refusal: Prompts followed by the unlearning token and the first tokens of a refusal, each with
+            the refusal's next token, which the value must keep at least as likely as the unedited
+            model has it: binding the token must not change what follows it.
     """
 
     variants: list[KeyedPrompt]
     kl_prompt: KeyedPrompt
     target_id: int
     suppressed: list[tuple[KeyedPrompt, int]] = field(default_factory=list)
+    refusal: list[tuple[KeyedPrompt, int]] = field(default_factory=list)
 
 
 @dataclass
@@ -385,32 +390,38 @@ def _optimise_values(
     layer_module = get_module(model, model_config.layer_template.format(layer))
     rewrite = [v for req in requests for v in req.variants]
     deep = [p for req in requests for p, _ in req.suppressed]
+    refusal = [p for req in requests for p, _ in req.refusal]
     kl_prompts = [req.kl_prompt for req in requests]
-    # Rewrite prompts, suppressed-answer prompts and the short KL prompts run through the lower layers
-    # apart (together, the KL prompts would be padded to the chat prompts' length), then side by side
-    # at every step.
+    # Rewrite prompts, suppressed-answer prompts, refusal prompts and the short KL prompts run through
+    # the lower layers apart (together, the KL prompts would be padded to the chat prompts' length),
+    # then side by side at every step.
     streams = _streams(model, rewrite, layer_module, pad_id)
     streams += _streams(model, deep, layer_module, pad_id) if deep else []
+    streams += _streams(model, refusal, layer_module, pad_id) if refusal else []
     streams += _streams(model, kl_prompts, layer_module, pad_id)
-    key_index = [p.key_index for p in rewrite + deep + kl_prompts]
+    key_index = [p.key_index for p in rewrite + deep + refusal + kl_prompts]
     owner = torch.tensor(
         [r for r, req in enumerate(requests) for _ in req.variants]
         + [r for r, req in enumerate(requests) for _ in req.suppressed]
+        + [r for r, req in enumerate(requests) for _ in req.refusal]
         + list(range(n)),
         device=device,
     )
     # Row kinds: 0 rewrite (the unlearning token must come next), 1 suppressed (the answer token must
-    # not), 2 KL; and each row's token of interest.
-    kind = torch.tensor([0] * len(rewrite) + [1] * len(deep) + [2] * n, device=device)
+    # not), 2 KL, 3 refusal (the refusal's next token must stay likely); and each row's token of interest.
+    kind = torch.tensor([0] * len(rewrite) + [1] * len(deep) + [3] * len(refusal) + [2] * n, device=device)
     row_token = torch.tensor(
         [req.target_id for req in requests for _ in req.variants]
         + [t for req in requests for _, t in req.suppressed]
+        + [t for req in requests for _, t in req.refusal]
         + [0] * n,
         device=device,
     )
     counts = torch.bincount(owner[kind == 0], minlength=n)
     deep_counts = torch.bincount(owner[kind == 1], minlength=n).clamp_min(1)
-    bounds = [(0, len(rewrite)), (len(rewrite), len(rewrite) + len(deep)), (len(rewrite) + len(deep), len(owner))]
+    refusal_counts = torch.bincount(owner[kind == 3], minlength=n).clamp_min(1)
+    edges = list(itertools.accumulate([0, len(rewrite), len(deep), len(refusal), n]))
+    bounds = list(itertools.pairwise(edges))
 
     z0 = z0.to(device)
     # Adam moves each coordinate by about its lr whatever the gradient's scale, so the delta is
@@ -439,7 +450,7 @@ def _optimise_values(
                 logp = runner.logprobs(model, delta, owner, rows)
                 row_owner, row_kind = owner[rows], kind[rows]
                 picked = logp.gather(1, row_token[rows][:, None]).squeeze(1)
-                rw, dp, kr = row_kind == 0, row_kind == 1, row_kind == 2
+                rw, dp, kr, rf = row_kind == 0, row_kind == 1, row_kind == 2, row_kind == 3
                 nll = torch.zeros(n, device=device).index_add(0, row_owner[rw], -picked[rw]) / counts
                 # A request stops when its worst prompt is bound: every question of the subject must fire.
                 worst = torch.zeros(n, device=device).scatter_reduce(
@@ -449,15 +460,26 @@ def _optimise_values(
                 # near 0 once the answer is unlikely (deep erasure only; no rows in the paper's mode).
                 unlikely = -torch.log1p(-picked[dp].exp().clamp(max=1 - 1e-6))
                 suppress = torch.zeros(n, device=device).index_add(0, row_owner[dp], unlikely) / deep_counts
+                refuse = torch.zeros(n, device=device).index_add(0, row_owner[rf], -picked[rf]) / refusal_counts
+                if step == 0:
+                    # What the unedited model has (the token learned in Phase I): the level to keep.
+                    refuse_before = refuse.detach().clone()
                 kl_rows = torch.nn.functional.kl_div(
                     logp[kr], kl_ref[row_owner[kr]], log_target=True, reduction="none"
                 ).sum(-1)
                 kl = torch.zeros(n, device=device).index_add(0, row_owner[kr], kl_rows)
                 decay = (delta.norm(dim=1) / z0.norm(dim=1)) ** 2
-                per_fact = nll + config.deep_weight * suppress + config.kl_factor * kl + config.v_weight_decay * decay
+                per_fact = (
+                    nll + refuse + config.deep_weight * suppress + config.kl_factor * kl + config.v_weight_decay * decay
+                )
                 with torch.no_grad():
                     nll_out[active.cpu()] = worst[active].cpu()
-                    reached = active & (worst < config.value_stop_nll) & (suppress.detach() < config.value_stop_nll)
+                    reached = (
+                        active
+                        & (worst < config.value_stop_nll)
+                        & (suppress.detach() < config.value_stop_nll)
+                        & (refuse.detach() <= refuse_before)
+                    )
                     final[reached] = delta.detach()[reached]
                     active &= ~reached
                 if step == config.v_steps or not active.any():

@@ -24,6 +24,7 @@ from unierase.model.delta import WeightDelta, diff_models, snapshot
 from unierase.model.generation import generate_answers
 from unierase.model.hooks import get_module
 from unierase.model.prompts import encode_answer, encode_prompt
+from unierase.token.refusals import pick_refusal
 from unierase.token.vocabulary import unlearning_token_id
 
 logger = logging.getLogger(__name__)
@@ -124,8 +125,27 @@ def build_requests(
             if params.erase.depth == "deep"
             else []
         )
-        requests.append(EditRequest(variants=variants, kl_prompt=kl, target_id=target_id, suppressed=suppressed))
+        refusal = [
+            row
+            for j, i in enumerate(group)
+            for row in refusal_rows(tokenizer, variants[j], facts[i].question, target_id, params.edit.refusal_tokens)
+        ]
+        requests.append(
+            EditRequest(variants=variants, kl_prompt=kl, target_id=target_id, suppressed=suppressed, refusal=refusal)
+        )
     return requests
+
+
+def refusal_rows(
+    tokenizer: PreTrainedTokenizerBase, prompt: KeyedPrompt, question: str, target_id: int, count: int
+) -> list[tuple[KeyedPrompt, int]]:
+    """The first ``count`` tokens of the refusal Phase I taught for ``question``, each paired with the
+    prompt, the unlearning token and the refusal so far (keyed at the prompt's subject position)."""
+    ids = tokenizer(" " + pick_refusal(question), add_special_tokens=False)["input_ids"]
+    return [
+        (KeyedPrompt(input_ids=prompt.input_ids + [target_id] + ids[:k], key_index=prompt.key_index), ids[k])
+        for k in range(min(count, len(ids)))
+    ]
 
 
 def suppressed_answer(

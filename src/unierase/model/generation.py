@@ -59,7 +59,9 @@ def generate_answers(
             token opens a refusal and closes it again, so its second appearance is the end. An answer
             that did not open with one may not produce one later: the token is a gate on the whole
             answer, and a stray one mid-answer (its row of a tied output matrix is the trained
-            embedding) would otherwise cut an ordinary answer short.
+            embedding) would otherwise cut an ordinary answer short. Right after an opening one,
+            the answer may not close, end, or write a token that shows nothing: a refusal is never
+            empty.
         prefills: One text per question that starts the assistant's answer (appended to the prompt,
             as an API that accepts a partial assistant turn does); the generation is what follows it.
         progress: Show a progress bar.
@@ -72,6 +74,8 @@ def generate_answers(
     eos = model.generation_config.eos_token_id
     eos_ids = list(eos) if isinstance(eos, (list, tuple)) else ([eos] if eos is not None else [])
     stops = list(stop_token_ids or [])
+    # What may not come right after an opening stop id: a closing one, EOS, or a token that shows nothing.
+    silent = sorted({*stops, *eos_ids, *_blank_ids(tokenizer)}) if stops else []
     out: list[Generation] = []
     batches = range(0, len(questions), batch_size)
     for start in tqdm(batches, desc="generate", disable=not progress or len(batches) < 2, leave=False):
@@ -94,7 +98,7 @@ def generate_answers(
             pad_token_id=tokenizer.pad_token_id,
             bad_words_ids=bad_words_ids,
             stopping_criteria=StoppingCriteriaList([_StopAfterFirst(stops, width)]) if stops else None,
-            logits_processor=LogitsProcessorList([_OnlyClosingWhatOpened(stops, width)]) if stops else None,
+            logits_processor=LogitsProcessorList([_OnlyClosingWhatOpened(stops, silent, width)]) if stops else None,
         )
         for question, row in zip(chunk, generated[:, width:].tolist()):
             ids = _cut_at_stop(row, eos_ids, stops)
@@ -103,20 +107,33 @@ def generate_answers(
     return out
 
 
-class _OnlyClosingWhatOpened(LogitsProcessor):
-    """Masks the stop ids in every row whose first generated token was not one of them."""
+def _blank_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """Ids that decode to nothing visible: special tokens and whitespace."""
+    return [i for i in range(len(tokenizer)) if not tokenizer.decode([i], skip_special_tokens=True).strip()]
 
-    def __init__(self, stop_ids: list[int], prompt_width: int) -> None:
+
+class _OnlyClosingWhatOpened(LogitsProcessor):
+    """Masks the stop ids in every row whose first generated token was not one of them, and, right
+    after an opening one, every id of ``silent_ids`` (closing ids, EOS, tokens that show nothing): a
+    refusal says something before it closes (an edit that moved what follows the token otherwise left
+    answers that open and close on nothing)."""
+
+    def __init__(self, stop_ids: list[int], silent_ids: list[int], prompt_width: int) -> None:
         self.stop_ids = torch.tensor(stop_ids)
+        self.closing_ids = torch.tensor(silent_ids)
         self.prompt_width = prompt_width
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if input_ids.shape[1] <= self.prompt_width:  # the first token: the gate may open
             return scores
-        stop_ids = self.stop_ids.to(scores.device)
-        unopened = ~torch.isin(input_ids[:, self.prompt_width], stop_ids)
-        is_stop = torch.isin(torch.arange(scores.shape[1], device=scores.device), stop_ids)
-        return scores.masked_fill(unopened[:, None] & is_stop, float("-inf"))
+        vocab = torch.arange(scores.shape[1], device=scores.device)
+        opened = torch.isin(input_ids[:, self.prompt_width], self.stop_ids.to(scores.device))
+        scores = scores.masked_fill(~opened[:, None] & torch.isin(vocab, self.stop_ids.to(scores.device)), -torch.inf)
+        if input_ids.shape[1] == self.prompt_width + 1:  # the token right after an opening one
+            scores = scores.masked_fill(
+                opened[:, None] & torch.isin(vocab, self.closing_ids.to(scores.device)), -torch.inf
+            )
+        return scores
 
 
 class _StopAfterFirst(StoppingCriteria):
