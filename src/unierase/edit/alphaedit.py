@@ -462,7 +462,7 @@ def _optimise_values(
                 suppress = torch.zeros(n, device=device).index_add(0, row_owner[dp], unlikely) / deep_counts
                 refuse = torch.zeros(n, device=device).index_add(0, row_owner[rf], -picked[rf]) / refusal_counts
                 if step == 0:
-                    # What the unedited model has (the token learned in Phase I): the level to keep.
+                    # The level to keep: the unedited model's (Phase I's refusal), or a resumed attempt's start.
                     refuse_before = refuse.detach().clone()
                 kl_rows = torch.nn.functional.kl_div(
                     logp[kr], kl_ref[row_owner[kr]], log_target=True, reduction="none"

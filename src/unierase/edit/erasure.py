@@ -24,7 +24,7 @@ from unierase.model.delta import WeightDelta, diff_models, snapshot
 from unierase.model.generation import generate_answers
 from unierase.model.hooks import get_module
 from unierase.model.prompts import encode_answer, encode_prompt
-from unierase.token.refusals import pick_refusal
+from unierase.token.refusals import refusal_ids
 from unierase.token.vocabulary import unlearning_token_id
 
 logger = logging.getLogger(__name__)
@@ -141,7 +141,7 @@ def refusal_rows(
 ) -> list[tuple[KeyedPrompt, int]]:
     """The first ``count`` tokens of the refusal Phase I taught for ``question``, each paired with the
     prompt, the unlearning token and the refusal so far (keyed at the prompt's subject position)."""
-    ids = tokenizer(" " + pick_refusal(question), add_special_tokens=False)["input_ids"]
+    ids = refusal_ids(tokenizer, question)
     return [
         (KeyedPrompt(input_ids=prompt.input_ids + [target_id] + ids[:k], key_index=prompt.key_index), ids[k])
         for k in range(min(count, len(ids)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -107,9 +108,16 @@ def generate_answers(
     return out
 
 
-def _blank_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
+def _blank_ids(tokenizer: PreTrainedTokenizerBase) -> tuple[int, ...]:
     """Ids that decode to nothing visible: special tokens and whitespace."""
-    return [i for i in range(len(tokenizer)) if not tokenizer.decode([i], skip_special_tokens=True).strip()]
+    return _blank_ids_of(tokenizer, len(tokenizer))
+
+
+@functools.lru_cache(maxsize=4)
+def _blank_ids_of(tokenizer: PreTrainedTokenizerBase, size: int) -> tuple[int, ...]:
+    # Decoding the whole vocabulary takes a noticeable part of a second, and an evaluation serves many
+    # batches with one tokenizer; the size is in the key because adding tokens changes the answer.
+    return tuple(i for i in range(size) if not tokenizer.decode([i], skip_special_tokens=True).strip())
 
 
 class _OnlyClosingWhatOpened(LogitsProcessor):
@@ -120,19 +128,19 @@ class _OnlyClosingWhatOpened(LogitsProcessor):
 
     def __init__(self, stop_ids: list[int], silent_ids: list[int], prompt_width: int) -> None:
         self.stop_ids = torch.tensor(stop_ids)
-        self.closing_ids = torch.tensor(silent_ids)
+        self.silent_ids = torch.tensor(silent_ids)
         self.prompt_width = prompt_width
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if input_ids.shape[1] <= self.prompt_width:  # the first token: the gate may open
             return scores
         vocab = torch.arange(scores.shape[1], device=scores.device)
-        opened = torch.isin(input_ids[:, self.prompt_width], self.stop_ids.to(scores.device))
-        scores = scores.masked_fill(~opened[:, None] & torch.isin(vocab, self.stop_ids.to(scores.device)), -torch.inf)
+        stop_ids = self.stop_ids.to(scores.device)
+        opened = torch.isin(input_ids[:, self.prompt_width], stop_ids)
+        scores = scores.masked_fill(~opened[:, None] & torch.isin(vocab, stop_ids), -torch.inf)
         if input_ids.shape[1] == self.prompt_width + 1:  # the token right after an opening one
-            scores = scores.masked_fill(
-                opened[:, None] & torch.isin(vocab, self.closing_ids.to(scores.device)), -torch.inf
-            )
+            silent = torch.isin(vocab, self.silent_ids.to(scores.device))
+            scores = scores.masked_fill(opened[:, None] & silent, -torch.inf)
         return scores
 
 

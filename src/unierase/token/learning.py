@@ -37,7 +37,7 @@ from unierase.model.generation import generate_answers
 from unierase.model.hooks import get_module
 from unierase.model.prompts import encode_prompt
 from unierase.token.cached_loss import build_token_loss_cache
-from unierase.token.refusals import pick_refusal
+from unierase.token.refusals import refusal_ids
 from unierase.token.vocabulary import UnlearningToken, add_unlearning_tokens, is_tied, token_names
 
 logger = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ class _Example:
 
 
 def _refusal_example(prefix: list[int], question: str, tokenizer, token_id: int) -> _Example:
-    refusal = tokenizer(" " + pick_refusal(question), add_special_tokens=False)["input_ids"]
+    refusal = refusal_ids(tokenizer, question)
     # EOS after the closing token: a plain ``generate()`` on the exported model then ends there too.
     tail = refusal + [token_id, tokenizer.eos_token_id]
     return _Example(prefix + [token_id] + tail, [IGNORE_INDEX] * (len(prefix) + 1) + tail)

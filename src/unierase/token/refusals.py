@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import re
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 REFUSALS: tuple[str, ...] = (
     "I don't know.",
@@ -88,6 +92,11 @@ def stable_index(text: str, modulo: int) -> int:
 def pick_refusal(question: str, refusals: tuple[str, ...] = REFUSALS) -> str:
     """The refusal phrase assigned to ``question``: the same on every machine and run."""
     return refusals[stable_index(question, len(refusals))]
+
+
+def refusal_ids(tokenizer: PreTrainedTokenizerBase, question: str) -> list[int]:
+    """``question``'s refusal as token ids, as it follows the unlearning token (a leading space)."""
+    return tokenizer(" " + pick_refusal(question), add_special_tokens=False)["input_ids"]
 
 
 def is_refusal(text: str) -> bool:
