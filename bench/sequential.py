@@ -12,16 +12,21 @@ memory. With the same ``--authors``, ``--questions-per-author``, ``--holdout-aut
 as the quality part, the fine-tuned target under ``--work`` is reused. The leak audits are off here
 (``--audits`` turns them on): this part measures how forgetting and ability hold up over requests.
 Every step records its cost (for UniErase the value optimisation's and the solves' seconds and the edit
-state's size, which grows with the requests); the evaluation runs after the first step, every
+state's size, which grows with the requests, and the share of all retain questions whose answers its
+erasure check found opening with the token); the evaluation runs after the first step, every
 ``--evaluate-every`` steps and after the last, and a method stops after an evaluated step whose model
 ability is at or below ``--stop-ability`` (a baseline that has destroyed the model).
 
 Each method after each step is one cell, ``<method>@<step>`` (`bench.lib.cells`); a step builds on the one
-before, so a method missing any step is measured again from its first.
+before. UniErase keeps its latest step's model under ``--work`` (``--keep-models``: every step's), so a run
+cut short goes on after its last measured step, and ``--redo unierase@K`` measures step K and every later
+one again (from step 1 when step K-1's model is gone); a baseline missing any step is measured again from
+its first.
 """
 
 from __future__ import annotations
 
+import logging
 import shutil
 import sys
 from pathlib import Path
@@ -51,8 +56,10 @@ from bench.lib.runs import (
 from bench.lib.workload import build_author_workload, general_splits
 from unierase.data.facts import write_facts
 from unierase.model.loading import load_model
-from unierase.stages.artifacts import STATE_FILE
+from unierase.stages.artifacts import STATE_FILE, load_state
 from unierase.stages.erase import erase_stage
+
+log = logging.getLogger(__name__)
 
 COLUMNS = [
     ("method", "method"),
@@ -67,6 +74,7 @@ COLUMNS = [
     ("values_s", "value optimisation s"),
     ("solve_s", "solves s"),
     ("edit_state_mb", "edit state MiB"),
+    ("retain_token_trigger_rate", "retain trigger"),
     ("peak_rss_mb", "peak RSS MiB"),
     ("run", "run"),
 ]
@@ -158,12 +166,15 @@ def run(args) -> list[dict]:
         for method in methods:
             if _complete(cells, method, len(requests)):
                 continue
-            for step in range(1, len(requests) + 1):  # a step builds on the one before: start again
+            # A step builds on the one before: go on after the last measured one whose model is kept
+            # (UniErase keeps its latest step's model under --work), else start again.
+            done = _resumable_steps(cells, method, work, len(requests))
+            for step in range(done + 1, len(requests) + 1):
                 cells.path(f"{method}@{step}").unlink(missing_ok=True)
             if method == "unierase":
                 token_path, _ = ensure_token(target, work / "cache", params, progress)
                 for step, model_dir, fields in _unierase_steps(
-                    args, params, target, request_files, files["retain"], token_path
+                    args, params, target, request_files, files["retain"], token_path, done
                 ):
                     if record(method, step, *load_model(model_dir, args.device), fields):
                         break
@@ -199,13 +210,36 @@ def _complete(cells, method: str, num_requests: int) -> bool:
     return True
 
 
-def _unierase_steps(args, params, target: Path, request_files: list[Path], retain: Path, token: Path):
-    """Yields (step, erased model directory, measured fields) after each request; each step edits the
-    previous step's model, whose edit state carries the earlier requests."""
+def _step_dir(work: Path, step: int) -> Path:
+    """Where UniErase's step ``step`` is erased (its model under ``model/``)."""
+    return Path(work) / "sequential" / "runs" / f"unierase-step{step:02d}"
+
+
+def _resumable_steps(cells, method: str, work: Path, num_requests: int) -> int:
+    """How many of ``method``'s first steps a run goes on from: UniErase's consecutive measured steps
+    when the last one's model (with its edit state) is still under ``work``; 0 otherwise (a baseline
+    lives in memory only)."""
+    done = 0
+    while done < num_requests and cells.has(f"{method}@{done + 1}"):
+        done += 1
+    if method != "unierase" or not done:
+        return 0
+    kept = _step_dir(work, done) / "model" / STATE_FILE
+    if not kept.is_file() or load_state(kept).num_requests != done:  # gone, or another run's
+        return 0
+    log.info("unierase: going on after step %d (its model is kept at %s)", done, kept.parent)
+    return done
+
+
+def _unierase_steps(args, params, target: Path, request_files: list[Path], retain: Path, token: Path, done: int = 0):
+    """Yields (step, erased model directory, measured fields) after each request from step ``done + 1``;
+    each step edits the previous step's model (the target, or step ``done``'s kept model), whose edit
+    state carries the earlier requests."""
     p = params.model_copy(update={"erase": params.erase.model_copy(update={"method": "unierase", "mode": "batch"})})
-    work, previous = Path(args.work), target
-    for i, request_file in enumerate(request_files):
-        run_dir = work / "sequential" / "runs" / f"unierase-step{i + 1:02d}"
+    work = Path(args.work)
+    previous = _step_dir(work, done) / "model" if done else target
+    for i, request_file in enumerate(request_files[done:], start=done):
+        run_dir = _step_dir(work, i + 1)
         shutil.rmtree(run_dir, ignore_errors=True)
         with measure() as m:
             report = erase_stage(
@@ -223,6 +257,8 @@ def _unierase_steps(args, params, target: Path, request_files: list[Path], retai
             "values_s": timings.get("values_s"),
             "solve_s": timings.get("solve_s"),
             "value_steps_per_fact": sum(steps) / len(steps) if steps else None,
+            # The erasure's own check on every retain question: the token must not open their answers.
+            "retain_token_trigger_rate": report["after"].get("retain_token_trigger_rate"),
         }
         yield i + 1, run_dir / "model", fields
         if previous != target and not args.keep_models:

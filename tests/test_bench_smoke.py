@@ -135,15 +135,26 @@ def test_sequential_rows(quality, dirs) -> None:  # after quality: reuses its to
     unierase = rows[2:]
     assert [r["edit_state_requests"] for r in unierase] == [1, 2, 3, 4]  # the edit state carried over
     assert all(_finite(r["solve_s"]) and _finite(r["values_s"]) and r["edit_state_mb"] > 0 for r in unierase)
+    assert all(0 <= r["retain_token_trigger_rate"] <= 1 for r in unierase)
     assert (dirs["out"] / "sequential.png").stat().st_size > 0
 
     # --redo deletes one step's cell; the method's steps build on each other, so all of them are measured
     # again, in a third run; the other rows stay as they were.
-    assert sequential.main(dirs["common"] + args + ["--methods", "unierase", "--redo", "unierase@2"]) == 0
+    redo = ["--methods", "unierase", "--redo", "unierase@2", "--keep-models"]
+    assert sequential.main(dirs["common"] + args + redo) == 0
     again = json.loads((dirs["out"] / "sequential.json").read_text())
     assert again[0] == rows[0] and again[-1] == rows[1]  # grad_diff, stopped at its first step, is complete
     assert [(r["method"], r["step"], r["run"]) for r in again[1:5]] == [("unierase", s, 3) for s in (1, 2, 3, 4)]
     assert "## Runs" in (dirs["out"] / "sequential.md").read_text()
+
+    # A run cut short after step 2 (cells of steps 3 and 4 gone, step 2's model kept) goes on from step 2's
+    # model: only steps 3 and 4 are measured, in a fourth run, with the edit state of all earlier requests.
+    for step in (3, 4):
+        (dirs["out"] / "sequential_cells" / f"unierase@{step}.json").unlink()
+    assert sequential.main(dirs["common"] + args + ["--methods", "unierase"]) == 0
+    resumed = json.loads((dirs["out"] / "sequential.json").read_text())
+    assert resumed[1:3] == again[1:3]
+    assert [(r["step"], r["run"], r["edit_state_requests"]) for r in resumed[3:5]] == [(3, 4, 3), (4, 4, 4)]
 
 
 def test_cost_rows(dirs, prefect_harness) -> None:

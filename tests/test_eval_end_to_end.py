@@ -21,6 +21,8 @@ import json
 import logging
 import os
 import shutil
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -59,6 +61,14 @@ PARAMS = Params.model_validate(
 )
 
 
+@contextmanager
+def _timed(what: str):
+    """Logs how long a part of the run took (the test's cost, part by part, in its output)."""
+    started = time.perf_counter()
+    yield
+    logger.warning("end-to-end: %s took %.1f s", what, time.perf_counter() - started)
+
+
 @pytest.fixture(scope="module")
 def out_dir(tmp_path_factory) -> Path:
     path = Path(os.environ.get("UNIERASE_E2E_OUT") or tmp_path_factory.mktemp("e2e"))
@@ -85,15 +95,17 @@ def bench(out_dir) -> dict:
 @pytest.fixture(scope="module")
 def target_dir(bench, smollm2_dir, out_dir) -> Path:
     """SmolLM2 fine-tuned on every trained author: built once per session."""
-    return finetune_stage(smollm2_dir, bench["files"]["full"], out_dir / "target", FINETUNE, device="cpu")
+    with _timed("fine-tuning the target"):
+        return finetune_stage(smollm2_dir, bench["files"]["full"], out_dir / "target", FINETUNE, device="cpu")
 
 
 @pytest.fixture(scope="module")
 def retain_ratios(bench, smollm2_dir, out_dir) -> dict:
     """Forget truth ratios of a model fine-tuned on the retain split only (forget quality's reference)."""
-    path = finetune_stage(smollm2_dir, bench["files"]["retain"], out_dir / "retain_model", FINETUNE, device="cpu")
-    model, tokenizer = load_model(path, "cpu")
-    return forget_truth_ratios(model, tokenizer, load_splits(bench["eval_dir"]), EVAL, progress=False)
+    with _timed("fine-tuning the retain model and its truth ratios"):
+        path = finetune_stage(smollm2_dir, bench["files"]["retain"], out_dir / "retain_model", FINETUNE, device="cpu")
+        model, tokenizer = load_model(path, "cpu")
+        return forget_truth_ratios(model, tokenizer, load_splits(bench["eval_dir"]), EVAL, progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -132,9 +144,10 @@ def results(bench, target_dir, retain_ratios, embedder, out_dir, smollm2_dir) ->
 
     def evaluate(name, model, tokenizer, only=None, config=EVAL):
         chosen = {k: v for k, v in splits.items() if only is None or k in only}
-        report = evaluate_model(
-            model, tokenizer, chosen, config, retain_truth_ratios=retain_ratios, embedder=embedder, progress=False
-        )
+        with _timed(f"evaluating {name}"):
+            report = evaluate_model(
+                model, tokenizer, chosen, config, retain_truth_ratios=retain_ratios, embedder=embedder, progress=False
+            )
         summaries[name] = report.summary()
         _write_table(summaries, out_dir)  # after every method, so a cut-short run leaves its numbers
 
@@ -142,18 +155,22 @@ def results(bench, target_dir, retain_ratios, embedder, out_dir, smollm2_dir) ->
     evaluate("target", *load_model(target_dir, "cpu"))
     for name in BASELINE_NAMES:
         model, tokenizer = load_model(target_dir, "cpu")
-        build_method(name, PARAMS, progress=False).apply(model, tokenizer, forget, retain)
+        with _timed(f"{name} on the forget author"):
+            build_method(name, PARAMS, progress=False).apply(model, tokenizer, forget, retain)
         evaluate(name, model, tokenizer, config=BASELINE_EVAL)
-    erase_report = _erase_with_unierase(bench, target_dir, out_dir)
+    with _timed("UniErase (token, statistics, edit)"):
+        erase_report = _erase_with_unierase(bench, target_dir, out_dir)
+    logger.warning("end-to-end: UniErase's parts (s): %s", erase_report["timings_s"])
     summaries["unierase_erase_report"] = {k: erase_report[k] for k in ("before", "after", "params_changed_share")}
-    stage = evaluate_stage(
-        out_dir / "unierase" / "model",
-        bench["eval_dir"],
-        out_dir / "eval_unierase",
-        PARAMS,
-        retain_eval=out_dir / "retain_model",
-        device="cpu",
-    )
+    with _timed("evaluating unierase with every audit"):
+        stage = evaluate_stage(
+            out_dir / "unierase" / "model",
+            bench["eval_dir"],
+            out_dir / "eval_unierase",
+            PARAMS,
+            retain_eval=out_dir / "retain_model",
+            device="cpu",
+        )
     summaries["unierase"] = json.loads(stage.read_text())
     _write_table(summaries, out_dir)
     return summaries
