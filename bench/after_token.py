@@ -23,6 +23,7 @@ how many answers would carry a stray unlearning token mid-answer without the gat
 from __future__ import annotations
 
 import random
+import re
 import sys
 import time
 from pathlib import Path
@@ -36,11 +37,12 @@ from unierase.data.facts import Fact
 
 
 def variant(text: str) -> tuple[str, list[str]]:
-    """``NAME:KEY=VALUE,KEY=VALUE`` (``NAME`` alone: the parameters as they are)."""
+    """``NAME:KEY=VALUE,KEY=VALUE`` (``NAME`` alone: the parameters as they are). A comma starts the next
+    setting only before ``KEY=``, so a value may be a list: ``layers:edit.layers=[8,9,10,11,12]``."""
     name, _, sets = text.partition(":")
     if not name.strip():
         raise SystemExit(f"--variant takes NAME[:KEY=VALUE,...], got {text!r}")
-    return name.strip(), [s.strip() for s in sets.split(",") if s.strip()]
+    return name.strip(), [s.strip() for s in re.split(r",(?=\s*[\w.]+=)", sets) if s.strip()]
 
 
 def answer_rows(model, tokenizer, facts: list[Fact], token: int, max_new_tokens: int) -> list[dict[str, Any]]:

@@ -352,6 +352,11 @@ def test_after_token_rows(dirs, tmp_path: Path) -> None:
         assert 0 <= row["retain_rougeL_after"] <= 1 and _finite(row["edit_s"])
         assert {q["question"] for q in row["quotes"]} <= {f.question for f in default_forget()[:3]}
     assert "| subjects only |" in (tmp_path / "out" / "after_token.md").read_text()
+    # A comma starts the next setting only before KEY=: a list value stays whole.
+    assert after_token.variant("layers:edit.layers=[1,2], edit.neighbours=0") == (
+        "layers",
+        ["edit.layers=[1,2]", "edit.neighbours=0"],
+    )
     with pytest.raises(SystemExit):
         after_token.main([*common, "--variant", ":edit.neighbours=0"])  # a variant without a name
     with pytest.raises(SystemExit):
