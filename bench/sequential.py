@@ -219,10 +219,12 @@ def _resumable_steps(cells, method: str, work: Path, num_requests: int) -> int:
     """How many of ``method``'s first steps a run goes on from: UniErase's consecutive measured steps
     when the last one's model (with its edit state) is still under ``work``; 0 otherwise (a baseline
     lives in memory only)."""
+    if method != "unierase":
+        return 0
     done = 0
     while done < num_requests and cells.has(f"{method}@{done + 1}"):
         done += 1
-    if method != "unierase" or not done:
+    if not done:
         return 0
     kept = _step_dir(work, done) / "model" / STATE_FILE
     if not kept.is_file() or load_state(kept).num_requests != done:  # gone, or another run's
