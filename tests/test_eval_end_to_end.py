@@ -7,8 +7,8 @@ for leaks, and evaluate it twice to show the numbers repeat (issue 3, must-show 
 The table of forget efficacy, model ability, forget quality and model utility per method is logged
 and written to ``results.md`` / ``results.json`` under ``$UNIERASE_E2E_OUT`` (or the test's temporary
 directory). Scaled for a 2-core CPU, where one SmolLM2 training step on 12 examples takes about 6 s:
-10 authors x 4 questions (forget = 1 author, holdout = 1 more), 12 items of each other evaluation
-split (12 real-author and 12 world-fact questions from ``../shared/tofu``), generations of at most
+6 authors x 4 questions (forget = 1 author, holdout = 1 more), 8 items of each other evaluation
+split (8 retain, 8 real-author and 8 world-fact questions, these two from ``../shared/tofu``), generations of at most
 24 new tokens instead of the protocol's 200 (every generated answer is one sentence of under 25
 tokens), and fewer baseline epochs and covariance samples. UniErase's token and edit run at their
 defaults: with 3 token epochs and 10 value steps the value optimisation stayed at NLL 17-20 and
@@ -43,14 +43,14 @@ logger = logging.getLogger(__name__)
 
 TOFU = Path(__file__).resolve().parents[1] / ".." / "shared" / "tofu"
 EVAL = EvalConfig(max_new_tokens=24)
-# The attack audits (prefills, quantisation, relearning) run on the target and on UniErase's model; the
+# The attack audits (prefills, quantisation, relearning) run on UniErase's model; the target and the
 # baselines get the others. The audits act on a model whatever method made it (each is tested on the
 # tiny model), and the quality benchmark runs every audit on every method.
 BASELINE_EVAL = EVAL.model_copy(update={"audits": ["paraphrase", "strip_special", "membership"]})
-# 135M model, 12 facts, one step an epoch: lr 3e-4 for 6 epochs (see FinetuneConfig's note).
+# 135M model, 20 trained facts, two steps an epoch: lr 3e-4 for 6 epochs (see FinetuneConfig's note).
 FINETUNE = FinetuneConfig(lr=3e-4, epochs=6, batch_size=12)
-AUTHORS = {"num_authors": 10, "questions_per_author": 4, "num_forget": 1, "num_holdout": 1, "seed": 0}
-SPLIT_ITEMS = 12
+AUTHORS = {"num_authors": 6, "questions_per_author": 4, "num_forget": 1, "num_holdout": 1, "seed": 0}
+SPLIT_ITEMS = 8
 PARAMS = Params.model_validate(
     {
         "evaluation": EVAL.model_dump(),
@@ -152,7 +152,7 @@ def results(bench, target_dir, retain_ratios, embedder, out_dir, smollm2_dir) ->
         _write_table(summaries, out_dir)  # after every method, so a cut-short run leaves its numbers
 
     evaluate("base", *load_model(smollm2_dir, "cpu"), only={"forget"})
-    evaluate("target", *load_model(target_dir, "cpu"))
+    evaluate("target", *load_model(target_dir, "cpu"), config=BASELINE_EVAL)
     for name in BASELINE_NAMES:
         model, tokenizer = load_model(target_dir, "cpu")
         with _timed(f"{name} on the forget author"):
@@ -197,14 +197,16 @@ def _write_table(summaries: dict, out_dir: Path) -> None:
 
 
 def test_target_knows_its_facts(results):
+    # Each answer repeats the author's name from its question, so the base model already recalls many
+    # of its words; what fine-tuning adds is the facts: nearly every word, and far likelier answers.
     base, target = results["base"]["splits"]["forget"], results["target"]["splits"]["forget"]
-    assert target["rougeL_recall"] > base["rougeL_recall"] + 0.3
-    assert target["prob"] > base["prob"]
+    assert target["rougeL_recall"] >= 0.85
+    assert target["prob"] > base["prob"] + 0.3
 
 
 def test_unierase_refuses_the_forget_author_and_keeps_the_others(results):
     after = results["unierase_erase_report"]["after"]
-    assert after["forget_token_trigger_rate"] == 1.0  # two of four bound by the first edit, all by the second
+    assert after["forget_token_trigger_rate"] == 1.0  # a second edit round binds what the first one left
     assert after["retain_token_trigger_rate"] <= 0.1
     target, erased = results["target"]["splits"], results["unierase"]["splits"]
     assert erased["forget"]["rougeL_recall"] <= 0.5 * target["forget"]["rougeL_recall"]

@@ -56,6 +56,24 @@ def test_batched_nll_matches_one_pair_at_a_time(tiny):
         assert got == pytest.approx(ref, abs=1e-4)
 
 
+def test_answers_sharing_a_question_run_its_prompt_once_with_the_same_nlls(tiny, caplog):
+    """A question scored with several answers (true, paraphrased, perturbed) runs its prompt once and
+    each answer after its cached attention: the NLLs are those of each whole sequence alone."""
+    model, tokenizer = tiny
+    questions = ["Who wrote it?"] * 3 + ["Where was the author Anselm Varnholt born?"] * 2 + ["Why?"]
+    answers = ["Nobody.", "Somebody else wrote it long ago.", "A", "In Porto, Portugal.", "Lima.", "Because."]
+    with caplog.at_level("WARNING"):
+        shared = answer_token_nlls(model, tokenizer, questions, answers, batch_size=4, progress=False)
+    assert "scoring whole sequences" not in caplog.text  # the cached path was used
+    for q, a, got in zip(questions, answers, shared):
+        prompt, answer = encode_prompt(tokenizer, q), encode_answer(tokenizer, a)
+        with torch.no_grad():
+            logits = model(torch.tensor([prompt + answer])).logits[0]
+        logp = torch.log_softmax(logits.double(), -1)
+        ref = [-float(logp[len(prompt) - 1 + i, t]) for i, t in enumerate(answer)]
+        assert got == pytest.approx(ref, abs=1e-4), (q, a)
+
+
 def test_report_layout_and_hand_checks(tiny, splits):
     from unierase.evaluation.metrics.forget_quality import forget_quality
     from unierase.evaluation.metrics.membership import loss_auc

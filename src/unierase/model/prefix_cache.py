@@ -66,7 +66,7 @@ class PrefixCachedStream:
             suffix_valid[r, s_len - n_suffix :] = True
             suffix_positions[r, s_len - n_suffix :] = torch.arange(cut, len(stream), device=device)
         key_column = s_len - torch.tensor([len(s) - c for s, c in zip(streams, cuts, strict=True)], device=device)
-        mask = _additive_mask(prefix_valid, prefix_valid, dtype, causal_offset=0)
+        mask = additive_mask(prefix_valid, prefix_valid, dtype, causal_offset=0)
         past = DynamicCache()
         model(
             inputs_embeds=prefix,
@@ -108,7 +108,7 @@ class PrefixCachedStream:
             past.update(keys[rows], values[rows], index)
         p_len, s_len = self.prefix_valid.shape[1], suffix.shape[1]
         valid = torch.cat([self.prefix_valid[rows], self.suffix_valid[rows]], dim=1)
-        mask = _additive_mask(self.suffix_valid[rows], valid, suffix.dtype, causal_offset=p_len)
+        mask = additive_mask(self.suffix_valid[rows], valid, suffix.dtype, causal_offset=p_len)
         out = model(
             inputs_embeds=suffix,
             attention_mask=mask,
@@ -121,7 +121,7 @@ class PrefixCachedStream:
         return out.logits
 
 
-def _additive_mask(
+def additive_mask(
     query_valid: torch.Tensor, key_valid: torch.Tensor, dtype: torch.dtype, causal_offset: int
 ) -> torch.Tensor:
     """(rows, 1, queries, keys) additive mask: query column ``q`` (at column ``causal_offset + q`` of the

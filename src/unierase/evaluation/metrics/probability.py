@@ -8,16 +8,20 @@ answer tokens are scored, and no end-of-turn token is added (OpenUnlearning scor
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from unierase.model.batching import IGNORE_INDEX, pad_sequences
+from unierase.model.prefix_cache import additive_mask
 from unierase.model.prompts import encode_answer, encode_prompt
+
+logger = logging.getLogger(__name__)
 
 
 def normalised_probability(token_nlls: Sequence[float]) -> float:
@@ -50,12 +54,18 @@ def answer_token_nlls(
 ) -> list[list[float]]:
     """Per-token negative log-likelihood of each answer given its question (natural log).
 
+    A question scored with several answers (the true one, its paraphrase, the perturbed ones) runs its
+    prompt once: its attention keys and values are cached and each answer runs after them. Prompts are
+    most of the tokens (a chat template's system turn and the question against one short answer), so
+    this is where the time goes. The cached path is checked once per call against the whole sequence
+    and left for whole sequences where they differ (an architecture whose cache changes the numbers).
+
     Args:
         model: A causal LM (its device is used; nothing is moved).
         tokenizer: Its tokenizer.
         questions: One question per answer.
         answers: The answers to score.
-        batch_size: Pairs per forward pass (right-padded).
+        batch_size: Answers per forward pass.
         progress: Show a progress bar.
 
     Raises:
@@ -63,25 +73,110 @@ def answer_token_nlls(
     """
     if len(questions) != len(answers):
         raise ValueError(f"{len(questions)} questions for {len(answers)} answers")
+    prompts: dict[str, list[int]] = {}
+    pairs = []
+    for q, a in zip(questions, answers):
+        answer = encode_answer(tokenizer, a)
+        if not answer:
+            raise ValueError(f"the answer to {q!r} tokenises to nothing")
+        if q not in prompts:
+            prompts[q] = encode_prompt(tokenizer, q)
+        pairs.append((q, answer))
     device = next(model.parameters()).device
+    shared = len(prompts) < len(pairs) and _shared_prompt_agrees(model, prompts[pairs[0][0]], pairs[0][1], device)
     out: list[list[float]] = []
-    starts = range(0, len(questions), batch_size)
+    starts = range(0, len(pairs), batch_size)
     for start in tqdm(starts, desc="answer NLL", disable=not progress or len(starts) < 2, leave=False):
-        pairs = []
-        for q, a in zip(questions[start : start + batch_size], answers[start : start + batch_size]):
-            prompt, answer = encode_prompt(tokenizer, q), encode_answer(tokenizer, a)
-            if not answer:
-                raise ValueError(f"the answer to {q!r} tokenises to nothing")
-            pairs.append((prompt, answer))
-        batch = pad_sequences(
-            [prompt + answer for prompt, answer in pairs],
-            0,  # right padding: no real position attends it, so any id does
-            labels=[[IGNORE_INDEX] * len(prompt) + answer for prompt, answer in pairs],
-        ).to(device)
-        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits.float()
-        shifted, targets = logits[:, :-1], batch.labels[:, 1:]
-        nll = F.cross_entropy(shifted.transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none")
-        for row in range(len(pairs)):
-            mask = targets[row] != IGNORE_INDEX
-            out.append(nll[row][mask].tolist())
+        chunk = pairs[start : start + batch_size]
+        if shared:
+            out += _shared_prompt_nlls(model, prompts, chunk, device)
+        else:
+            out += _whole_sequence_nlls(model, [(prompts[q], answer) for q, answer in chunk], device)
     return out
+
+
+def _whole_sequence_nlls(
+    model: PreTrainedModel, pairs: Sequence[tuple[list[int], list[int]]], device: torch.device
+) -> list[list[float]]:
+    """Each (prompt, answer) pair's answer NLLs from one pass over the whole sequences."""
+    # Left padding ends every answer at the last column, so only the last (longest answer + 1)
+    # columns need the vocabulary projection: the prompts' logits are never scored.
+    batch = pad_sequences(
+        [prompt + answer for prompt, answer in pairs],
+        0,
+        side="left",
+        labels=[[IGNORE_INDEX] * len(prompt) + answer for prompt, answer in pairs],
+    ).to(device)
+    keep = max(len(answer) for _, answer in pairs) + 1
+    logits = model(
+        input_ids=batch.input_ids,
+        attention_mask=batch.attention_mask,
+        position_ids=batch.position_ids(),
+        logits_to_keep=keep,
+    ).logits.float()
+    targets = batch.labels[:, -keep + 1 :]
+    nll = F.cross_entropy(logits[:, :-1].transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none")
+    return [nll[row][targets[row] != IGNORE_INDEX].tolist() for row in range(len(pairs))]
+
+
+def _shared_prompt_nlls(
+    model: PreTrainedModel,
+    prompts: dict[str, list[int]],
+    pairs: Sequence[tuple[str, list[int]]],
+    device: torch.device,
+) -> list[list[float]]:
+    """Each (question, answer) pair's answer NLLs, with each distinct prompt run once.
+
+    The prompts are left-padded (each ends at the last prefix column, whose logits score the first
+    answer token); the answers follow right-padded, each row with its prompt's cached keys and values.
+    """
+    questions = list(dict.fromkeys(q for q, _ in pairs))
+    prefix = pad_sequences([prompts[q] for q in questions], 0, side="left").to(device)
+    past = DynamicCache()
+    last = model(
+        input_ids=prefix.input_ids,
+        attention_mask=prefix.attention_mask,
+        position_ids=prefix.position_ids(),
+        past_key_values=past,
+        use_cache=True,
+        logits_to_keep=1,
+    ).logits
+    first = last[:, -1].float().log_softmax(-1)  # each prompt's next-token distribution: the first answer token
+    owner = torch.tensor([questions.index(q) for q, _ in pairs], device=device)
+    suffix = pad_sequences([answer for _, answer in pairs], 0).to(device)
+    rows = DynamicCache()
+    for index, layer in enumerate(past.layers):
+        if getattr(layer, "keys", None) is not None and layer.keys.numel():
+            rows.update(layer.keys[owner], layer.values[owner], index)
+    p_len, s_len = prefix.input_ids.shape[1], suffix.input_ids.shape[1]
+    valid = torch.cat([prefix.attention_mask[owner], suffix.attention_mask], dim=1).bool()
+    logits = model(
+        input_ids=suffix.input_ids,
+        attention_mask=additive_mask(suffix.attention_mask.bool(), valid, model.dtype, causal_offset=p_len),
+        position_ids=prefix.attention_mask.sum(1)[owner, None] + torch.arange(s_len, device=device),
+        cache_position=torch.arange(p_len, p_len + s_len, device=device),
+        past_key_values=rows,
+        use_cache=True,
+    ).logits
+    out = []
+    for row, (_, answer) in enumerate(pairs):
+        ids = torch.tensor(answer, device=device)
+        rest = F.cross_entropy(logits[row, : len(answer) - 1].float(), ids[1:], reduction="none")
+        out.append([float(-first[owner[row], ids[0]]), *rest.tolist()])
+    return out
+
+
+def _shared_prompt_agrees(
+    model: PreTrainedModel, prompt: list[int], answer: list[int], device: torch.device, tolerance: float = 1e-3
+) -> bool:
+    """Whether the cached-prompt path gives one pair's NLLs as the whole sequence does."""
+    whole = torch.tensor(_whole_sequence_nlls(model, [(prompt, answer)], device)[0])
+    cached = torch.tensor(_shared_prompt_nlls(model, {"q": prompt}, [("q", answer), ("q", answer)], device)[1])
+    if torch.allclose(cached, whole, atol=tolerance, rtol=tolerance):
+        return True
+    logger.warning(
+        "answer NLLs with the prompt's attention cached differ from whole sequences (max |diff| %.2g): "
+        "scoring whole sequences",
+        float((cached - whole).abs().max()),
+    )
+    return False
