@@ -102,3 +102,23 @@ def test_right_after_an_opening_no_token_that_shows_nothing(smollm2):
     ids = list(gated[0].token_ids)
     assert ids[0] == newline
     assert ids[1] not in (newline, space) and tokenizer.decode([ids[1]]).strip()
+
+
+def test_rows_that_end_leave_the_batch_without_changing_any_answer(smollm2):
+    """Answers of different lengths in one batch: each row is what Transformers' own greedy generate
+    writes for its question alone, though rows leave the batch as they end."""
+    from unierase.model.batching import pad_sequences
+    from unierase.model.prompts import encode_prompt
+
+    model, tokenizer = smollm2
+    questions = [*QUESTIONS, "What is 2 + 2?", "Describe the water cycle in detail."]
+    batched = generate_answers(model, tokenizer, questions, max_new_tokens=24, batch_size=8, progress=False)
+    lengths = {len(g.token_ids) for g in batched}
+    assert len(lengths) > 1 and min(lengths) < 24  # some rows ended while others went on
+    for question, got in zip(questions, batched):
+        batch = pad_sequences([encode_prompt(tokenizer, question)], tokenizer.pad_token_id)
+        reference = model.generate(**batch.model_inputs(), max_new_tokens=24, do_sample=False)
+        ids = reference[0, batch.input_ids.shape[1] :].tolist()
+        if tokenizer.eos_token_id in ids:
+            ids = ids[: ids.index(tokenizer.eos_token_id) + 1]
+        assert list(got.token_ids) == ids, question

@@ -8,15 +8,15 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 from transformers import (
+    DynamicCache,
     LogitsProcessor,
-    LogitsProcessorList,
+    NoBadWordsLogitsProcessor,
     PreTrainedModel,
     PreTrainedTokenizerBase,
     StoppingCriteria,
-    StoppingCriteriaList,
 )
 
-from unierase.model.batching import pad_sequences
+from unierase.model.batching import PaddedBatch, pad_sequences
 from unierase.model.prompts import encode_answer, encode_prompt
 
 
@@ -87,24 +87,71 @@ def generate_answers(
             encoded = [ids + encode_answer(tokenizer, p) for ids, p in zip(encoded, starts)]
         batch = pad_sequences(encoded, tokenizer.pad_token_id, side="left").to(device)
         width = batch.input_ids.shape[1]
-        generated = model.generate(
-            **batch.model_inputs(),
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            num_beams=1,
-            temperature=None,
-            top_p=None,
-            top_k=None,
-            eos_token_id=eos_ids or None,
-            pad_token_id=tokenizer.pad_token_id,
-            bad_words_ids=bad_words_ids,
-            stopping_criteria=StoppingCriteriaList([_StopAfterFirst(stops, width)]) if stops else None,
-            logits_processor=LogitsProcessorList([_OnlyClosingWhatOpened(stops, silent, width)]) if stops else None,
+        processors = [NoBadWordsLogitsProcessor(bad_words_ids, eos_ids or None)] if bad_words_ids else []
+        if stops:
+            processors.append(_OnlyClosingWhatOpened(stops, silent, width))
+        generated = _greedy(
+            model, batch, max_new_tokens, eos_ids, processors, _StopAfterFirst(stops, width) if stops else None
         )
-        for question, row in zip(chunk, generated[:, width:].tolist()):
+        for question, row in zip(chunk, generated):
             ids = _cut_at_stop(row, eos_ids, stops)
             text = tokenizer.decode(ids, skip_special_tokens=True).strip()
             out.append(Generation(question=question, text=text, token_ids=tuple(ids)))
+    return out
+
+
+def _greedy(
+    model: PreTrainedModel,
+    batch: PaddedBatch,
+    max_new_tokens: int,
+    eos_ids: list[int],
+    processors: list[LogitsProcessor],
+    stop: _StopAfterFirst | None,
+) -> list[list[int]]:
+    """Greedy continuation of each left-padded row, the end token included. A row that has ended leaves
+    the batch and its rows of the attention cache go with it: answers differ much in length, and the
+    batch would otherwise keep computing the finished ones until the longest ends."""
+    device = batch.input_ids.device
+    seqs, mask, positions = batch.input_ids, batch.attention_mask, batch.position_ids()
+    past = DynamicCache()
+    logits = model(
+        input_ids=seqs,
+        attention_mask=mask,
+        position_ids=positions,
+        past_key_values=past,
+        use_cache=True,
+        logits_to_keep=1,
+    ).logits[:, -1]
+    position = positions[:, -1] + 1
+    active = torch.arange(len(seqs), device=device)
+    eos = torch.tensor(eos_ids, dtype=torch.long, device=device)
+    out: list[list[int]] = [[] for _ in range(len(seqs))]
+    for step in range(max_new_tokens):
+        scores = logits.float()
+        for processor in processors:
+            scores = processor(seqs, scores)
+        chosen = scores.argmax(-1)
+        seqs = torch.cat([seqs, chosen[:, None]], dim=1)
+        for row, token in zip(active.tolist(), chosen.tolist()):
+            out[row].append(token)
+        done = torch.isin(chosen, eos)
+        if stop is not None:
+            done |= stop(seqs, scores)
+        if step == max_new_tokens - 1 or bool(done.all()):
+            break
+        if bool(done.any()):
+            keep = (~done).nonzero()[:, 0]
+            past.batch_select_indices(keep)
+            seqs, mask, position, active, chosen = seqs[keep], mask[keep], position[keep], active[keep], chosen[keep]
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        logits = model(
+            input_ids=chosen[:, None],
+            attention_mask=mask,
+            position_ids=position[:, None],
+            past_key_values=past,
+            use_cache=True,
+        ).logits[:, -1]
+        position = position + 1
     return out
 
 
