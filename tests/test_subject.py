@@ -153,13 +153,21 @@ class _NormModel(torch.nn.Module):
     def get_input_embeddings(self) -> torch.nn.Embedding:
         return self.embed
 
-    def forward(self, inputs_embeds: torch.Tensor) -> SimpleNamespace:
+    def forward(
+        self, inputs_embeds: torch.Tensor, past_key_values=None, use_cache: bool = False, logits_to_keep: int = 0
+    ) -> SimpleNamespace:
+        if past_key_values is not None:
+            # Its "attention cache" holds the inputs it has seen, so it answers from the whole sequence
+            # as a causal model does whether or not the start was run before.
+            seen = past_key_values.layers[0].keys[:, 0] if past_key_values.get_seq_length() else inputs_embeds[:, :0]
+            past_key_values.update(inputs_embeds[:, None], inputs_embeds[:, None], 0)
+            inputs_embeds = torch.cat([seen.expand(len(inputs_embeds), -1, -1), inputs_embeds], dim=1)
         b, t, _ = inputs_embeds.shape
         x = inputs_embeds if self.position is None else inputs_embeds[:, self.position : self.position + 1]
         score = self.sign * x.norm(dim=-1).sum(1)  # (b,)
         logits = torch.zeros(b, t, self.embed.num_embeddings)
         logits[:, :, self.answer_ids] = score[:, None, None]
-        return SimpleNamespace(logits=logits)
+        return SimpleNamespace(logits=logits[:, -logits_to_keep:])
 
 
 def test_no_span_lowering_the_answer_falls_back_instead_of_crashing(tiny):

@@ -33,7 +33,7 @@ import re
 from dataclasses import dataclass
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from unierase.data.facts import Fact
 from unierase.model.prompts import format_prompt, has_chat_template
@@ -194,15 +194,30 @@ def trace_subject(
     gen = torch.Generator().manual_seed(seed)
     start, n = len(prompt_ids), len(answer_ids)
 
+    spans_tokens = [
+        [i for i, (a, b) in enumerate(offsets) if b > a and a < offset + e and b > offset + s] for s, e in spans
+    ]
+    # Noise on a span changes nothing before its first token: the prompt up to the earliest span (the
+    # chat template's head, the question's first words) runs once and its attention is cached; each
+    # corrupted batch runs from there, and only the answer's columns are projected onto the vocabulary.
+    cut = min((t[0] for t in spans_tokens if t), default=0)
+    head = DynamicCache()
+    if cut:
+        model(inputs_embeds=clean[:, :cut], past_key_values=head, use_cache=True, logits_to_keep=1)
+    target = ids[0, start : start + n].to(device)
+
     def answer_logprob(inputs_embeds: torch.Tensor) -> torch.Tensor:
-        logits = model(inputs_embeds=inputs_embeds).logits[:, start - 1 : start - 1 + n].float()
-        target = ids[0, start : start + n].to(device)
-        return logits.log_softmax(-1).gather(-1, target.expand(logits.shape[0], -1).unsqueeze(-1)).sum((1, 2))
+        rows = inputs_embeds.shape[0]
+        past = DynamicCache()
+        for index, layer in enumerate(head.layers if cut else []):
+            past.update(layer.keys.expand(rows, -1, -1, -1), layer.values.expand(rows, -1, -1, -1), index)
+        out = model(inputs_embeds=inputs_embeds[:, cut:], past_key_values=past, use_cache=True, logits_to_keep=n + 1)
+        logits = out.logits[:, :n].float()
+        return logits.log_softmax(-1).gather(-1, target.expand(rows, -1).unsqueeze(-1)).sum((1, 2))
 
     base = answer_logprob(clean)[0]
     drops = []
-    for s, e in spans:
-        tok_idx = [i for i, (a, b) in enumerate(offsets) if b > a and a < offset + e and b > offset + s]
+    for tok_idx in spans_tokens:
         batch = clean.repeat(noise_samples, 1, 1)
         noise = torch.randn((noise_samples, len(tok_idx), clean.shape[-1]), generator=gen).to(device, clean.dtype)
         batch[:, tok_idx] += 3 * std * noise
