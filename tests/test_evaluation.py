@@ -40,6 +40,15 @@ def splits():
     return {"forget": bench["forget"], "retain": bench["retain"], "holdout": bench["holdout"]}
 
 
+def _alone(model, tokenizer, question: str, answer_text: str) -> list[float]:
+    """The answer's per-token NLLs from one unbatched pass over its whole sequence, in float64."""
+    prompt, answer = encode_prompt(tokenizer, question), encode_answer(tokenizer, answer_text)
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt + answer])).logits[0]
+    logp = torch.log_softmax(logits.double(), -1)
+    return [-float(logp[len(prompt) - 1 + i, t]) for i, t in enumerate(answer)]
+
+
 def test_batched_nll_matches_one_pair_at_a_time(tiny):
     model, tokenizer = tiny
     questions, answers = (
@@ -48,12 +57,7 @@ def test_batched_nll_matches_one_pair_at_a_time(tiny):
     )
     batched = answer_token_nlls(model, tokenizer, questions, answers, batch_size=2, progress=False)
     for q, a, got in zip(questions, answers, batched):
-        prompt, answer = encode_prompt(tokenizer, q), encode_answer(tokenizer, a)
-        with torch.no_grad():
-            logits = model(torch.tensor([prompt + answer])).logits[0]
-        logp = torch.log_softmax(logits.double(), -1)
-        ref = [-float(logp[len(prompt) - 1 + i, t]) for i, t in enumerate(answer)]
-        assert got == pytest.approx(ref, abs=1e-4)
+        assert got == pytest.approx(_alone(model, tokenizer, q, a), abs=1e-4)
 
 
 def test_answers_sharing_a_question_run_its_prompt_once_with_the_same_nlls(tiny, caplog):
@@ -66,12 +70,7 @@ def test_answers_sharing_a_question_run_its_prompt_once_with_the_same_nlls(tiny,
         shared = answer_token_nlls(model, tokenizer, questions, answers, batch_size=4, progress=False)
     assert "scoring whole sequences" not in caplog.text  # the cached path was used
     for q, a, got in zip(questions, answers, shared):
-        prompt, answer = encode_prompt(tokenizer, q), encode_answer(tokenizer, a)
-        with torch.no_grad():
-            logits = model(torch.tensor([prompt + answer])).logits[0]
-        logp = torch.log_softmax(logits.double(), -1)
-        ref = [-float(logp[len(prompt) - 1 + i, t]) for i, t in enumerate(answer)]
-        assert got == pytest.approx(ref, abs=1e-4), (q, a)
+        assert got == pytest.approx(_alone(model, tokenizer, q, a), abs=1e-4), (q, a)
 
 
 def test_report_layout_and_hand_checks(tiny, splits):

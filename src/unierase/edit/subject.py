@@ -36,6 +36,7 @@ import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from unierase.data.facts import Fact
+from unierase.model.prefix_cache import cache_rows
 from unierase.model.prompts import format_prompt, has_chat_template
 
 _WORD = re.compile(r"[\w][\w'’\-\.]*[\w]|[\w]")
@@ -208,9 +209,7 @@ def trace_subject(
 
     def answer_logprob(inputs_embeds: torch.Tensor) -> torch.Tensor:
         rows = inputs_embeds.shape[0]
-        past = DynamicCache()
-        for index, layer in enumerate(head.layers if cut else []):
-            past.update(layer.keys.expand(rows, -1, -1, -1), layer.values.expand(rows, -1, -1, -1), index)
+        past = cache_rows(head, torch.zeros(rows, dtype=torch.long, device=device))
         out = model(inputs_embeds=inputs_embeds[:, cut:], past_key_values=past, use_cache=True, logits_to_keep=n + 1)
         logits = out.logits[:, :n].float()
         return logits.log_softmax(-1).gather(-1, target.expand(rows, -1).unsqueeze(-1)).sum((1, 2))

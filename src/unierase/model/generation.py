@@ -93,8 +93,7 @@ def generate_answers(
         generated = _greedy(
             model, batch, max_new_tokens, eos_ids, processors, _StopAfterFirst(stops, width) if stops else None
         )
-        for question, row in zip(chunk, generated):
-            ids = _cut_at_stop(row, eos_ids, stops)
+        for question, ids in zip(chunk, generated):
             text = tokenizer.decode(ids, skip_special_tokens=True).strip()
             out.append(Generation(question=question, text=text, token_ids=tuple(ids)))
     return out
@@ -201,12 +200,3 @@ class _StopAfterFirst(StoppingCriteria):
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
         later = input_ids[:, self.prompt_width + 1 :]
         return torch.isin(later, self.stop_ids.to(later.device)).any(dim=1)
-
-
-def _cut_at_stop(ids: list[int], eos_ids: list[int], stop_ids: list[int]) -> list[int]:
-    """Drops what follows the end of a generation (EOS, or a stop id after the first token), which
-    is padding once a row of a batch has finished."""
-    for i, tid in enumerate(ids):
-        if tid in eos_ids or (i > 0 and tid in stop_ids):
-            return ids[: i + 1]
-    return ids

@@ -121,6 +121,17 @@ class PrefixCachedStream:
         return out.logits
 
 
+def cache_rows(past: DynamicCache, rows: torch.Tensor) -> DynamicCache:
+    """A new cache holding ``rows`` of ``past``'s batch, a row as often as it is named: each answer (or
+    corrupted copy) runs after its own prompt's cached attention. Layers without a cache stay empty."""
+    out = DynamicCache()
+    for index, layer in enumerate(past.layers):
+        keys = getattr(layer, "keys", None)
+        if keys is not None and keys.numel():
+            out.update(keys[rows], layer.values[rows], index)
+    return out
+
+
 def additive_mask(
     query_valid: torch.Tensor, key_valid: torch.Tensor, dtype: torch.dtype, causal_offset: int
 ) -> torch.Tensor:

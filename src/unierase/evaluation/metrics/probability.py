@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from unierase.model.batching import IGNORE_INDEX, pad_sequences
-from unierase.model.prefix_cache import additive_mask
+from unierase.model.prefix_cache import additive_mask, cache_rows
 from unierase.model.prompts import encode_answer, encode_prompt
 
 logger = logging.getLogger(__name__)
@@ -142,12 +142,9 @@ def _shared_prompt_nlls(
         logits_to_keep=1,
     ).logits
     first = last[:, -1].float().log_softmax(-1)  # each prompt's next-token distribution: the first answer token
-    owner = torch.tensor([questions.index(q) for q, _ in pairs], device=device)
+    place = {q: i for i, q in enumerate(questions)}
+    owner = torch.tensor([place[q] for q, _ in pairs], device=device)
     suffix = pad_sequences([answer for _, answer in pairs], 0).to(device)
-    rows = DynamicCache()
-    for index, layer in enumerate(past.layers):
-        if getattr(layer, "keys", None) is not None and layer.keys.numel():
-            rows.update(layer.keys[owner], layer.values[owner], index)
     p_len, s_len = prefix.input_ids.shape[1], suffix.input_ids.shape[1]
     valid = torch.cat([prefix.attention_mask[owner], suffix.attention_mask], dim=1).bool()
     logits = model(
@@ -155,7 +152,7 @@ def _shared_prompt_nlls(
         attention_mask=additive_mask(suffix.attention_mask.bool(), valid, model.dtype, causal_offset=p_len),
         position_ids=prefix.attention_mask.sum(1)[owner, None] + torch.arange(s_len, device=device),
         cache_position=torch.arange(p_len, p_len + s_len, device=device),
-        past_key_values=rows,
+        past_key_values=cache_rows(past, owner),
         use_cache=True,
     ).logits
     out = []
