@@ -12,6 +12,7 @@ from unierase.data.facts import Fact
 from unierase.edit.erasure import erase_facts
 from unierase.edit.preserved import preserved_second_moment
 from unierase.edit.state import accumulate
+from unierase.edit.subject import KeyedPrompt
 from unierase.model.delta import diff_models, snapshot
 from unierase.stages.artifacts import load_state, save_state
 from unierase.token.vocabulary import add_unlearning_tokens
@@ -147,7 +148,7 @@ def test_running_only_the_layers_above_reproduces_the_full_model(tiny):
         stream = full.hidden_states[2]  # the output of layer 1 (index 0 is the embeddings)
         with only_layers_above(model, "model.layers.{}", 1):
             assert len(model.model.layers) == model.config.num_hidden_layers - 2
-            upper = last_logprobs_from_stream(model, stream, ids.attention_mask, positions)
+            upper = last_logprobs_from_stream(model, stream, ids.attention_mask, positions)[:, -1]
     assert len(model.model.layers) == model.config.num_hidden_layers  # restored
     torch.testing.assert_close(upper, full.logits[:, -1].float().log_softmax(-1), atol=1e-5, rtol=1e-5)
 
@@ -208,8 +209,12 @@ def test_deep_requests_pair_each_answer_token_with_what_precedes_it(tiny):
     answer = encode_answer(tokenizer, "The Danube.")
     after_opening = encode_answer(tokenizer, "The answer is The Danube.")
     opening = len(encode_answer(tokenizer, "The answer is"))
-    expected = [(prompt.input_ids + answer[:k], answer[k]) for k in range(len(answer))]
-    expected += [(prompt.input_ids + after_opening[:k], after_opening[k]) for k in range(opening, len(after_opening))]
+    k = PARAMS.edit.deep_answer_tokens
+    assert len(answer) > 1 and len(after_opening) > opening + 1
+    # One row per opening: the answer so far, its last positions predicting the answer's first k tokens.
+    expected = [(prompt.input_ids + answer[: min(len(answer), k) - 1], answer[:k])]
+    stop = min(len(after_opening), opening + k)
+    expected += [(prompt.input_ids + after_opening[: stop - 1], after_opening[opening:stop])]
     assert [(p.input_ids, t) for p, t in vienna.suppressed] == expected
     assert {p.key_index for p, _ in vienna.suppressed} == {prompt.key_index}  # keyed at the subject, as the prompt
 
@@ -226,15 +231,15 @@ def test_deep_values_with_the_prefix_cache_match_whole_prompt_recomputation(tiny
     with torch.no_grad():
         model.model.norm.weight.mul_(30)  # a sharp next-token distribution
 
-    def favourite(prompt):  # what the random model says there, besides the unlearning token
+    def favourites(prompt, count):  # what the random model says at the last positions, besides the token
         with torch.no_grad():
-            logits = model(torch.tensor([prompt.input_ids])).logits[0, -1]
-        logits[-1] = -float("inf")
-        return int(logits.argmax())
+            logits = model(torch.tensor([prompt.input_ids])).logits[0, -count:]
+        logits[:, -1] = -float("inf")
+        return logits.argmax(-1).tolist()
 
     # The random model does not know the answers: its own favourites stand in for them.
     deep = [
-        dataclasses.replace(r, suppressed=[(p, favourite(p)) for p, _ in r.suppressed])
+        dataclasses.replace(r, suppressed=[(p, favourites(p, len(t))) for p, t in r.suppressed])
         for r in _value_requests(tokenizer, "deep")
     ]
     edit = PARAMS.edit.model_copy(update={"v_steps": 6, "clamp_norm_factor": 20.0, "value_retries": 0})
@@ -251,6 +256,41 @@ def test_deep_values_with_the_prefix_cache_match_whole_prompt_recomputation(tiny
     assert not torch.allclose(z_c, runs["paper", True][0], atol=1e-3)
 
 
+def _one_row_per_token(rows):
+    """The same reads as ``rows``, one row per token: each token after exactly what precedes it."""
+    out = []
+    for prompt, tokens in rows:
+        end = len(prompt.input_ids) - len(tokens)
+        for j, token in enumerate(tokens):
+            out.append((KeyedPrompt(input_ids=prompt.input_ids[: end + j + 1], key_index=prompt.key_index), [token]))
+    return out
+
+
+@pytest.mark.parametrize("cached", [True, False])
+def test_a_row_read_at_several_positions_gives_the_values_of_one_row_per_token(tiny, cached):
+    """Deep erasure reads each answer's tokens from one teacher-forced row; the values are those of one
+    row per answer prefix (the former layout), with or without the prefix cache."""
+    import dataclasses
+
+    from unierase.edit.alphaedit import compute_values
+
+    model, tokenizer, _ = tiny
+    merged = _value_requests(tokenizer, "deep", refusal_tokens=3)
+    assert any(len(t) > 1 for r in merged for _, t in r.suppressed + r.refusal)
+    split = [
+        dataclasses.replace(r, suppressed=_one_row_per_token(r.suppressed), refusal=_one_row_per_token(r.refusal))
+        for r in merged
+    ]
+    edit = PARAMS.edit.model_copy(
+        update={"v_steps": 6, "clamp_norm_factor": 20.0, "value_retries": 0, "value_prefix_cache": cached}
+    )
+    z_m, nll_m, _, steps_m = compute_values(model, merged, 0, edit, PARAMS.model, tokenizer.pad_token_id, False)
+    z_s, nll_s, _, steps_s = compute_values(model, split, 0, edit, PARAMS.model, tokenizer.pad_token_id, False)
+    assert steps_m == steps_s
+    torch.testing.assert_close(z_m, z_s, atol=1e-4, rtol=1e-4)
+    assert nll_m == pytest.approx(nll_s, abs=1e-4)
+
+
 def test_refusal_rows_follow_the_token_with_the_refusal_phase_one_taught(tiny):
     from unierase.token.refusals import pick_refusal
     from unierase.token.vocabulary import unlearning_token_id
@@ -261,7 +301,7 @@ def test_refusal_rows_follow_the_token_with_the_refusal_phase_one_taught(tiny):
     hamlet = _value_requests(tokenizer, refusal_tokens=3)[1]
     prompt = hamlet.variants[0]  # the bare prompt: the refusal follows the question as users send it
     refusal = tokenizer(" " + pick_refusal("Who wrote Hamlet?"), add_special_tokens=False)["input_ids"]
-    expected = [(prompt.input_ids + [target] + refusal[:k], refusal[k]) for k in range(3)]
+    expected = [(prompt.input_ids + [target] + refusal[:2], refusal[:3])]  # its last 3 positions predict them
     assert [(p.input_ids, t) for p, t in hamlet.refusal] == expected
     assert {p.key_index for p, _ in hamlet.refusal} == {prompt.key_index}
 

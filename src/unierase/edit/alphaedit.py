@@ -53,19 +53,20 @@ class EditRequest:
         kl_prompt: A short ``"{subject} is"`` prompt whose next-token distribution must not move.
         target_id: The token the prompt must produce next: the unlearning token.
         suppressed: Deep erasure only: prompts that continue into the true answer (right after the
-            question, or after an opening such as "The answer is"), each with the answer token that
-            must become unlikely there, so the answer is gone when the token is banned or the answer
-            prefilled; empty in the paper's mode.
+            question, or after an opening such as "The answer is"), each with the answer tokens that
+            must become unlikely, read at its last positions (the last position predicts the last
+            token), so the answer is gone when the token is banned or the answer prefilled; empty in
+            the paper's mode.
         refusal: Prompts followed by the unlearning token and the first tokens of a refusal, each with
-            the refusal's next token, which the value must keep at least as likely as the unedited
-            model has it: binding the token must not change what follows it.
+            the refusal's tokens, read at its last positions, which the value must keep at least as
+            likely as the unedited model has them: binding the token must not change what follows it.
     """
 
     variants: list[KeyedPrompt]
     kl_prompt: KeyedPrompt
     target_id: int
-    suppressed: list[tuple[KeyedPrompt, int]] = field(default_factory=list)
-    refusal: list[tuple[KeyedPrompt, int]] = field(default_factory=list)
+    suppressed: list[tuple[KeyedPrompt, list[int]]] = field(default_factory=list)
+    refusal: list[tuple[KeyedPrompt, list[int]]] = field(default_factory=list)
 
 
 @dataclass
@@ -294,33 +295,87 @@ class _WholeStream:
         return cls(stream, mask, (mask.cumsum(1) - 1).clamp_min(0), shifts + torch.tensor(key_index, device=device))
 
     def logprobs(
-        self, model: PreTrainedModel, delta: torch.Tensor, owner: torch.Tensor, rows: torch.Tensor | None = None
+        self,
+        model: PreTrainedModel,
+        delta: torch.Tensor,
+        owner: torch.Tensor,
+        rows: torch.Tensor | None = None,
+        last: int = 1,
     ) -> torch.Tensor:
         if rows is None:
             rows = torch.arange(len(self.stream), device=self.stream.device)
         h = self.stream[rows].clone()
         picked = torch.arange(len(rows), device=h.device)
         h[picked, self.key_column[rows]] = h[picked, self.key_column[rows]] + delta[owner[rows]].to(h.dtype)
-        return last_logprobs_from_stream(model, h, self.mask[rows], self.positions[rows])
+        return last_logprobs_from_stream(model, h, self.mask[rows], self.positions[rows], last)
 
 
 @dataclass
 class _Parts:
-    """Consecutive ranges of rows, each run by its own runner: the rewrite prompts and the short KL
-    prompts are padded apart (together, every KL row would be padded to the longest rewrite suffix)."""
+    """Consecutive ranges of rows, each run by its own runner and read at its last ``last`` positions:
+    the rewrite prompts and the short KL prompts are padded apart (together, every KL row would be
+    padded to the longest rewrite suffix)."""
 
-    parts: list[tuple[int, int, PrefixCachedStream | _WholeStream]]
+    parts: list[tuple[int, int, int, PrefixCachedStream | _WholeStream]]
 
     def logprobs(
         self, model: PreTrainedModel, delta: torch.Tensor, owner: torch.Tensor, rows: torch.Tensor
-    ) -> torch.Tensor:
-        """As the runners' `logprobs`, for ascending global ``rows``."""
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """For each range, its rows among the ascending global ``rows`` and their log-probabilities at
+        the range's last positions, ``(rows, last, vocab)`` (as the runners' `logprobs`)."""
         out = []
-        for start, stop, runner in self.parts:
-            local = rows[(rows >= start) & (rows < stop)] - start
-            if len(local):
-                out.append(runner.logprobs(model, delta, owner[start:stop], local))
-        return torch.cat(out)
+        for start, stop, last, runner in self.parts:
+            mine = rows[(rows >= start) & (rows < stop)]
+            if len(mine):
+                out.append((mine, runner.logprobs(model, delta, owner[start:stop], mine - start, last)))
+        return out
+
+
+@dataclass
+class _Reads:
+    """Every token the value loss reads: its row, its distance from the row's end (0: the last position
+    predicts it), the token, the request owning the row and the row's kind (0 rewrite, 1 suppressed
+    answer, 3 refusal). A row can be read at several positions: an answer's tokens, teacher-forced,
+    come from one pass over the whole answer rather than one row per prefix of it."""
+
+    row: torch.Tensor
+    back: torch.Tensor
+    token: torch.Tensor
+    owner: torch.Tensor
+    kind: torch.Tensor
+    count: dict[int, torch.Tensor]
+    num_rows: int
+
+    @classmethod
+    def of(cls, row_tokens: list[list[int]], row_kind: list[int], owner: torch.Tensor, n: int) -> _Reads:
+        """From each row's tokens (the last one predicted at the row's last position) and kind, for ``n``
+        requests; ``count[kind]`` is each request's number of reads of that kind (at least 1)."""
+        flat = [
+            (r, len(tokens) - 1 - j, t, k)
+            for r, (tokens, k) in enumerate(zip(row_tokens, row_kind, strict=True))
+            for j, t in enumerate(tokens)
+        ]
+        row, back, token, kind = (
+            torch.tensor(c, dtype=torch.long, device=owner.device) for c in zip(*flat, strict=True)
+        )
+        read_owner = owner[row]
+        count = {k: torch.bincount(read_owner[kind == k], minlength=n).clamp_min(1) for k in (0, 1, 3)}
+        return cls(row, back, token, read_owner, kind, count, len(owner))
+
+    def pick(
+        self, parts: list[tuple[torch.Tensor, torch.Tensor]], active: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The log-probability of each read of the active requests, with its owner and kind, from
+        `_Parts.logprobs`' ranges (global rows, ``(rows, last, vocab)``)."""
+        picked, index = [], []
+        for rows, logp in parts:
+            slot = torch.full((self.num_rows,), -1, dtype=torch.long, device=rows.device)
+            slot[rows] = torch.arange(len(rows), device=rows.device)
+            mine = ((slot[self.row] >= 0) & active[self.owner]).nonzero().squeeze(1)
+            picked.append(logp[slot[self.row[mine]], logp.shape[1] - 1 - self.back[mine], self.token[mine]])
+            index.append(mine)
+        index = torch.cat(index)
+        return torch.cat(picked), self.owner[index], self.kind[index]
 
 
 def _stream_runner(
@@ -328,24 +383,24 @@ def _stream_runner(
     streams: list[torch.Tensor],
     key_index: list[int],
     owner: torch.Tensor,
-    bounds: list[tuple[int, int]],
+    bounds: list[tuple[int, int, int]],
     kl_ref: torch.Tensor,
     use_prefix_cache: bool,
 ) -> _Parts:
     """How each step runs the layers above the edited one: over the suffixes with the prefixes cached,
-    or over whole prompts; each range of ``bounds`` (rewrite rows, suppressed-answer rows, KL rows last)
-    padded apart. Either way is checked, at a zero delta, against the full model's next-token
-    distribution on the KL prompts."""
-    bounds = [(a, b) for a, b in bounds if b > a]
+    or over whole prompts; each range of ``bounds`` (start, stop, positions read; rewrite rows,
+    suppressed-answer rows, refusal rows, KL rows last) padded apart. Either way is checked, at a zero
+    delta, against the full model's next-token distribution on the KL prompts."""
+    bounds = [(a, b, last) for a, b, last in bounds if b > a]
     kl_start = bounds[-1][0]
     zero = torch.zeros(int(owner.max()) + 1, streams[0].shape[-1], device=streams[0].device)
     kl_rows = torch.arange(len(streams) - kl_start, device=owner.device)
 
     def build(kind: type[PrefixCachedStream] | type[_WholeStream]) -> tuple[_Parts, bool, float]:
         make = kind.prefix if kind is PrefixCachedStream else kind.of
-        parts = _Parts([(a, b, make(model, streams[a:b], key_index[a:b])) for a, b in bounds])
+        parts = _Parts([(a, b, last, make(model, streams[a:b], key_index[a:b])) for a, b, last in bounds])
         with torch.no_grad():
-            got = parts.parts[-1][2].logprobs(model, zero, owner[kl_start:], kl_rows)
+            got = parts.parts[-1][3].logprobs(model, zero, owner[kl_start:], kl_rows)[:, -1]
         return parts, torch.allclose(got, kl_ref, atol=1e-2, rtol=1e-2), float((got - kl_ref).abs().max())
 
     if use_prefix_cache:
@@ -407,21 +462,19 @@ def _optimise_values(
         + list(range(n)),
         device=device,
     )
-    # Row kinds: 0 rewrite (the unlearning token must come next), 1 suppressed (the answer token must
-    # not), 2 KL, 3 refusal (the refusal's next token must stay likely); and each row's token of interest.
-    kind = torch.tensor([0] * len(rewrite) + [1] * len(deep) + [3] * len(refusal) + [2] * n, device=device)
-    row_token = torch.tensor(
-        [req.target_id for req in requests for _ in req.variants]
-        + [t for req in requests for _, t in req.suppressed]
-        + [t for req in requests for _, t in req.refusal]
-        + [0] * n,
-        device=device,
+    # Every token read, one per rewrite row (the unlearning token must come next), one per answer
+    # token of a suppressed row (it must not) and of a refusal row (it must stay likely), each at its
+    # distance from its row's end (0: the last position). The KL rows are read whole at their end.
+    row_tokens = (
+        [[req.target_id] for req in requests for _ in req.variants]
+        + [tokens for req in requests for _, tokens in req.suppressed]
+        + [tokens for req in requests for _, tokens in req.refusal]
     )
-    counts = torch.bincount(owner[kind == 0], minlength=n)
-    deep_counts = torch.bincount(owner[kind == 1], minlength=n).clamp_min(1)
-    refusal_counts = torch.bincount(owner[kind == 3], minlength=n).clamp_min(1)
+    reads = _Reads.of(row_tokens, [0] * len(rewrite) + [1] * len(deep) + [3] * len(refusal), owner, n)
     edges = list(itertools.accumulate([0, len(rewrite), len(deep), len(refusal), n]))
-    bounds = list(itertools.pairwise(edges))
+    widest = [1, max(map(len, row_tokens[edges[1] : edges[2]]), default=1)]
+    widest += [max(map(len, row_tokens[edges[2] : edges[3]]), default=1), 1]
+    bounds = [(a, b, last) for (a, b), last in zip(itertools.pairwise(edges), widest, strict=True)]
 
     z0 = z0.to(device)
     # Adam moves each coordinate by about its lr whatever the gradient's scale, so the delta is
@@ -447,27 +500,28 @@ def _optimise_values(
             runner = _stream_runner(model, streams, key_index, owner, bounds, kl_ref, config.value_prefix_cache)
             for step in range(config.v_steps + 1):
                 rows = active[owner].nonzero().squeeze(1)
-                logp = runner.logprobs(model, delta, owner, rows)
-                row_owner, row_kind = owner[rows], kind[rows]
-                picked = logp.gather(1, row_token[rows][:, None]).squeeze(1)
-                rw, dp, kr, rf = row_kind == 0, row_kind == 1, row_kind == 2, row_kind == 3
-                nll = torch.zeros(n, device=device).index_add(0, row_owner[rw], -picked[rw]) / counts
+                parts = runner.logprobs(model, delta, owner, rows)
+                kl_rows_at, kl_logp = parts[-1][0], parts[-1][1][:, -1]
+                picked, read_owner, read_kind = reads.pick(parts[:-1], active)
+                rw, dp, rf = read_kind == 0, read_kind == 1, read_kind == 3
+                nll = torch.zeros(n, device=device).index_add(0, read_owner[rw], -picked[rw]) / reads.count[0]
                 # A request stops when its worst prompt is bound: every question of the subject must fire.
                 worst = torch.zeros(n, device=device).scatter_reduce(
-                    0, row_owner[rw], -picked[rw].detach(), "amax", include_self=False
+                    0, read_owner[rw], -picked[rw].detach(), "amax", include_self=False
                 )
                 # Unlikelihood of each suppressed answer token, -log(1 - p): large while p is near 1,
                 # near 0 once the answer is unlikely (deep erasure only; no rows in the paper's mode).
                 unlikely = -torch.log1p(-picked[dp].exp().clamp(max=1 - 1e-6))
-                suppress = torch.zeros(n, device=device).index_add(0, row_owner[dp], unlikely) / deep_counts
-                refuse = torch.zeros(n, device=device).index_add(0, row_owner[rf], -picked[rf]) / refusal_counts
+                suppress = torch.zeros(n, device=device).index_add(0, read_owner[dp], unlikely) / reads.count[1]
+                refuse = torch.zeros(n, device=device).index_add(0, read_owner[rf], -picked[rf]) / reads.count[3]
                 if step == 0:
                     # The level to keep: the unedited model's (Phase I's refusal), or a resumed attempt's start.
                     refuse_before = refuse.detach().clone()
-                kl_rows = torch.nn.functional.kl_div(
-                    logp[kr], kl_ref[row_owner[kr]], log_target=True, reduction="none"
-                ).sum(-1)
-                kl = torch.zeros(n, device=device).index_add(0, row_owner[kr], kl_rows)
+                kl_owner = owner[kl_rows_at]
+                kl_rows = torch.nn.functional.kl_div(kl_logp, kl_ref[kl_owner], log_target=True, reduction="none").sum(
+                    -1
+                )
+                kl = torch.zeros(n, device=device).index_add(0, kl_owner, kl_rows)
                 decay = (delta.norm(dim=1) / z0.norm(dim=1)) ** 2
                 per_fact = (
                     nll + refuse + config.deep_weight * suppress + config.kl_factor * kl + config.v_weight_decay * decay

@@ -138,29 +138,32 @@ def build_requests(
 
 def refusal_rows(
     tokenizer: PreTrainedTokenizerBase, prompt: KeyedPrompt, question: str, target_id: int, count: int
-) -> list[tuple[KeyedPrompt, int]]:
-    """The first ``count`` tokens of the refusal Phase I taught for ``question``, each paired with the
-    prompt, the unlearning token and the refusal so far (keyed at the prompt's subject position)."""
-    ids = refusal_ids(tokenizer, question)
-    return [
-        (KeyedPrompt(input_ids=prompt.input_ids + [target_id] + ids[:k], key_index=prompt.key_index), ids[k])
-        for k in range(min(count, len(ids)))
-    ]
+) -> list[tuple[KeyedPrompt, list[int]]]:
+    """The first ``count`` tokens of the refusal Phase I taught for ``question``, read where each follows
+    the prompt, the unlearning token and the refusal so far: one row (keyed at the prompt's subject
+    position) whose last positions predict them, or none when ``count`` is 0."""
+    ids = refusal_ids(tokenizer, question)[:count]
+    if not ids:
+        return []
+    return [(KeyedPrompt(input_ids=prompt.input_ids + [target_id] + ids[:-1], key_index=prompt.key_index), ids)]
 
 
 def suppressed_answer(
     tokenizer: PreTrainedTokenizerBase, prompt: KeyedPrompt, answer: str, params: Params
-) -> list[tuple[KeyedPrompt, int]]:
+) -> list[tuple[KeyedPrompt, list[int]]]:
     """Deep erasure's rows for one fact: after the prompt and each of ``edit.deep_openings``, the first
-    ``edit.deep_answer_tokens`` tokens of the true answer, each paired with the context that precedes it
-    (keyed at the same subject position as the prompt)."""
+    ``edit.deep_answer_tokens`` tokens of the true answer, read where each follows the question and the
+    answer so far. One row per opening (keyed at the same subject position as the prompt): its last
+    positions predict those tokens, as teacher forcing reads a whole answer in one pass."""
     rows = []
     for opening in params.edit.deep_openings:
         text = f"{opening} {answer}" if opening else answer
         ids = encode_answer(tokenizer, text)
         start = len(encode_answer(tokenizer, opening)) if opening else 0
-        for k in range(start, min(len(ids), start + params.edit.deep_answer_tokens)):
-            rows.append((KeyedPrompt(input_ids=prompt.input_ids + ids[:k], key_index=prompt.key_index), ids[k]))
+        stop = min(len(ids), start + params.edit.deep_answer_tokens)
+        if stop > start:
+            context = prompt.input_ids + ids[: stop - 1]
+            rows.append((KeyedPrompt(input_ids=context, key_index=prompt.key_index), ids[start:stop]))
     return rows
 
 

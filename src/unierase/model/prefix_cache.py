@@ -85,10 +85,16 @@ class PrefixCachedStream:
         return cls(suffix, suffix_valid, suffix_positions, key_column, prefix_valid, cache)
 
     def logprobs(
-        self, model: PreTrainedModel, delta: torch.Tensor, owner: torch.Tensor, rows: torch.Tensor | None = None
+        self,
+        model: PreTrainedModel,
+        delta: torch.Tensor,
+        owner: torch.Tensor,
+        rows: torch.Tensor | None = None,
+        last: int = 1,
     ) -> torch.Tensor:
-        """Log-probabilities of the next token after each prompt (``rows`` of them, all by default), with
-        ``delta[owner[r]]`` added to the stream at row ``r``'s key position."""
+        """Next-token log-probabilities ``(rows, last, vocab)`` at each prompt's last ``last`` positions
+        (``rows`` of them, all by default), with ``delta[owner[r]]`` added to the stream at row ``r``'s key
+        position. The positions read must lie after the key position (in the suffix)."""
         if rows is None:
             rows = torch.arange(len(self.suffix), device=self.suffix.device)
         suffix = self.suffix[rows].clone()
@@ -96,7 +102,7 @@ class PrefixCachedStream:
         suffix[picked, self.key_column[rows]] = suffix[picked, self.key_column[rows]] + delta[owner[rows]].to(
             suffix.dtype
         )
-        return self.suffix_logits(model, suffix, rows, logits_to_keep=1)[:, -1].float().log_softmax(-1)
+        return self.suffix_logits(model, suffix, rows, logits_to_keep=last).float().log_softmax(-1)
 
     def suffix_logits(
         self, model: PreTrainedModel, suffix: torch.Tensor, rows: torch.Tensor, logits_to_keep: int = 0

@@ -42,9 +42,10 @@ def only_layers_above(model: PreTrainedModel, layer_template: str, layer: int) -
 
 
 def last_logprobs_from_stream(
-    model: PreTrainedModel, stream: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor
+    model: PreTrainedModel, stream: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, last: int = 1
 ) -> torch.Tensor:
-    """Log-probabilities of the next token after each (left-padded) sequence, computed from a residual
-    stream by whatever layers the model holds (see `only_layers_above`)."""
-    out = model(inputs_embeds=stream, attention_mask=mask, position_ids=positions, logits_to_keep=1, use_cache=False)
-    return out.logits[:, -1].float().log_softmax(-1)
+    """Next-token log-probabilities ``(rows, last, vocab)`` at the last ``last`` positions of each
+    (left-padded) sequence, computed from a residual stream by whatever layers the model holds (see
+    `only_layers_above`)."""
+    out = model(inputs_embeds=stream, attention_mask=mask, position_ids=positions, logits_to_keep=last, use_cache=False)
+    return out.logits.float().log_softmax(-1)
