@@ -472,9 +472,10 @@ def _optimise_values(
     )
     reads = _Reads.of(row_tokens, [0] * len(rewrite) + [1] * len(deep) + [3] * len(refusal), owner, n)
     edges = list(itertools.accumulate([0, len(rewrite), len(deep), len(refusal), n]))
-    widest = [1, max(map(len, row_tokens[edges[1] : edges[2]]), default=1)]
-    widest += [max(map(len, row_tokens[edges[2] : edges[3]]), default=1), 1]
-    bounds = [(a, b, last) for (a, b), last in zip(itertools.pairwise(edges), widest, strict=True)]
+    # How many last positions each range is read at: one for the prompts (and the KL rows), an
+    # answer's worth for the suppressed-answer and refusal rows.
+    last = [max(map(len, row_tokens[a:b]), default=1) for a, b in itertools.pairwise(edges[:4])] + [1]
+    bounds = [(a, b, k) for (a, b), k in zip(itertools.pairwise(edges), last, strict=True)]
 
     z0 = z0.to(device)
     # Adam moves each coordinate by about its lr whatever the gradient's scale, so the delta is
@@ -501,7 +502,7 @@ def _optimise_values(
             for step in range(config.v_steps + 1):
                 rows = active[owner].nonzero().squeeze(1)
                 parts = runner.logprobs(model, delta, owner, rows)
-                kl_rows_at, kl_logp = parts[-1][0], parts[-1][1][:, -1]
+                kl_at, kl_logp = parts[-1][0], parts[-1][1][:, -1]
                 picked, read_owner, read_kind = reads.pick(parts[:-1], active)
                 rw, dp, rf = read_kind == 0, read_kind == 1, read_kind == 3
                 nll = torch.zeros(n, device=device).index_add(0, read_owner[rw], -picked[rw]) / reads.count[0]
@@ -517,11 +518,9 @@ def _optimise_values(
                 if step == 0:
                     # The level to keep: the unedited model's (Phase I's refusal), or a resumed attempt's start.
                     refuse_before = refuse.detach().clone()
-                kl_owner = owner[kl_rows_at]
-                kl_rows = torch.nn.functional.kl_div(kl_logp, kl_ref[kl_owner], log_target=True, reduction="none").sum(
-                    -1
-                )
-                kl = torch.zeros(n, device=device).index_add(0, kl_owner, kl_rows)
+                kl_owner = owner[kl_at]
+                kl_each = torch.nn.functional.kl_div(kl_logp, kl_ref[kl_owner], log_target=True, reduction="none")
+                kl = torch.zeros(n, device=device).index_add(0, kl_owner, kl_each.sum(-1))
                 decay = (delta.norm(dim=1) / z0.norm(dim=1)) ** 2
                 per_fact = (
                     nll + refuse + config.deep_weight * suppress + config.kl_factor * kl + config.v_weight_decay * decay

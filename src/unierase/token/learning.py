@@ -86,20 +86,39 @@ def _collate(batch: list[_Example], pad_id: int, device: torch.device) -> dict[s
     return padded.to(device).model_inputs()
 
 
-def _trainable_rows(model: PreTrainedModel, ids: list[int]) -> tuple[list[nn.Parameter], list]:
-    """Unfreezes the embedding matrices and masks their gradients to the new rows only. Adam with a
-    zero gradient and zero state moves nothing, so the other rows stay bit-identical."""
+def _trainable_rows(model: PreTrainedModel, ids: list[int]) -> list[nn.Parameter]:
+    """Unfreezes the embedding matrices (input, and output when untied) that hold the new rows."""
     params = [model.get_input_embeddings().weight]
     out = model.get_output_embeddings()
     if out is not None and not is_tied(model):
         params.append(out.weight)
-    hooks = []
     for p in params:
-        mask = torch.zeros(p.shape[0], 1, dtype=p.dtype, device=p.device)
-        mask[ids] = 1.0
         p.requires_grad_(True)
-        hooks.append(p.register_hook(lambda g, m=mask: g * m))
-    return params, hooks
+    return params
+
+
+class _RowAdam:
+    """Adam on the new rows of each matrix alone: the optimiser's state and step cover those rows, not
+    the whole vocabulary (Adam with a zero gradient and zero state would move no other row anyway, at
+    the price of updating every element of the matrix at every step). Each step reads the rows'
+    gradients from the matrices' and writes the updated rows back; the other rows never change."""
+
+    def __init__(self, params: list[nn.Parameter], ids: list[int], lr: float):
+        self.params, self.ids = params, torch.tensor(ids, device=params[0].device)
+        self.rows = [p.detach()[self.ids].clone().requires_grad_(True) for p in params]
+        self.optimizer = torch.optim.Adam(self.rows, lr=lr)
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        for p, rows in zip(self.params, self.rows, strict=True):
+            rows.grad = torch.zeros_like(rows) if p.grad is None else p.grad[self.ids]
+        self.optimizer.step()
+        for p, rows in zip(self.params, self.rows, strict=True):
+            p[self.ids] = rows
 
 
 def _run_epochs(
@@ -123,7 +142,7 @@ def _run_epochs(
         cache, why = build_token_loss_cache(model, examples, token_ids, pad_id)
         if cache is None:
             logger.warning("%s: %s; recomputing whole sequences at every step", desc, why)
-    optimizer = torch.optim.Adam(params, lr=lr)
+    optimizer = _RowAdam(params, token_ids, lr)
     losses = []
     bar = tqdm(range(epochs), desc=desc, disable=not progress, leave=False)
     for _ in bar:
@@ -136,7 +155,7 @@ def _run_epochs(
                 loss = cache.loss(batch)
             else:
                 loss = model(**_collate([examples[i] for i in batch], pad_id, device)).loss
-            optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             total, count = total + loss.item(), count + 1
@@ -192,7 +211,7 @@ def learn_unlearning_token(
 
     was_training = model.training
     with frozen_parameters(model):  # only the token's rows train (re-enabled by _trainable_rows)
-        params, hooks = _trainable_rows(model, ids)
+        params = _trainable_rows(model, ids)
         model.train()
         pad = tokenizer.pad_token_id
         losses: list[float] = []
@@ -224,8 +243,6 @@ def learn_unlearning_token(
                 finally:
                     _restore(perturb_modules, originals)
         finally:
-            for h in hooks:
-                h.remove()
             model.train(was_training)
 
     out = model.get_output_embeddings()
