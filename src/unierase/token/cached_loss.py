@@ -43,9 +43,12 @@ class _FixedTerms:
 class TokenLossCache:
     """The examples of one training stage, split and cached once; `loss` gives a batch's loss."""
 
-    def __init__(self, model: PreTrainedModel, examples: list, token_ids: list[int], pad_id: int):
+    def __init__(
+        self, model: PreTrainedModel, examples: list, token_ids: list[int], pad_id: int, known: dict | None = None
+    ):
         """``examples``: objects with ``ids`` and ``labels`` (unshifted, as for the model's own loss);
-        ``token_ids``: the trainable rows."""
+        ``token_ids``: the trainable rows; ``known``: the fixed terms of examples already seen by another
+        stage with the same weights, by content (filled with this stage's)."""
         self.model, self.token_ids, self.pad_id = model, list(token_ids), pad_id
         device = next(model.parameters()).device
         self.device = device
@@ -53,14 +56,14 @@ class TokenLossCache:
         self.cuts = [next((i for i, t in enumerate(e.ids) if t in trainable), len(e.ids)) for e in examples]
         # Label count of each example: the denominator of the model's token-mean loss.
         self.label_counts = torch.tensor([sum(x != IGNORE_INDEX for x in e.labels[1:]) for e in examples])
-        self.fixed = self._fixed_terms(examples)
+        self.fixed = self._fixed_terms(examples, {} if known is None else known)
         self.suffix_rows = [i for i, e in enumerate(examples) if self.cuts[i] < len(e.ids)]
         self.row_of = {example: row for row, example in enumerate(self.suffix_rows)}
         self.stream, self.suffix_ids, self.suffix_labels = self._suffix_parts(examples)
 
     @torch.no_grad()
-    def _fixed_terms(self, examples: list) -> _FixedTerms:
-        model, head = self.model, self.model.get_output_embeddings()
+    def _fixed_terms(self, examples: list, known: dict) -> _FixedTerms:
+        head = self.model.get_output_embeddings()
         captured: list[torch.Tensor] = []
         hook = head.register_forward_hook(lambda _m, args, _out: captured.append(args[0].detach()))
         parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("example", "hidden", "lse", "logit", "new")}
@@ -72,22 +75,15 @@ class TokenLossCache:
                 wanted = [t for t in range(cut) if t + 1 < len(e.labels) and e.labels[t + 1] != IGNORE_INDEX]
                 if not wanted:
                     continue
-                captured.clear()
-                ids = torch.tensor([e.ids[:cut]], device=self.device)
-                logits = model(input_ids=ids).logits[0, wanted].float()
-                hidden = captured[-1][0, wanted]
-                # The whole head, not only the new rows: a soft cap barely bends the small logits of a new row.
-                plain = F.linear(hidden.to(head.weight.dtype), head.weight, head.bias).float()
-                if not torch.allclose(plain, logits, atol=1e-3, rtol=1e-3):
-                    raise _NotAPlainHead(float((plain - logits).abs().max()))
-                labels = torch.tensor([e.labels[t + 1] for t in wanted], device=self.device)
-                fixed = logits.clone()
-                fixed[:, self.token_ids] = float("-inf")
+                key = (tuple(e.ids[:cut]), tuple(e.labels[: cut + 1]))
+                if key not in known:
+                    known[key] = self._fixed_of(e, cut, wanted, captured, new_index)
+                hidden, lse, new, logit = known[key]
                 parts["example"].append(torch.full((len(wanted),), i, device=self.device))
                 parts["hidden"].append(hidden)
-                parts["lse"].append(fixed.logsumexp(-1))
-                parts["new"].append(new_index[labels])
-                parts["logit"].append(torch.where(new_index[labels] < 0, logits.gather(1, labels[:, None])[:, 0], 0.0))
+                parts["lse"].append(lse)
+                parts["new"].append(new)
+                parts["logit"].append(logit)
         finally:
             hook.remove()
         if not parts["example"]:
@@ -95,6 +91,26 @@ class TokenLossCache:
             return _FixedTerms(empty.long(), empty[:, None], empty, empty, empty.long())
         cat = {k: torch.cat(v) for k, v in parts.items()}
         return _FixedTerms(cat["example"], cat["hidden"], cat["lse"], cat["logit"], cat["new"])
+
+    def _fixed_of(
+        self, e, cut: int, wanted: list[int], captured: list[torch.Tensor], new_index: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        """One example's fixed terms at positions ``wanted``: LM-head inputs, log-sum-exp over the fixed
+        rows, each label's index among the new rows and its logit (see `_FixedTerms`)."""
+        model, head = self.model, self.model.get_output_embeddings()
+        captured.clear()
+        ids = torch.tensor([e.ids[:cut]], device=self.device)
+        logits = model(input_ids=ids).logits[0, wanted].float()
+        hidden = captured[-1][0, wanted]
+        # The whole head, not only the new rows: a soft cap barely bends the small logits of a new row.
+        plain = F.linear(hidden.to(head.weight.dtype), head.weight, head.bias).float()
+        if not torch.allclose(plain, logits, atol=1e-3, rtol=1e-3):
+            raise _NotAPlainHead(float((plain - logits).abs().max()))
+        labels = torch.tensor([e.labels[t + 1] for t in wanted], device=self.device)
+        fixed = logits.clone()
+        fixed[:, self.token_ids] = float("-inf")
+        new = new_index[labels]
+        return hidden, fixed.logsumexp(-1), new, torch.where(new < 0, logits.gather(1, labels[:, None])[:, 0], 0.0)
 
     def _new_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """The trainable rows' logits at LM-head inputs ``hidden`` (differentiable in the rows)."""
@@ -165,11 +181,12 @@ class _NotAPlainHead(RuntimeError):
 
 
 def build_token_loss_cache(
-    model: PreTrainedModel, examples: list, token_ids: list[int], pad_id: int
+    model: PreTrainedModel, examples: list, token_ids: list[int], pad_id: int, known: dict | None = None
 ) -> tuple[TokenLossCache | None, str]:
-    """The stage's cache when it reproduces the model's own loss, else None and the reason."""
+    """The stage's cache when it reproduces the model's own loss, else None and the reason. ``known``:
+    fixed terms shared by the stages that run on the same weights (see `TokenLossCache`)."""
     try:
-        cache = TokenLossCache(model, examples, token_ids, pad_id)
+        cache = TokenLossCache(model, examples, token_ids, pad_id, known)
     except _NotAPlainHead as err:
         return None, str(err)
     # A batch of the first and the last examples: each stage lists its refusal examples before its anchors.

@@ -133,13 +133,14 @@ def _run_epochs(
     rng: random.Random,
     desc: str,
     progress: bool,
+    known: dict,
 ) -> list[float]:
     if epochs == 0 or not examples:
         return []
     device = next(model.parameters()).device
     cache = None
     if config.prefix_cache:
-        cache, why = build_token_loss_cache(model, examples, token_ids, pad_id)
+        cache, why = build_token_loss_cache(model, examples, token_ids, pad_id, known)
         if cache is None:
             logger.warning("%s: %s; recomputing whole sequences at every step", desc, why)
     optimizer = _RowAdam(params, token_ids, lr)
@@ -215,6 +216,8 @@ def learn_unlearning_token(
         model.train()
         pad = tokenizer.pad_token_id
         losses: list[float] = []
+        # What the token's rows cannot change, shared by the stages on the unperturbed weights.
+        unperturbed: dict = {}
         try:
             losses += _run_epochs(
                 model,
@@ -228,17 +231,18 @@ def learn_unlearning_token(
                 rng,
                 "token:plain",
                 progress,
+                unperturbed,
             )
             losses += _run_epochs(
                 model, plain + chat + anchors, params, ids, config.stage2_lr, config.stage2_epochs, config, pad, rng,
-                "token:chat", progress,
+                "token:chat", progress, unperturbed,
             )  # fmt: skip
             if config.robust_epochs and perturb_modules:
                 originals = _perturb(perturb_modules, config.robust_noise, config.seed)
                 try:
                     losses += _run_epochs(
                         model, chat + anchors, params, ids, config.stage2_lr, config.robust_epochs, config, pad, rng,
-                        "token:robust", progress,
+                        "token:robust", progress, {},
                     )  # fmt: skip
                 finally:
                     _restore(perturb_modules, originals)
