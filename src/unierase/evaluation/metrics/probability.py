@@ -43,6 +43,10 @@ def option_normalised_probability(p_true: float, p_wrong: Sequence[float]) -> fl
     return p_true / total
 
 
+# The cached-prompt check's probe: this many of the prompt's last and the answer's first tokens.
+_PROBE_PROMPT, _PROBE_ANSWER = 16, 4
+
+
 @torch.no_grad()
 def answer_token_nlls(
     model: PreTrainedModel,
@@ -166,7 +170,10 @@ def _shared_prompt_nlls(
 def _shared_prompt_agrees(
     model: PreTrainedModel, prompt: list[int], answer: list[int], device: torch.device, tolerance: float = 1e-3
 ) -> bool:
-    """Whether the cached-prompt path gives one pair's NLLs as the whole sequence does."""
+    """Whether the cached-prompt path gives one pair's NLLs as the whole sequence does, on a probe cut
+    from the pair (the prompt's last tokens, the answer's first): the check is of the model's cache,
+    which a short sequence exercises as a long one does, at a fraction of the cost."""
+    prompt, answer = prompt[-_PROBE_PROMPT:], answer[:_PROBE_ANSWER]
     whole = torch.tensor(_whole_sequence_nlls(model, [(prompt, answer)], device)[0])
     cached = torch.tensor(_shared_prompt_nlls(model, {"q": prompt}, [("q", answer), ("q", answer)], device)[1])
     if torch.allclose(cached, whole, atol=tolerance, rtol=tolerance):
