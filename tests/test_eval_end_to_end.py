@@ -7,8 +7,8 @@ for leaks, and evaluate it twice to show the numbers repeat (issue 3, must-show 
 The table of forget efficacy, model ability, forget quality and model utility per method is logged
 and written to ``results.md`` / ``results.json`` under ``$UNIERASE_E2E_OUT`` (or the test's temporary
 directory). Scaled for a 2-core CPU, where one SmolLM2 training step on 12 examples takes about 6 s:
-5 authors x 4 questions (forget = 1 author, holdout = 1 more), 8 items of each other evaluation
-split (8 retain, 8 real-author and 8 world-fact questions, these two from ``../shared/tofu``), generations of at most
+5 authors x 4 questions (forget = 1 author, holdout = 1 more), 6 items of each other evaluation
+split (6 retain, 6 real-author and 6 world-fact questions, these two from ``../shared/tofu``), generations of at most
 24 new tokens instead of the protocol's 200 (every generated answer is one sentence of under 25
 tokens), and fewer baseline epochs and covariance samples. UniErase's token and edit run at their
 defaults: with 3 token epochs and 10 value steps the value optimisation stayed at NLL 17-20 and
@@ -50,7 +50,7 @@ BASELINE_EVAL = EVAL.model_copy(update={"audits": ["paraphrase", "strip_special"
 # 135M model, 20 trained facts, two steps an epoch: lr 3e-4 for 6 epochs (see FinetuneConfig's note).
 FINETUNE = FinetuneConfig(lr=3e-4, epochs=6, batch_size=12)
 AUTHORS = {"num_authors": 5, "questions_per_author": 4, "num_forget": 1, "num_holdout": 1, "seed": 0}
-SPLIT_ITEMS = 8
+SPLIT_ITEMS = 6
 PARAMS = Params.model_validate(
     {
         "evaluation": EVAL.model_dump(),
