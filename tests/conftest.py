@@ -36,9 +36,24 @@ _UNITS = {
     "test_ray": "ray",  # a local Ray cluster at a time
     "test_bench_smoke": "ray",
 }
-# The SmolLM2 units are the longest: they start first, one on each worker (xdist hands out units in
-# collection order, one to each worker, with --no-loadscope-reorder).
-_FIRST = ("test_eval_end_to_end", "smollm2")
+# Longest units first (xdist hands out units in this order, one to each worker, with
+# --no-loadscope-reorder): the SmolLM2 units one on each worker, then those that start services, so
+# the short units fill the end and neither worker is left with a long one after the other is done.
+# Roughly right is enough; the units not named follow in collection order.
+_FIRST = (
+    "test_eval_end_to_end",
+    "smollm2",
+    "ray",
+    "test_kills",
+    "test_schedule",
+    "test_tracking_unavailable",
+    "test_concurrency",
+    "test_serve",
+    "test_deploy_stack",
+    "test_flow",
+    "test_bad_inputs",
+    "test_dvc",
+)
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups into the test ids
