@@ -37,7 +37,7 @@ from unierase.edit.subject import KeyedPrompt
 from unierase.model.batching import pad_sequences
 from unierase.model.freezing import frozen_parameters
 from unierase.model.hooks import _StopForward, capture_inputs, get_module, run_until_captured, weight_matrix
-from unierase.model.prefix_cache import PrefixCachedStream
+from unierase.model.prefix_cache import PrefixCachedStream, add_at_columns
 from unierase.model.upper_layers import last_logprobs_from_stream, only_layers_above
 
 logger = logging.getLogger(__name__)
@@ -304,9 +304,7 @@ class _WholeStream:
     ) -> torch.Tensor:
         if rows is None:
             rows = torch.arange(len(self.stream), device=self.stream.device)
-        h = self.stream[rows].clone()
-        picked = torch.arange(len(rows), device=h.device)
-        h[picked, self.key_column[rows]] = h[picked, self.key_column[rows]] + delta[owner[rows]].to(h.dtype)
+        h = add_at_columns(self.stream[rows], self.key_column[rows], delta[owner[rows]])
         return last_logprobs_from_stream(model, h, self.mask[rows], self.positions[rows], last)
 
 

@@ -97,11 +97,7 @@ class PrefixCachedStream:
         position. The positions read must lie after the key position (in the suffix)."""
         if rows is None:
             rows = torch.arange(len(self.suffix), device=self.suffix.device)
-        suffix = self.suffix[rows].clone()
-        picked = torch.arange(len(rows), device=suffix.device)
-        suffix[picked, self.key_column[rows]] = suffix[picked, self.key_column[rows]] + delta[owner[rows]].to(
-            suffix.dtype
-        )
+        suffix = add_at_columns(self.suffix[rows], self.key_column[rows], delta[owner[rows]])
         return self.suffix_logits(model, suffix, rows, logits_to_keep=last).float().log_softmax(-1)
 
     def suffix_logits(
@@ -125,6 +121,15 @@ class PrefixCachedStream:
             logits_to_keep=logits_to_keep,
         )
         return out.logits
+
+
+def add_at_columns(stream: torch.Tensor, columns: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+    """A copy of ``stream`` (rows, S, d) with ``vectors[r]`` added at column ``columns[r]`` of row ``r``: the
+    value optimisation's delta at each prompt's key position (differentiable in ``vectors``)."""
+    out = stream.clone()
+    picked = torch.arange(len(out), device=out.device)
+    out[picked, columns] = out[picked, columns] + vectors.to(out.dtype)
+    return out
 
 
 def cache_rows(past: DynamicCache, rows: torch.Tensor) -> DynamicCache:
