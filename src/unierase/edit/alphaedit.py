@@ -333,7 +333,7 @@ class _Parts:
 class _Reads:
     """Every token the value loss reads: its row, its distance from the row's end (0: the last position
     predicts it), the token, the request owning the row and the row's kind (0 rewrite, 1 suppressed
-    answer, 3 refusal). A row can be read at several positions: an answer's tokens, teacher-forced,
+    answer, 2 refusal). A row can be read at several positions: an answer's tokens, teacher-forced,
     come from one pass over the whole answer rather than one row per prefix of it."""
 
     row: torch.Tensor
@@ -357,7 +357,7 @@ class _Reads:
             torch.tensor(c, dtype=torch.long, device=owner.device) for c in zip(*flat, strict=True)
         )
         read_owner = owner[row]
-        count = {k: torch.bincount(read_owner[kind == k], minlength=n).clamp_min(1) for k in (0, 1, 3)}
+        count = {k: torch.bincount(read_owner[kind == k], minlength=n).clamp_min(1) for k in range(3)}
         return cls(row, back, token, read_owner, kind, count, len(owner))
 
     def pick(
@@ -468,7 +468,7 @@ def _optimise_values(
         + [tokens for req in requests for _, tokens in req.suppressed]
         + [tokens for req in requests for _, tokens in req.refusal]
     )
-    reads = _Reads.of(row_tokens, [0] * len(rewrite) + [1] * len(deep) + [3] * len(refusal), owner, n)
+    reads = _Reads.of(row_tokens, [0] * len(rewrite) + [1] * len(deep) + [2] * len(refusal), owner, n)
     edges = list(itertools.accumulate([0, len(rewrite), len(deep), len(refusal), n]))
     # How many last positions each range is read at: one for the prompts (and the KL rows), an
     # answer's worth for the suppressed-answer and refusal rows.
@@ -502,7 +502,7 @@ def _optimise_values(
                 parts = runner.logprobs(model, delta, owner, rows)
                 kl_at, kl_logp = parts[-1][0], parts[-1][1][:, -1]
                 picked, read_owner, read_kind = reads.pick(parts[:-1], active)
-                rw, dp, rf = read_kind == 0, read_kind == 1, read_kind == 3
+                rw, dp, rf = read_kind == 0, read_kind == 1, read_kind == 2
                 nll = torch.zeros(n, device=device).index_add(0, read_owner[rw], -picked[rw]) / reads.count[0]
                 # A request stops when its worst prompt is bound: every question of the subject must fire.
                 worst = torch.zeros(n, device=device).scatter_reduce(
@@ -512,7 +512,7 @@ def _optimise_values(
                 # near 0 once the answer is unlikely (deep erasure only; no rows in the paper's mode).
                 unlikely = -torch.log1p(-picked[dp].exp().clamp(max=1 - 1e-6))
                 suppress = torch.zeros(n, device=device).index_add(0, read_owner[dp], unlikely) / reads.count[1]
-                refuse = torch.zeros(n, device=device).index_add(0, read_owner[rf], -picked[rf]) / reads.count[3]
+                refuse = torch.zeros(n, device=device).index_add(0, read_owner[rf], -picked[rf]) / reads.count[2]
                 if step == 0:
                     # The level to keep: the unedited model's (Phase I's refusal), or a resumed attempt's start.
                     refuse_before = refuse.detach().clone()
