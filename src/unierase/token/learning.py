@@ -86,7 +86,7 @@ def _collate(batch: list[_Example], pad_id: int, device: torch.device) -> dict[s
     return padded.to(device).model_inputs()
 
 
-def _trainable_rows(model: PreTrainedModel, ids: list[int]) -> list[nn.Parameter]:
+def _trainable_rows(model: PreTrainedModel) -> list[nn.Parameter]:
     """Unfreezes the embedding matrices (input, and output when untied) that hold the new rows."""
     params = [model.get_input_embeddings().weight]
     out = model.get_output_embeddings()
@@ -212,7 +212,7 @@ def learn_unlearning_token(
 
     was_training = model.training
     with frozen_parameters(model):  # only the token's rows train (re-enabled by _trainable_rows)
-        params = _trainable_rows(model, ids)
+        params = _trainable_rows(model)
         model.train()
         pad = tokenizer.pad_token_id
         losses: list[float] = []
