@@ -6,6 +6,7 @@ storage of a version (delta against a full model copy, share of parameters chang
     python -m bench.cost --sizes 1,10 --methods unierase,grad_diff --no-pipeline
     python -m bench.cost --model DIR --sizes 1,2 --out /tmp/c
     python -m bench.cost --redo unierase@200,npo        # measure these again, keep the other cells
+    python -m bench.cost --sizes 40,200 --methods unierase,grad_diff --evaluation-sizes 40
 
 Cost does not depend on whether the model knows the facts, so the base model is used as it is (no
 fine-tuning). Token learning and the statistics do not depend on the forget set: they are measured once.
@@ -59,6 +60,13 @@ def parse_args(argv: list[str] | None = None):
         default=None,
         help="sizes at which the baselines run too (default: every size); the others are listed as not measured",
     )
+    p.add_argument(
+        "--evaluation-sizes",
+        type=ints,
+        default=None,
+        help="sizes at which UniErase's edited model is evaluated (default: every size); at the others the "
+        "evaluation row is listed as not measured",
+    )
     add_workload_flags(p)
     p.add_argument("--retain-authors", type=int, default=10, help="authors in the retain set")
     p.add_argument("--no-pipeline", action="store_true", help="leave out the Prefect-flow overhead")
@@ -79,6 +87,7 @@ def run(args) -> dict:
     cells = open_cells(out, "cost", measured_on, machine_info(ROOT), args.redo)
     qpa, sizes = args.questions_per_author, sorted(set(args.sizes))
     baseline_sizes = set(sizes if args.baseline_sizes is None else args.baseline_sizes)
+    evaluation_sizes = set(sizes if args.evaluation_sizes is None else args.evaluation_sizes)
     plan = [
         (m, n, "not in --baseline-sizes" if m != "unierase" and n not in baseline_sizes else None)
         for n in sizes
@@ -128,7 +137,7 @@ def run(args) -> dict:
                 phases = [_phase("unlearn", method, n, m.as_dict())]
             full_bytes = full_bytes or _saved_bytes(model, tok, work / "full-copy")
             storage = _storage(method, n, before, model, work, full_bytes)
-            if method == "unierase":
+            if method == "unierase" and n in evaluation_sizes:
                 with measure() as m:
                     evaluator.evaluate(model, tok, {"forget": block[:n], **splits})
                 phases.append(_phase("evaluation", method, n, m.as_dict()))
@@ -149,7 +158,7 @@ def run(args) -> dict:
             )
             cells.save(PIPELINE_CELL, figures)
     finally:  # the summary from every cell, also after a run cut short
-        data = cost_summary(cells, _not_measured(plan, cells))
+        data = cost_summary(cells, _not_measured(plan, cells) + _evaluations_left_out(plan, cells))
         write_json(data, out / "cost.json")
         write_cost_outputs(data, out)
     return data
@@ -166,6 +175,17 @@ def _not_measured(plan: list[tuple[str, int, str | None]], cells: Cells) -> list
         {"method": m, "forget_size": n, "why": why or "not measured yet (cut short: the same command goes on)"}
         for m, n, why in plan
         if not cells.has(f"{m}@{n}")
+    ]
+
+
+def _evaluations_left_out(plan: list[tuple[str, int, str | None]], cells: Cells) -> list[dict]:
+    """Each measured UniErase cell whose edited model was not evaluated (``--evaluation-sizes``)."""
+    return [
+        {"method": m, "forget_size": n, "why": "its evaluation: not in --evaluation-sizes"}
+        for m, n, _ in plan
+        if m == "unierase"
+        and cells.has(f"{m}@{n}")
+        and not any(p["phase"] == "evaluation" for p in cells.read(f"{m}@{n}")["phases"])
     ]
 
 

@@ -396,3 +396,29 @@ def test_questions_still_unbound_get_another_edit_held_against_the_first(tiny, r
         # The state is what a replay of the stored keys gives.
         torch.testing.assert_close(result.state.previous_keys[layer], accumulate({}, {layer: keys})[layer])
     assert len(result.outcome.layers) == len(params.edit.layers) * (rounds + 1)
+
+
+def test_reading_at_the_key_positions_matches_a_full_pass_over_each_prompt(tiny):
+    """Keys and residuals come from prompts cut at the key position, batched by length after the shared
+    chat head runs once; each must equal what the whole prompt, run alone, has at that position."""
+    from unierase.edit.alphaedit import read_at_keys
+    from unierase.edit.subject import key_prompt
+    from unierase.model.batching import pad_sequences
+    from unierase.model.hooks import capture_inputs, run_until_captured
+
+    model, tokenizer, _ = tiny
+    questions = [
+        ("What is the capital of France?", "France"),
+        ("Who wrote Hamlet, the play set in Denmark?", "Hamlet"),
+        ("Hamlet?", "Hamlet"),
+        ("Tell me which river flows through the city of Paris, please.", "Paris"),
+    ]
+    prompts = [key_prompt(tokenizer, q, s) for q, s in questions]
+    modules = {layer: model.model.layers[layer].mlp.down_proj for layer in (1, 2)}
+    keys, residual = read_at_keys(model, prompts, modules, model.model.layers[2], tokenizer.pad_token_id, 3)
+    for i, p in enumerate(prompts):
+        with torch.no_grad(), capture_inputs(modules, {"out": model.model.layers[2]}) as seen:
+            run_until_captured(model, seen, **pad_sequences([p.input_ids], tokenizer.pad_token_id).model_inputs())
+        for layer in modules:
+            torch.testing.assert_close(keys[layer][i], seen[layer][0, p.key_index].double(), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(residual[i], seen["out"][0, p.key_index], atol=1e-5, rtol=1e-5)

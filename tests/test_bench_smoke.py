@@ -161,14 +161,19 @@ def test_cost_rows(dirs, prefect_harness) -> None:
     from bench import cost
 
     args = ["--sizes", "1,2", "--baseline-sizes", "1", "--retain-authors", "2", "--holdout-authors", "1"]
-    args += ["--methods", "unierase,npo"]
+    args += ["--methods", "unierase,npo", "--evaluation-sizes", "2"]
     assert cost.main(dirs["common"] + args + ["--general-items", "0", "--no-harness"]) == 0
     data = json.loads((dirs["out"] / "cost.json").read_text())
     phases = {(r["phase"], r["method"], r["forget_size"]) for r in data["phases"]}
     assert {("token_learning", "unierase", None), ("covariance_cold", "unierase", None)} <= phases
     assert {("edit", "unierase", 2), ("evaluation", "unierase", 2), ("unlearn", "npo", 1)} <= phases
     assert ("unlearn", "npo", 2) not in phases  # above --baseline-sizes: skipped and said so
-    assert data["not_measured"] == [{"method": "npo", "forget_size": 2, "why": "not in --baseline-sizes"}]
+    assert ("evaluation", "unierase", 1) not in phases  # not in --evaluation-sizes: the same
+    evaluation_left_out = {"method": "unierase", "forget_size": 1, "why": "its evaluation: not in --evaluation-sizes"}
+    assert data["not_measured"] == [
+        {"method": "npo", "forget_size": 2, "why": "not in --baseline-sizes"},
+        evaluation_left_out,
+    ]
     assert "not in --baseline-sizes" in (dirs["out"] / "cost.md").read_text()
     for row in data["phases"]:
         assert _finite(row["seconds"]) and _finite(row["peak_rss_mb"]), row
@@ -204,7 +209,7 @@ def test_cost_rows(dirs, prefect_harness) -> None:
     assert [(r["phase"], r["method"], r["forget_size"]) for r in again["phases"] if r["run"] == 2] == [
         ("unlearn", "npo", 2)
     ]
-    assert [r["run"] for r in again["runs"]] == [1, 2] and again["not_measured"] == []
+    assert [r["run"] for r in again["runs"]] == [1, 2] and again["not_measured"] == [evaluation_left_out]
     assert again["pipeline"] == pipeline  # measured once
     assert {(r["method"], r["forget_size"]): r["same_run"] for r in again["ratios"]} == {
         ("npo", 1): True,

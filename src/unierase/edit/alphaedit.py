@@ -21,14 +21,12 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
-from transformers import PreTrainedModel
+from transformers import DynamicCache, PreTrainedModel
 
 from unierase.config import EditConfig, ModelConfig
 from unierase.edit.nullspace import NullSpace
@@ -36,8 +34,8 @@ from unierase.edit.state import key_block
 from unierase.edit.subject import KeyedPrompt
 from unierase.model.batching import pad_sequences
 from unierase.model.freezing import frozen_parameters
-from unierase.model.hooks import _StopForward, capture_inputs, get_module, run_until_captured, weight_matrix
-from unierase.model.prefix_cache import PrefixCachedStream, add_at_columns
+from unierase.model.hooks import capture_inputs, get_module, run_until_captured, weight_matrix
+from unierase.model.prefix_cache import PrefixCachedStream, add_at_columns, cache_rows
 from unierase.model.upper_layers import last_logprobs_from_stream, only_layers_above
 
 logger = logging.getLogger(__name__)
@@ -139,64 +137,96 @@ class EditOutcome:
 
 
 @torch.no_grad()
+def read_at_keys(
+    model: PreTrainedModel,
+    prompts: list[KeyedPrompt],
+    modules: dict[int, nn.Module],
+    output_of: nn.Module | None,
+    pad_id: int,
+    batch_size: int,
+) -> tuple[dict[int, torch.Tensor], torch.Tensor | None]:
+    """At each prompt's key position: the input of each module (keys, ``(v, d_in)`` float64 on the
+    CPU) and the output of ``output_of`` (the residual stream there, ``(v, d_model)`` float32 on the
+    CPU; None without one), from one forward pass per batch that stops once both are read.
+
+    Attention is causal, so nothing after the key position changes them: each prompt is cut there, and
+    prompts are batched by length (less padding), the results returned in the prompts' order. The
+    tokens every prompt starts with (the chat template's system turn) run once, their attention
+    cached for every batch.
+    """
+    device = next(model.parameters()).device
+    cut = [p.input_ids[: p.key_index + 1] for p in prompts]
+    shared = _shared_head(cut)
+    head = DynamicCache()
+    if shared:
+        model.base_model(input_ids=torch.tensor([cut[0][:shared]], device=device), past_key_values=head, use_cache=True)
+    order = sorted(range(len(cut)), key=lambda i: len(cut[i]))
+    keys: dict[int, list[torch.Tensor]] = {layer: [] for layer in modules}
+    residual: list[torch.Tensor] = []
+    with capture_inputs(modules, {"out": output_of} if output_of is not None else None) as seen:
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            batch = pad_sequences([cut[i][shared:] for i in chunk], pad_id).to(device)
+            width = batch.input_ids.shape[1]
+            run_until_captured(
+                model,
+                seen,
+                input_ids=batch.input_ids,
+                attention_mask=torch.cat([batch.attention_mask.new_ones(len(chunk), shared), batch.attention_mask], 1),
+                position_ids=torch.arange(shared, shared + width, device=device).expand(len(chunk), width),
+                cache_position=torch.arange(shared, shared + width, device=device),
+                past_key_values=cache_rows(head, torch.zeros(len(chunk), dtype=torch.long, device=device)),
+                use_cache=True,
+            )
+            # Right padding: the key is each row's last real token.
+            rows, last = torch.arange(len(chunk)), torch.tensor([len(cut[i]) - shared - 1 for i in chunk])
+            for layer in modules:  # each on its layer's device (a model spread over several)
+                held = seen[layer]
+                keys[layer].append(held[rows.to(held.device), last.to(held.device)].double().cpu())
+            if output_of is not None:
+                held = seen["out"]
+                residual.append(held[rows.to(held.device), last.to(held.device)].float().cpu())
+    back = torch.empty(len(order), dtype=torch.long)
+    back[torch.tensor(order)] = torch.arange(len(order))
+    return (
+        {layer: torch.cat(parts)[back] for layer, parts in keys.items()},
+        torch.cat(residual)[back] if output_of is not None else None,
+    )
+
+
+def _shared_head(sequences: list[list[int]]) -> int:
+    """How many first tokens every sequence shares, leaving each at least one of its own."""
+    limit, n = min(len(s) for s in sequences) - 1, 0
+    while n < limit and all(s[n] == sequences[0][n] for s in sequences):
+        n += 1
+    return n
+
+
+def mean_over_variants(values: torch.Tensor, requests: list[EditRequest]) -> torch.Tensor:
+    """Per request, the mean ``(n, d)`` float32 of its prompt variants' rows of ``values`` (``(v, d)``, in
+    the order of ``[v for r in requests for v in r.variants]``), summed in float64."""
+    owner = torch.tensor([r for r, req in enumerate(requests) for _ in req.variants])
+    counts = torch.bincount(owner, minlength=len(requests)).double()[:, None]
+    sums = torch.zeros(len(requests), values.shape[1], dtype=torch.float64).index_add_(0, owner, values.double())
+    return (sums / counts).float()
+
+
 def compute_keys(
     model: PreTrainedModel, requests: list[EditRequest], modules: dict[int, nn.Module], pad_id: int, batch_size: int
 ) -> dict[int, torch.Tensor]:
     """Keys per layer (n, d_in): each module's input at each request's key position, averaged over
-    the request's prompt variants. One forward pass (stopped at the last module) serves every layer."""
-    device = next(model.parameters()).device
-    flat = [(r, v) for r, req in enumerate(requests) for v in req.variants]
-    sums: dict[int, torch.Tensor] = {}
-    counts = torch.zeros(len(requests), dtype=torch.float64)
-    with capture_inputs(modules) as seen:
-        for start in range(0, len(flat), batch_size):
-            chunk = flat[start : start + batch_size]
-            batch = pad_sequences([v.input_ids for _, v in chunk], pad_id).to(device)
-            run_until_captured(model, seen, **batch.model_inputs())
-            rows = torch.arange(len(chunk))
-            positions = torch.tensor([v.key_index for _, v in chunk])
-            owners = torch.tensor([r for r, _ in chunk])
-            for layer, inputs in seen.items():
-                picked = inputs[rows.to(inputs.device), positions.to(inputs.device)].double().cpu()
-                sums.setdefault(layer, torch.zeros(len(requests), inputs.shape[-1], dtype=torch.float64))
-                sums[layer].index_add_(0, owners, picked)
-            counts.index_add_(0, torch.tensor([r for r, _ in chunk]), torch.ones(len(chunk), dtype=torch.float64))
-    return {layer: (total / counts[:, None]).float() for layer, total in sums.items()}
+    the request's prompt variants (MEMIT's context templates)."""
+    keys, _ = read_at_keys(model, [v for r in requests for v in r.variants], modules, None, pad_id, batch_size)
+    return {layer: mean_over_variants(k, requests) for layer, k in keys.items()}
 
 
-@torch.no_grad()
 def residual_at_keys(
     model: PreTrainedModel, requests: list[EditRequest], layer_module: nn.Module, pad_id: int
 ) -> torch.Tensor:
     """The residual stream (n, d_model) after ``layer_module`` at each request's key position, for
-    the prompt as users send it (the first variant), as MEMIT measures what is still missing."""
-    device = next(model.parameters()).device
+    the prompt as users send it (the first variant): where the value optimisation starts."""
     prompts = [r.variants[0] for r in requests]
-    batch = pad_sequences([p.input_ids for p in prompts], pad_id).to(device)
-    with _capture_output(layer_module) as seen:
-        run_until_captured(model, seen, **batch.model_inputs())
-    h = seen["out"]
-    return torch.stack([h[i, p.key_index] for i, p in enumerate(prompts)]).float().cpu()
-
-
-def _hidden(output: torch.Tensor | tuple) -> torch.Tensor:
-    return output[0] if isinstance(output, tuple) else output
-
-
-@contextmanager
-def _capture_output(module: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
-    """Records a module's output, then stops the forward pass (see `run_until_captured`)."""
-    seen: dict[str, torch.Tensor] = {}
-
-    def hook(_m: nn.Module, _args: tuple, out: torch.Tensor | tuple) -> None:
-        seen["out"] = _hidden(out).detach()
-        raise _StopForward
-
-    handle = module.register_forward_hook(hook)
-    try:
-        yield seen
-    finally:
-        handle.remove()
+    return read_at_keys(model, prompts, {}, layer_module, pad_id, max(1, len(prompts)))[1]
 
 
 def compute_values(
@@ -268,7 +298,7 @@ def _streams(
     the layers above see before any delta (computed once; the layers up to it never see the delta)."""
     device = next(model.parameters()).device
     batch = pad_sequences([p.input_ids for p in prompts], pad_id, side="left").to(device)
-    with _capture_output(layer_module) as seen:
+    with capture_inputs({}, {"out": layer_module}) as seen:
         run_until_captured(model, seen, **batch.model_inputs(), position_ids=batch.position_ids())
     return [seen["out"][r, shift:] for r, shift in enumerate(batch.shifts)]
 
@@ -594,17 +624,21 @@ def apply_alphaedit(
     zs, losses, rounds, steps = compute_values(model, requests, layers[-1], config, model_config, pad_id, progress)
     outcome = EditOutcome(value_losses=losses, value_rounds=rounds, value_steps=steps)
     outcome.value_seconds = time.perf_counter() - started
+    variants = [v for r in requests for v in r.variants]
+    # Where each request's first variant (the prompt as users send it) sits among all variants.
+    first = torch.tensor([0, *itertools.accumulate(len(r.variants) for r in requests)][:-1])
     for i, layer in enumerate(tqdm(layers, desc="edit:layers", disable=not progress, leave=False)):
         module = get_module(model, model_config.mlp_out_template.format(layer))
         # The solve runs in float64 where the projector lives (the model's device, see erase_facts):
         # at d_in = 14336 (Llama-3-8B) these d_in x d_in products and solves are the edit's largest.
         P = null_spaces[layer].projector.double()
         dev = P.device
-        # Keys are recomputed after each layer's update: earlier edits move later layers' inputs.
-        keys = compute_keys(model, requests, {layer: module}, pad_id, config.batch_size)[layer]
-        K = keys.to(dev, torch.float64).T  # (d_in, n)
-        current = residual_at_keys(model, requests, last_layer, pad_id)
-        R = ((zs - current).to(dev, torch.float64) / (len(layers) - i)).T  # (d_model, n)
+        # Keys are recomputed after each layer's update: earlier edits move later layers' inputs. One
+        # pass reads them and the residual still missing at the last layer, which MEMIT measures on the
+        # first variant.
+        keys, residual = read_at_keys(model, variants, {layer: module}, last_layer, pad_id, config.batch_size)
+        K = mean_over_variants(keys[layer], requests).to(dev, torch.float64).T  # (d_in, n)
+        R = ((zs - residual[first]).to(dev, torch.float64) / (len(layers) - i)).T  # (d_model, n)
         d_in = K.shape[0]
         constraint = torch.zeros(d_in, d_in, dtype=torch.float64, device=dev)
         if previous_keys and layer in previous_keys:

@@ -33,16 +33,23 @@ class _StopForward(Exception):
 
 
 @contextmanager
-def capture_inputs(modules: dict[str, nn.Module]) -> Iterator[dict[str, torch.Tensor]]:
-    """Records the input of each module on a forward pass run through `run_until_captured`."""
+def capture_inputs(
+    modules: dict[str, nn.Module], outputs: dict[str, nn.Module] | None = None
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Records the input of each module of ``modules`` (and the output of each of ``outputs``, under its
+    own name) on a forward pass run through `run_until_captured`, which stops once all are recorded."""
     seen: dict[str, torch.Tensor] = {}
+    wanted = len(modules) + len(outputs or {})
 
-    def hook(_m: nn.Module, args: tuple, name: str) -> None:
-        seen[name] = args[0].detach()
-        if len(seen) == len(modules):
+    def record(name: str, value: torch.Tensor | tuple) -> None:
+        seen[name] = (value[0] if isinstance(value, tuple) else value).detach()
+        if len(seen) == wanted:
             raise _StopForward
 
-    handles = [m.register_forward_pre_hook(lambda m_, a, name=name: hook(m_, a, name)) for name, m in modules.items()]
+    handles = [m.register_forward_pre_hook(lambda m_, a, name=name: record(name, a)) for name, m in modules.items()]
+    handles += [
+        m.register_forward_hook(lambda m_, a, out, name=name: record(name, out)) for name, m in (outputs or {}).items()
+    ]
     try:
         yield seen
     finally:
