@@ -27,6 +27,9 @@ PARAMS = Params(
         nullspace_threshold=0.5,
         diagnose_unprojected=True,
         bind_rounds=0,  # the random model binds nothing: one edit per request, as in the paper
+        # These tests compare ways of computing the same values: in full precision, rounding stays below
+        # their tolerances (bfloat16 steps have their own test).
+        value_precision="float32",
     ),
     erase=EraseConfig(),
 )
@@ -324,6 +327,40 @@ def test_refusal_rows_change_the_values_the_same_with_or_without_the_prefix_cach
     assert steps_c == steps_w
     torch.testing.assert_close(z_c, z_w, atol=1e-3, rtol=1e-4)
     assert not torch.allclose(z_c, runs[0, True][0], atol=1e-3)
+
+
+def test_value_steps_in_bfloat16_follow_the_float32_ones(tiny):
+    """With ``value_precision: bfloat16`` the value steps run under autocast: the values are not float32's
+    bit for bit (the steps did run in bfloat16; float32 runs repeat exactly) but follow the same path, to
+    the same losses. (The random model binds nothing; the SmolLM2 tests, which run the default 'auto',
+    check that the edit binds.)"""
+    from unierase.edit.alphaedit import compute_values, residual_at_keys
+    from unierase.model.precision import autocast_dtype
+
+    model, tokenizer, _ = tiny
+    with torch.no_grad():
+        model.model.norm.weight.mul_(30)  # a sharp next-token distribution: the delta moves the loss
+    requests = _value_requests(tokenizer, refusal_tokens=0)
+    edit = PARAMS.edit.model_copy(update={"v_steps": 6, "clamp_norm_factor": 20.0, "value_retries": 0})
+    z0 = residual_at_keys(model, requests, model.model.layers[2], tokenizer.pad_token_id)
+    runs = {}
+    for name, precision in (("float32", "float32"), ("again", "float32"), ("bfloat16", "bfloat16")):
+        config = edit.model_copy(update={"value_precision": precision})
+        runs[name] = compute_values(model, requests, 2, config, PARAMS.model, tokenizer.pad_token_id, False)
+    (z32, nll32, _, steps32), (z16, nll16, _, steps16) = runs["float32"], runs["bfloat16"]
+    assert torch.equal(runs["again"][0], z32)
+    assert not torch.equal(z16, z32)
+    assert steps16 == steps32
+    assert nll16 == pytest.approx(nll32, rel=0.01)
+    cosine = torch.nn.functional.cosine_similarity(z16 - z0, z32 - z0, dim=1)
+    assert bool((cosine > 0.99).all()), cosine
+    assert bool(((z16 - z0).norm(dim=1) > 0.1 * z0.norm(dim=1)).all())  # the steps moved the values
+    # float32 weights get bfloat16 steps where asked for (or where 'auto' finds it native); 16-bit weights
+    # run as they are.
+    cpu = torch.device("cpu")
+    assert autocast_dtype("float32", cpu, torch.float32) is None
+    assert autocast_dtype("bfloat16", cpu, torch.float32) is torch.bfloat16
+    assert autocast_dtype("auto", cpu, torch.bfloat16) is None
 
 
 def test_a_fact_below_the_stop_takes_no_step(tiny):

@@ -146,6 +146,14 @@ class EditConfig(_Frozen):
         description="Compute the attention states of the prompt before each key position once and run only the "
         "rest at every value step (exact up to float rounding; False recomputes whole prompts).",
     )
+    value_precision: Literal["auto", "float32", "bfloat16"] = Field(
+        default="auto",
+        description="Precision of the value optimisation's passes through the layers above the edited one, run "
+        "under autocast (not in the paper). 'auto': bfloat16 where the device computes it natively (a CUDA GPU "
+        "that supports it, a CPU with AVX-512 or AMX), else float32. The value it finds goes to the same "
+        "float64 solve, and whether each question is bound is checked on the edited model in its own dtype; "
+        "bfloat16 is what makes the edit a fraction of fine-tuning's cost on a CPU (bench/results/cost.md).",
+    )
     diagnose_unprojected: bool = Field(
         default=False,
         description="Also solve each layer without the null-space projection, to report the preserved drift "

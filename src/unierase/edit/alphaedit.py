@@ -8,7 +8,8 @@ with AlphaEdit's null-space projection (Fang et al., 2025):
    next token is the unlearning token
    (NLL + KL on the subject's meaning + weight decay, norm clamped). Each step runs only the layers
    above that one, over each prompt's suffix from the key position, with the attention states of the
-   positions before it computed once (`unierase.model.prefix_cache`); each request stops once bound.
+   positions before it computed once (`unierase.model.prefix_cache`), in bfloat16 where the hardware
+   computes it natively (``edit.value_precision``); each request stops once bound.
 2. For each edited layer in turn, keys ``K`` (the projection's inputs at the subject's last token,
    averaged over prompt variants) and the residual ``R`` still missing at the last layer, spread over
    the remaining layers, give ``Δ = R Kᵀ P (K Kᵀ P + C_prev P + λI)⁻¹`` (the transpose of
@@ -35,6 +36,7 @@ from unierase.edit.subject import KeyedPrompt
 from unierase.model.batching import pad_sequences
 from unierase.model.freezing import frozen_parameters
 from unierase.model.hooks import capture_inputs, get_module, run_until_captured, weight_matrix
+from unierase.model.precision import autocast_dtype, lower_precision
 from unierase.model.prefix_cache import PrefixCachedStream, add_at_columns, cache_rows
 from unierase.model.upper_layers import last_logprobs_from_stream, only_layers_above
 
@@ -527,9 +529,12 @@ def _optimise_values(
             kl_ref = out.logits[:, -1].float().log_softmax(-1)
         with only_layers_above(model, model_config.layer_template, layer):
             runner = _stream_runner(model, streams, key_index, owner, bounds, kl_ref, config.value_prefix_cache)
+            # The runner is checked in full precision above; the steps may run in bfloat16 (value_precision).
+            step_dtype = autocast_dtype(config.value_precision, device, next(model.parameters()).dtype)
             for step in range(config.v_steps + 1):
                 rows = active[owner].nonzero().squeeze(1)
-                parts = runner.logprobs(model, delta, owner, rows)
+                with lower_precision(step_dtype, device):
+                    parts = runner.logprobs(model, delta, owner, rows)
                 kl_at, kl_logp = parts[-1][0], parts[-1][1][:, -1]
                 picked, read_owner, read_kind = reads.pick(parts[:-1], active)
                 rw, dp, rf = read_kind == 0, read_kind == 1, read_kind == 2
