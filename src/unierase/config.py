@@ -151,8 +151,9 @@ class EditConfig(_Frozen):
         description="Precision of the value optimisation's passes through the layers above the edited one, run "
         "under autocast (not in the paper). 'auto': bfloat16 where the device computes it natively (a CUDA GPU "
         "that supports it, a CPU with AVX-512 or AMX), else float32. The value it finds goes to the same "
-        "float64 solve, and whether each question is bound is checked on the edited model in its own dtype; "
-        "bfloat16 is what makes the edit a fraction of fine-tuning's cost on a CPU (bench/results/cost.md).",
+        "float64 solve, and whether each question is bound is checked on the edited model in its own dtype. "
+        "On such a CPU the steps dominate the edit's time, and bfloat16 takes a large part off it "
+        "(bench/results/cost.md).",
     )
     diagnose_unprojected: bool = Field(
         default=False,
