@@ -14,6 +14,9 @@ from typing import Literal, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+# How the value optimisation's steps run (`unierase.model.precision`).
+ValuePrecision = Literal["auto", "float32", "bfloat16"]
+
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -146,7 +149,7 @@ class EditConfig(_Frozen):
         description="Compute the attention states of the prompt before each key position once and run only the "
         "rest at every value step (exact up to float rounding; False recomputes whole prompts).",
     )
-    value_precision: Literal["auto", "float32", "bfloat16"] = Field(
+    value_precision: ValuePrecision = Field(
         default="auto",
         description="Precision of the value optimisation's passes through the layers above the edited one, run "
         "under autocast (not in the paper). 'auto': bfloat16 where the device computes it natively (a CUDA GPU "

@@ -36,7 +36,7 @@ from unierase.edit.subject import KeyedPrompt
 from unierase.model.batching import pad_sequences
 from unierase.model.freezing import frozen_parameters
 from unierase.model.hooks import capture_inputs, get_module, run_until_captured, weight_matrix
-from unierase.model.precision import autocast_dtype, lower_precision
+from unierase.model.precision import autocast_dtype
 from unierase.model.prefix_cache import PrefixCachedStream, add_at_columns, cache_rows
 from unierase.model.upper_layers import last_logprobs_from_stream, only_layers_above
 
@@ -533,7 +533,7 @@ def _optimise_values(
             step_dtype = autocast_dtype(config.value_precision, device, next(model.parameters()).dtype)
             for step in range(config.v_steps + 1):
                 rows = active[owner].nonzero().squeeze(1)
-                with lower_precision(step_dtype, device):
+                with torch.autocast(device.type, dtype=step_dtype, enabled=step_dtype is not None):
                     parts = runner.logprobs(model, delta, owner, rows)
                 kl_at, kl_logp = parts[-1][0], parts[-1][1][:, -1]
                 picked, read_owner, read_kind = reads.pick(parts[:-1], active)

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-from typing import Literal
-
 import torch
 
-Precision = Literal["auto", "float32", "bfloat16"]
+from unierase.config import ValuePrecision
 
 
 def native_bfloat16(device: torch.device) -> bool:
@@ -25,7 +21,7 @@ def native_bfloat16(device: torch.device) -> bool:
     return False
 
 
-def autocast_dtype(precision: Precision, device: torch.device, weights: torch.dtype) -> torch.dtype | None:
+def autocast_dtype(precision: ValuePrecision, device: torch.device, weights: torch.dtype) -> torch.dtype | None:
     """The dtype to autocast to for ``precision`` on ``device``, or None to run as the weights are. ``auto``
     is bfloat16 for float32 weights where `native_bfloat16` holds (weights already in 16 bits stay so)."""
     if precision == "float32" or (precision == "auto" and weights != torch.float32):
@@ -35,14 +31,3 @@ def autocast_dtype(precision: Precision, device: torch.device, weights: torch.dt
             raise ValueError(f"bfloat16 autocast is not available on {device.type}; use float32")
         return torch.bfloat16
     return torch.bfloat16 if native_bfloat16(device) else None
-
-
-@contextlib.contextmanager
-def lower_precision(dtype: torch.dtype | None, device: torch.device) -> Iterator[None]:
-    """Autocasts the block's matrix products to ``dtype`` on ``device`` (norms, softmaxes and losses stay
-    in float32, as autocast keeps them); ``None`` runs it as it is."""
-    if dtype is None:
-        yield
-        return
-    with torch.autocast(device.type, dtype=dtype):
-        yield
