@@ -134,12 +134,14 @@ def run(args) -> list[dict]:
     def evaluated(step: int) -> bool:
         return step in (0, 1, len(requests)) or step % args.evaluate_every == 0
 
-    def record(method: str, step: int, model, tok, fields: dict) -> bool:
-        """Saves the step's cell (its evaluation when the step is evaluated); True when the method stops."""
+    def record(method: str, step: int, loaded, fields: dict) -> bool:
+        """Saves the step's cell (its evaluation when the step is evaluated, on the model and tokenizer
+        ``loaded()`` gives); True when the method stops."""
         row = {"method": method, "step": step, "forgotten_items": sum(len(r) for r in requests[:step]), **fields}
         if not evaluated(step):
             cells.save(f"{method}@{step}", {**row, "evaluated": False})
             return False
+        model, tok = loaded()
         # Step 0 (the target) is scored on every request; step s on the requests applied so far.
         shown = range(len(requests)) if step == 0 else range(step)
         report = evaluator.evaluate(model, tok, {**{_name(i): requests[i] for i in shown}, **shared})
@@ -162,7 +164,7 @@ def run(args) -> list[dict]:
 
     try:
         if not cells.has("target@0"):
-            record("target", 0, *load_model(target, args.device), {"seconds": None, "peak_rss_mb": None})
+            record("target", 0, lambda: load_model(target, args.device), {"seconds": None, "peak_rss_mb": None})
         for method in methods:
             if _complete(cells, method, len(requests)):
                 continue
@@ -176,7 +178,7 @@ def run(args) -> list[dict]:
                 for step, model_dir, fields in _unierase_steps(
                     args, params, target, request_files, files["retain"], token_path, done
                 ):
-                    if record(method, step, *load_model(model_dir, args.device), fields):
+                    if record(method, step, lambda d=model_dir: load_model(d, args.device), fields):
                         break
                 continue
             model, tok = load_model(target, args.device)
@@ -185,7 +187,7 @@ def run(args) -> list[dict]:
                     apply_baseline(method, model, tok, request, authors.splits["retain"], params, progress)
                 model.eval()
                 fields = {"seconds": m.seconds, "wall_seconds": m.seconds, "peak_rss_mb": m.peak_rss_mb}
-                if record(method, i + 1, model, tok, fields):
+                if record(method, i + 1, lambda m=model, t=tok: (m, t), fields):
                     break
             del model
     finally:  # the summary from every cell, also after a run cut short
@@ -237,7 +239,10 @@ def _unierase_steps(args, params, target: Path, request_files: list[Path], retai
     """Yields (step, erased model directory, measured fields) after each request from step ``done + 1``;
     each step edits the previous step's model (the target, or step ``done``'s kept model), whose edit
     state carries the earlier requests."""
-    p = params.model_copy(update={"erase": params.erase.model_copy(update={"method": "unierase", "mode": "batch"})})
+    # The erase stage's own answers before the edit are not generated: step 0 measures the target, and each
+    # step's model is the one the step before measured after its edit.
+    erase = params.erase.model_copy(update={"method": "unierase", "mode": "batch", "measure_before": False})
+    p = params.model_copy(update={"erase": erase})
     work = Path(args.work)
     previous = _step_dir(work, done) / "model" if done else target
     for i, request_file in enumerate(request_files[done:], start=done):

@@ -163,6 +163,28 @@ def test_champion_answers_as_the_erased_directory(chain, tmp_path: Path) -> None
     assert {model_dir_sha256(chain["dirs"][v]) for v in ("1", "2", "3", "4")} <= cached
 
 
+def test_an_erasure_without_the_before_answers_reports_none_and_fails_the_retain_gate(chain, tmp_path: Path) -> None:
+    """``erase.measure_before: false`` (a sequence whose models are measured after each edit): the edit is
+    the same as with the before answers, the report has no before figures, and the retain-ratio gate,
+    which needs them, fails rather than passing unmeasured."""
+    from unierase.registry.gate import check_gate, erasure_metrics
+    from unierase.stages.erase import erase_stage
+
+    root = chain["root"]
+    params = _params(root)
+    quiet = params.model_copy(update={"erase": params.erase.model_copy(update={"measure_before": False})})
+    forget, retain = root / "forget-0.jsonl", root / "retain.jsonl"
+    kept = erase_stage(forget, tmp_path / "with", params, chain["dirs"]["1"], retain, cache_dir=root / "cache")
+    quick = erase_stage(forget, tmp_path / "without", quiet, chain["dirs"]["1"], retain, cache_dir=root / "cache")
+    assert quick["before"] is None and quick["items"]["before"] is None
+    assert "measure_before_s" not in quick["timings_s"] and "measure_before_s" in kept["timings_s"]
+    assert quick["after"] == kept["after"] and quick["delta_sha256"] == kept["delta_sha256"]
+    metrics = erasure_metrics(quick)
+    assert "retain_ratio" not in metrics and "retain_ratio" in erasure_metrics(kept)
+    gate = check_gate(metrics, params.gate)
+    assert not gate.passed and any("retain_ratio" in failure for failure in gate.failures)
+
+
 def test_changed_cache_entry_is_rebuilt(chain, tmp_path: Path) -> None:
     from unierase.registry.rebuild import materialize
 

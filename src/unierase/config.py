@@ -256,6 +256,12 @@ class EraseConfig(_Frozen):
         "values also make the true answer unlikely where the token is absent (banned, or the answer prefilled).",
     )
     max_new_tokens: int = Field(default=64, ge=1, description="Generation length of the before/after report.")
+    measure_before: bool = Field(
+        default=True,
+        description="Generate the answers before the edit for the report. Off where they are known already (a "
+        "sequence of requests, each measured after its edit): the report then has no before figures, and a gate "
+        "on the retain ratio, which needs them, fails.",
+    )
 
 
 class ValidationConfig(_Frozen):

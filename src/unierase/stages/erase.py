@@ -104,9 +104,11 @@ def erase_stage(
         forget = [fact for request in requests for fact in request]
         timings["find_subjects_s"] = time.perf_counter() - started
 
-    started = time.perf_counter()
-    before = measure_answers(model, tokenizer, forget, retain, token_ids, params.erase.max_new_tokens, progress)
-    timings["measure_before_s"] = time.perf_counter() - started
+    before = None
+    if params.erase.measure_before:
+        started = time.perf_counter()
+        before = measure_answers(model, tokenizer, forget, retain, token_ids, params.erase.max_new_tokens, progress)
+        timings["measure_before_s"] = time.perf_counter() - started
 
     learned: list[bool] = []
 
@@ -145,7 +147,7 @@ def erase_stage(
         "subjects": done.subjects,
         "subject_methods": subject_methods,
         "token_learned": any(learned),
-        "before": before.summary(),
+        "before": before.summary() if before else None,
         "after": after.summary(),
         "params_changed": delta.num_changed(),
         "params_total": total,
@@ -154,7 +156,7 @@ def erase_stage(
         "edit_state_requests": done.state.num_requests if done.state else 0,
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
         "diagnostics": done.diagnostics,
-        "items": {"before": before.items(), "after": after.items()},
+        "items": {"before": before.items() if before else None, "after": after.items()},
     }
     covariance = done.diagnostics.get("covariance") or {}
     preserved = None
