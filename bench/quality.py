@@ -129,7 +129,7 @@ def run(args) -> list[dict]:
                     cells.save(f"{ref}@{k}", measure_cell(*cell(ref, k), evaluator=evaluator))
         todo = [(m, k) for k in counts for m in methods if not cells.has(f"{m}@{k}")]
         needs_token = any(m in UNIERASE_DEPTHS for m, _ in todo)
-        token = ensure_token(target, work / "cache", params, progress) if needs_token else None
+        token = ensure_token(target, work / "cache", params, progress, files["retain"]) if needs_token else None
         if uses_ray(params.ray) and todo:
             from bench.lib.ray_cells import run_cells
 

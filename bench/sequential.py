@@ -174,7 +174,7 @@ def run(args) -> list[dict]:
             for step in range(done + 1, len(requests) + 1):
                 cells.path(f"{method}@{step}").unlink(missing_ok=True)
             if method == "unierase":
-                token_path, _ = ensure_token(target, work / "cache", params, progress)
+                token_path, _ = ensure_token(target, work / "cache", params, progress, files["retain"])
                 for step, model_dir, fields in _unierase_steps(
                     args, params, target, request_files, files["retain"], token_path, done
                 ):

@@ -111,7 +111,7 @@ def erasure_flow(
     # Learn or reuse the token (once per base model and token config; an erased parent carries it).
     token = None
     if not has_unlearning_token(parent["model_dir"], params):
-        token = learn_token(parent["model_dir"], params, default_cache_dir())
+        token = learn_token(parent["model_dir"], params, default_cache_dir(), retain)
     # On a Ray cluster, the preserved-key statistics first, as map-reduce over corpus shards, into the cache
     # the edit reads (in-process, the edit computes them itself on a cache miss).
     if uses_ray(params.ray) and needs_statistics(parent["model_dir"], params):

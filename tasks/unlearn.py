@@ -12,15 +12,16 @@ from unierase.faults import fault_point
 
 
 @task(name="learn-unlearning-token", cache_policy=NO_CACHE)
-def learn_token(model_dir: Path, params: Params, cache_dir: Path) -> Path:
-    """The unlearning token of a base model: from the user cache (keyed by the model's digest and the
-    token config), learned and cached first when it is not there or fails its digest."""
+def learn_token(model_dir: Path, params: Params, cache_dir: Path, retain: Path | None = None) -> Path:
+    """The unlearning token of a base model: from the user cache (keyed by the model's digest, the
+    token config and the retain questions it draws for ``token.domain_questions``), learned and cached
+    first when it is not there or fails its digest."""
     from prefect import get_run_logger
 
     from unierase.stages.token import ensure_token_stage
 
     fault_point("token")
-    path, learned = ensure_token_stage(Path(model_dir), params, Path(cache_dir), progress=False)
+    path, learned = ensure_token_stage(Path(model_dir), params, Path(cache_dir), progress=False, retain_path=retain)
     get_run_logger().info("unlearning token %s: %s", "learned" if learned else "reused", path)
     return path
 

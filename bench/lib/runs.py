@@ -175,10 +175,14 @@ def unierase_seconds(report: Mapping[str, Any]) -> float:
 
 
 def ensure_token(
-    model_dir: str | Path, cache_dir: str | Path, params: Params, progress: bool = True
+    model_dir: str | Path,
+    cache_dir: str | Path,
+    params: Params,
+    progress: bool = True,
+    retain: str | Path | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """The unlearning token of a model from the one token cache (`unierase.stages.token`), learned there
-    on first use. What learning it cost (seconds, peak RSS) is kept beside it, so a reused token still
+    on first use (with ``retain``'s questions for ``token.domain_questions``). What learning it cost (seconds, peak RSS) is kept beside it, so a reused token still
     reports what learning it took.
 
     Returns:
@@ -188,7 +192,7 @@ def ensure_token(
     from unierase.stages.token import ensure_token_stage
 
     with measure() as m:
-        path, learned = ensure_token_stage(model_dir, params, cache_dir, progress=progress)
+        path, learned = ensure_token_stage(model_dir, params, cache_dir, progress=progress, retain_path=retain)
     record = path.with_suffix(".measurement.json")
     if learned or not record.is_file():
         record.write_text(json.dumps(m.as_dict(), indent=2) + "\n", encoding="utf-8")

@@ -42,6 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--model", type=Path, help="model directory (default: the embedded model)")
     t.add_argument("--params", type=Path, help="params.yaml")
     t.add_argument("--output", type=Path, required=True, help="token file to write (.safetensors)")
+    t.add_argument("--retain", type=Path, help="retain JSONL whose questions token.domain_questions draws from")
     t.set_defaults(func=_learn_token)
 
 
@@ -96,6 +97,6 @@ def _learn_token(args: argparse.Namespace) -> int:
 
     params, model = _params(args), args.model or ensure_default_model()
     check_edit_modules(model, params)  # the token's robust pass perturbs the edited layers
-    path = learn_token_stage(model, args.output, params)
+    path = learn_token_stage(model, args.output, params, retain_path=args.retain)
     print(f"wrote {path}")
     return 0

@@ -115,7 +115,8 @@ def erase_stage(
     def token(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase):
         if token_path:
             return load_token(token_path)
-        found, fresh = cached_token(model, tokenizer, model_dir, params, cache_dir, progress)
+        domain = [fact.question for fact in retain]
+        found, fresh = cached_token(model, tokenizer, model_dir, params, cache_dir, progress, domain)
         learned.append(fresh)
         return found
 

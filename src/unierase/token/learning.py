@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -280,21 +281,31 @@ def _restore(modules: list[nn.Module], originals: list[dict[str, torch.Tensor]])
                 p.copy_(saved[n])
 
 
-def token_training_questions(params: Params) -> list[str]:
-    """``token.num_general_questions`` ordinary questions, shuffled with ``token.seed``."""
+def token_training_questions(params: Params, domain: Sequence[str] = ()) -> list[str]:
+    """``token.num_general_questions`` ordinary questions, shuffled with ``token.seed``, then up to
+    ``token.domain_questions`` distinct questions of ``domain`` (a retain set's), drawn with the same seed
+    whatever their order in the file."""
     # The token is learned once per base model and reused by every request, so it is trained on
-    # ordinary questions only, never on a forget set.
+    # ordinary and retain questions only, never on a forget set.
     questions = general_questions()
     random.Random(params.token.seed).shuffle(questions)
-    return questions[: params.token.num_general_questions]
+    picked = questions[: params.token.num_general_questions]
+    own = sorted(set(domain) - set(picked))
+    random.Random(params.token.seed).shuffle(own)
+    return picked + own[: params.token.domain_questions]
 
 
 def learn_token(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, params: Params, progress: bool = True
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    params: Params,
+    progress: bool = True,
+    domain: Sequence[str] = (),
 ) -> UnlearningToken:
-    """Learns the unlearning token on ordinary questions, with the model's own answers as anchors and
-    the MLPs of the layers to be edited perturbed in the robustness pass."""
-    questions = token_training_questions(params)
+    """Learns the unlearning token on ordinary questions and up to ``token.domain_questions`` of
+    ``domain`` (retain questions), with the model's own answers as anchors and the MLPs of the layers
+    to be edited perturbed in the robustness pass."""
+    questions = token_training_questions(params, domain)
     anchors = [g.text for g in generate_answers(model, tokenizer, questions, max_new_tokens=32, progress=progress)]
     mlps = [get_module(model, params.model.mlp_out_template.format(layer)) for layer in params.edit.layers]
     return learn_unlearning_token(model, tokenizer, questions, anchors, params.token, mlps, progress)
