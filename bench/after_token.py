@@ -33,7 +33,7 @@ from bench._cli import base_model, common_parser, resolve_params, with_sets
 from bench.lib.measure import machine_info
 from bench.lib.output import markdown_table, write_json, write_markdown
 from unierase.config import Params
-from unierase.data.facts import Fact
+from unierase.data.facts import Fact, write_facts
 
 
 def variant(text: str) -> tuple[str, list[str]]:
@@ -85,7 +85,9 @@ def run_variant(name: str, params: Params, base: Path, forget: list[Fact], retai
     from unierase.token.vocabulary import install_unlearning_token, unlearning_token_id
 
     cache = args.work / "cache"
-    token_path, _ = ensure_token(base, cache, params, not args.no_progress)
+    # The retain questions are what token.domain_questions draws from (none drawn at its default, 0).
+    retain_file = write_facts(retain, args.work / "after_token" / "retain.jsonl")
+    token_path, _ = ensure_token(base, cache, params, not args.no_progress, retain_file)
     model, tokenizer = load_model(base, args.device)
     install_unlearning_token(model, tokenizer, load_token(token_path))
     token = unlearning_token_id(tokenizer, params.token)

@@ -13,7 +13,8 @@ as the quality part, the fine-tuned target under ``--work`` is reused. The leak 
 (``--audits`` turns them on): this part measures how forgetting and ability hold up over requests.
 Every step records its cost (for UniErase the value optimisation's and the solves' seconds and the edit
 state's size, which grows with the requests, and the share of all retain questions whose answers its
-erasure check found opening with the token); the evaluation runs after the first step, every
+erasure check found opening with the token; that check runs after the edit only, ``erase.measure_before``
+off, as the step before measured the same model); the evaluation runs after the first step, every
 ``--evaluate-every`` steps and after the last, and a method stops after an evaluated step whose model
 ability is at or below ``--stop-ability`` (a baseline that has destroyed the model).
 
