@@ -41,9 +41,12 @@ def token_cache_path(cache_dir: str | Path, model_digest: str, params: Params, d
     return Path(cache_dir) / "tokens" / f"{name}.safetensors"
 
 
-def retain_questions(retain_path: str | Path | None) -> list[str]:
-    """The questions of a retain file (none without one): what ``token.domain_questions`` draws from."""
-    return [fact.question for fact in load_facts(retain_path)] if retain_path else []
+def retain_questions(retain_path: str | Path | None, params: Params | None = None) -> list[str]:
+    """The questions of a retain file (none without one): what ``token.domain_questions`` draws from.
+    With ``params`` asking for none, the file is not read."""
+    if not retain_path or (params is not None and not params.token.domain_questions):
+        return []
+    return [fact.question for fact in load_facts(retain_path)]
 
 
 def _record_path(path: Path) -> Path:
@@ -110,7 +113,7 @@ def ensure_token_stage(
     """The cached token file of a base model (with ``retain_path``'s questions for
     ``token.domain_questions``), learned first when the cache has none (the model is loaded only then).
     Returns its path and whether it was learned now."""
-    domain = retain_questions(retain_path)
+    domain = retain_questions(retain_path, params)
     path = token_cache_path(cache_dir, model_dir_sha256(model_dir), params, domain)
     if read_cached_token(path) is not None:
         return path, False
@@ -134,7 +137,7 @@ def learn_token_stage(
     Returns:
         ``output``.
     """
-    domain = retain_questions(retain_path)
+    domain = retain_questions(retain_path, params)
     model, tokenizer = load_configured_model(model_dir, params.model)
     if has_unlearning_token(tokenizer, params.token):
         raise ValueError(f"{model_dir} already has the unlearning token; erase on it directly")
