@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -132,6 +133,74 @@ def unierase_leaks(out: Path, rows: Sequence[Mapping[str, Any]], threshold: floa
     return "\n".join(lines) or f"(no UniErase forget item reaches ROUGE-L recall {threshold} under any probe)"
 
 
+def _items(out: Path, method: str, k: int) -> dict[str, list[dict]]:
+    """A cell's per-item rows, split name -> rows (none where the cell has no items on disk)."""
+    folder = out / "quality_items" / f"{method}-authors{k}" / "items"
+    return {
+        path.stem: [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        for path in sorted(folder.glob("*.jsonl"))
+    }
+
+
+def _count(rows: Sequence[Mapping[str, Any]], key: str) -> str:
+    return f"{sum(bool(r.get(key)) for r in rows)}/{len(rows)}" if rows else "-"
+
+
+def token_rows(out: Path, rows: Sequence[Mapping[str, Any]], threshold: float) -> list[dict[str, Any]]:
+    """Per UniErase cell: on how many questions of each split the served answer opened with the token,
+    and what the forget answers read once it is stripped (a refusal, empty, the true answer)."""
+    cells = []
+    for r in _sorted(rows):
+        if r["method"] not in UNIERASE_DEPTHS:
+            continue
+        items = _items(out, r["method"], r["forget_authors"])
+        forget = items.get("forget", [])
+        if not forget or "token_fired" not in forget[0]:
+            continue  # measured before the evaluation recorded the trigger per item
+        fired = [i for i in forget if i["token_fired"]]
+        cell = {"method": r["method"], "forget_size": r["forget_size"], "forget_fired": _count(forget, "token_fired")}
+        cell["refusal_after_token"] = _count(fired, "refusal_text")
+        cell["empty"] = _count(forget, "empty")
+        cell["answered"] = f"{sum(i['rougeL_recall'] >= threshold for i in forget)}/{len(forget)}"
+        for split, its in items.items():
+            if split != "forget":
+                cell[f"{split}_fired"] = _count(its, "token_fired")
+        cells.append(cell)
+    return cells
+
+
+def token_table(out: Path, rows: Sequence[Mapping[str, Any]], threshold: float) -> str:
+    """`token_rows` as a table: trigger per split, and the forget answers' text after the token."""
+    cells = token_rows(out, rows, threshold)
+    if not cells:
+        return "(no UniErase cell with per-item trigger columns)"
+    columns = [("method", "method"), ("forget_size", "items"), ("forget_fired", "forget: token fired")]
+    columns += [("refusal_after_token", "refusal after token (of fired)"), ("empty", "empty")]
+    columns += [("answered", f"ROUGE-L >= {format_value(threshold)}")]
+    others = sorted({k for c in cells for k in c if k.endswith("_fired") and k != "forget_fired"})
+    columns += [(k, f"{k.removesuffix('_fired').replace('_', ' ')}: fired") for k in others]
+    return markdown_table(cells, columns)
+
+
+def quoted_answers(out: Path, rows: Sequence[Mapping[str, Any]], count: int = 20, seed: int = 0) -> str:
+    """``count`` UniErase forget answers as served (the token stripped), drawn by ``seed`` from every
+    UniErase cell, so the quotes are a sample and not a choice."""
+    pool = []
+    for r in _sorted(rows):
+        if r["method"] in UNIERASE_DEPTHS:
+            for item in _items(out, r["method"], r["forget_authors"]).get("forget", []):
+                pool.append((r["method"], r["forget_authors"], item))
+    if not pool:
+        return "(no UniErase forget answers)"
+    picked = sorted(random.Random(seed).sample(range(len(pool)), min(count, len(pool))))
+    lines = []
+    for i in picked:
+        method, k, item = pool[i]
+        fired = "token" if item.get("token_fired") else "no token"
+        lines.append(f"- {method}, {k} author(s), {fired}: {item['question']!r} -> {item['generation']!r}")
+    return "\n".join(lines)
+
+
 def write_quality_outputs(
     rows: Sequence[Mapping[str, Any]], runs: Sequence[Mapping[str, Any]], out: Path, threshold: float
 ) -> None:
@@ -145,6 +214,8 @@ def write_quality_outputs(
         ("UniErase against the baselines", headline(rows)),
         (f"Forget items still answered (ROUGE-L recall >= {format_value(threshold)})", leak_table(rows)),
         ("UniErase items that leak", unierase_leaks(out, rows, threshold)),
+        ("The unlearning token on each split (served answers)", token_table(out, rows, threshold)),
+        ("UniErase forget answers as served (20 drawn with seed 0)", quoted_answers(out, rows)),
         (
             "Notes",
             "Forget sets are nested (the first k authors of one block); one retain-reference model, "

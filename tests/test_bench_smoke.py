@@ -84,6 +84,13 @@ def test_quality_rows(quality, dirs) -> None:
     assert "| unierase |" in (dirs["out"] / "quality.md").read_text()
     items = dirs["out"] / "quality_items" / "unierase-authors1" / "items" / "forget.jsonl"
     assert len(items.read_text().splitlines()) == 2
+    # Each served answer records whether the token opened it; the report counts them per split and quotes.
+    fired = [json.loads(line)["token_fired"] for line in items.read_text().splitlines()]
+    assert all(isinstance(f, bool) for f in fired)
+    report = (dirs["out"] / "quality.md").read_text()
+    section = report.split("## The unlearning token on each split")[1].split("## ")[0]
+    assert f"| unierase | 2 | {sum(fired)}/2 |" in section and "| unierase_deep | 2 |" in section
+    assert "retain: fired" in section and "unierase, 1 author(s)" in report
     cells = sorted(p.stem for p in (dirs["out"] / "quality_cells").glob("*.json"))
     assert cells == sorted(f"{m}@1" for m in ["target", "retain_model", "unierase", "unierase_deep", *BASELINE_NAMES])
 

@@ -88,6 +88,7 @@ def test_report_layout_and_hand_checks(tiny, splits):
         for row in rows:
             assert {"question", "generation", "prob", "rougeL_recall", "truth_ratio"} <= set(row)
         assert s["prob"] == pytest.approx(sum(r["prob"] for r in rows) / len(rows))
+        assert s["token_trigger_rate"] == 0.0  # no unlearning token to open an answer
         ratios = [r["truth_ratio"] for r in rows]
         expected = (
             sum(min(r, 1 / r) for r in ratios) / len(ratios)
@@ -146,6 +147,10 @@ def test_token_audits_with_an_unlearning_token(tiny_llama_dir, splits):
     assert audits["strip_special"]["unlearn_token_rate"] == 1.0
     rows = report.items["forget"]
     assert all("<unlearn_0>" in r["raw_generation"] for r in rows)
+    # The served answers opened with the token: recorded per item and as the split's trigger rate.
+    assert all(r["token_fired"] is True for r in rows)
+    assert report.splits["forget"]["token_trigger_rate"] == 1.0
+    assert report.splits["forget"]["refusal_text_rate"] == sum(r["refusal_text"] for r in rows) / len(rows)
     assert all("<unlearn_0>" not in r["banned_generation"] for r in rows)
     assert {"rougeL_recall", "refusal_rate"} <= set(audits["ban_token"])
     assert {"rougeL_recall", "refusal_rate"} <= set(audits["suppress_token"])

@@ -33,6 +33,7 @@ from unierase.evaluation.metrics.rouge import rouge_l_recall
 from unierase.evaluation.metrics.similarity import cosine_similarities
 from unierase.evaluation.metrics.truth_ratio import truth_ratio, truth_ratio_closer_to_1, truth_ratio_true_better
 from unierase.model.generation import generate_answers
+from unierase.token.refusals import is_refusal
 
 logger = logging.getLogger(__name__)
 
@@ -149,8 +150,14 @@ def evaluate_items(
         progress=progress,
     )
     sims = cosine_similarities(embedder, [g.text for g in generations], [f.answer for f in facts]) if embedder else None
+    gates = set(stop_token_ids)
     for i, (row, g, f) in enumerate(zip(rows, generations, facts)):
         row["generation"] = g.text
+        # What a reader of the served answer sees: whether it opened with the unlearning token (the
+        # gate fired) and whether the text after it, the token stripped, reads as a refusal.
+        row["token_fired"] = bool(g.token_ids) and g.token_ids[0] in gates
+        row["refusal_text"] = is_refusal(g.text)
+        row["empty"] = not g.text.strip()
         row["rougeL_recall"] = rouge_l_recall(g.text, f.answer)
         row["novel_recall"] = novel_word_recall(g.text, f.answer, f.question)
         row["cosine_similarity"] = sims[i] if sims is not None else None
@@ -185,6 +192,10 @@ def summarise_split(name: str, rows: Sequence[dict[str, Any]]) -> dict[str, Any]
         "cosine_similarity": _mean([r["cosine_similarity"] for r in rows]),
         "fluency": _mean([r["fluency"] for r in rows]),
         "answer_loss": _mean([r["answer_loss"] for r in rows]),
+        # Rows written before these columns existed have none of them: their rates are None.
+        "token_trigger_rate": _mean([r.get("token_fired") for r in rows]),
+        "refusal_text_rate": _mean([r.get("refusal_text") for r in rows]),
+        "empty_rate": _mean([r.get("empty") for r in rows]),
     }
 
 
