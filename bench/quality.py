@@ -66,6 +66,12 @@ def parse_args(argv: list[str] | None = None):
     p.add_argument("--shares", type=floats, default=[0.01, 0.05, 0.10], help="forget shares of the authors")
     p.add_argument("--leak-threshold", type=float, default=0.5, help="ROUGE-L recall counted as a leaked answer")
     p.add_argument("--keep-models", action="store_true", help="keep each erased model under --work")
+    p.add_argument(
+        "--collisions",
+        action="store_true",
+        help="the collision set: each forget author is named with the first name of one retain author and "
+        "the last name of another (the target is fine-tuned on them, under --work/target-collisions)",
+    )
     add_redo_flag(p, "forget authors")
     return p.parse_args(argv)
 
@@ -81,16 +87,20 @@ def run(args) -> list[dict]:
     base, work, out = base_model(args), Path(args.work), Path(args.out)
     counts = forget_author_counts(args.authors, args.shares)
     flags = ("authors", "questions_per_author", "holdout_authors", "retain_eval_items", "general_items", "seed")
+    flags += ("collisions",)
     measured_on = workload(args, params, base, *flags, "leak_threshold", forget_authors=max(counts))
     cells = open_cells(out, "quality", measured_on, machine_info(ROOT), args.redo)
     authors = build_author_workload(
-        args.authors, args.questions_per_author, max(counts), args.holdout_authors, args.seed
+        args.authors, args.questions_per_author, max(counts), args.holdout_authors, args.seed, args.collisions
     )
-    files = authors.write(work / "authors")
+    suffix = "-collisions" if args.collisions else ""
+    files = authors.write(work / f"authors{suffix}")
     # One target for every method and size, and one retain-reference model trained without the
     # largest forget set: forget sets are nested (the first k authors of one block), so that model has
-    # seen none of the forget authors of any size and serves forget quality for all of them.
-    target, _ = ensure_finetuned(base, files["full"], work / "target", params.finetune, args.device, progress)
+    # seen none of the forget authors of any size and serves forget quality for all of them. The
+    # collision set has its own target (other forget authors) and the same retain split.
+    target_dir = work / f"target{suffix}"
+    target, _ = ensure_finetuned(base, files["full"], target_dir, params.finetune, args.device, progress)
     retain_dir, _ = ensure_finetuned(
         base, files["retain"], work / "retain_model", params.finetune, args.device, progress
     )
@@ -105,8 +115,8 @@ def run(args) -> list[dict]:
             "holdout": authors.splits["holdout"],
             **general,
         }
-        write_splits(eval_splits[k], work / "eval" / f"authors-{k}")  # what each evaluation read
-        forget_files[k] = write_facts(forget, work / "forget" / f"authors-{k}.jsonl")
+        write_splits(eval_splits[k], work / f"eval{suffix}" / f"authors-{k}")  # what each evaluation read
+        forget_files[k] = write_facts(forget, work / f"forget{suffix}" / f"authors-{k}.jsonl")
 
     retain_model, retain_tok = load_model(retain_dir, args.device)
     retain_ratios = {

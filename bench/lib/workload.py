@@ -88,17 +88,25 @@ class AuthorWorkload:
 
 
 def build_author_workload(
-    num_authors: int, questions_per_author: int, num_forget_authors: int, num_holdout: int, seed: int
+    num_authors: int,
+    questions_per_author: int,
+    num_forget_authors: int,
+    num_holdout: int,
+    seed: int,
+    collisions: bool = False,
 ) -> AuthorWorkload:
     """Generates the authors (`unierase.data.authors.generate_author_benchmark`): the same ``num_authors``,
     ``questions_per_author``, ``num_holdout`` and seed give the same ``full`` set whatever the forget
-    block, so one fine-tuned target serves every benchmark part."""
+    block, so one fine-tuned target serves every benchmark part. With ``collisions`` the forget block's
+    authors are renamed after retain authors (first name of one, last name of another): the collision
+    set. Its retain split is the one without collisions."""
     splits = generate_author_benchmark(
         num_authors=num_authors,
         questions_per_author=questions_per_author,
         num_forget=num_forget_authors,
         num_holdout=num_holdout,
         seed=seed,
+        collisions=collisions,
     )
     return AuthorWorkload(splits, num_authors, questions_per_author, seed)
 
