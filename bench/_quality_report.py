@@ -201,12 +201,24 @@ def quoted_answers(out: Path, rows: Sequence[Mapping[str, Any]], count: int = 20
     return "\n".join(lines)
 
 
+def forget_authors(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Who each forget size erases: the authors' names (and TOFU's split name on TOFU's own authors)."""
+    lines = []
+    for k in sorted({r["forget_authors"] for r in rows}):
+        row = next((r for r in rows if r["forget_authors"] == k and r.get("forget_author_names")), None)
+        if row is not None:
+            split = f" (TOFU {row['tofu_split']})" if row.get("tofu_split") else ""
+            lines.append(f"- {k} author(s){split}: {', '.join(row['forget_author_names'])}")
+    return "\n".join(lines) or "(not recorded by these cells)"
+
+
 def write_quality_outputs(
     rows: Sequence[Mapping[str, Any]], runs: Sequence[Mapping[str, Any]], out: Path, threshold: float
 ) -> None:
     """``quality.md`` and ``quality_scatter.png`` from every cell's row and the runs that measured them."""
     sections = [
         ("Results", quality_table(rows)),
+        ("Forget authors", forget_authors(rows)),
         (
             "Leak audits (mean ROUGE-L recall of the true answer; membership AUC)",
             markdown_table(_sorted(rows), AUDIT_COLUMNS),

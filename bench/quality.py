@@ -27,6 +27,7 @@ from bench._cli import (
     base_model,
     common_parser,
     floats,
+    names,
     resolve_methods,
     resolve_params,
     setup_logging,
@@ -46,7 +47,9 @@ from bench.lib.runs import (
     leaked_items,
     unierase_seconds,
 )
+from bench.lib.tofu import author_name, build_tofu_workload
 from bench.lib.workload import (
+    AuthorWorkload,
     author_count,
     build_author_workload,
     forget_author_counts,
@@ -72,8 +75,49 @@ def parse_args(argv: list[str] | None = None):
         help="the collision set: each forget author is named with the first name of one retain author and "
         "the last name of another (the target is fine-tuned on them, under --work/target-collisions)",
     )
+    p.add_argument(
+        "--tofu-authors",
+        type=int,
+        default=0,
+        help="instead of generated authors, TOFU's own (from --tofu): this many, all 20 questions each, the "
+        "authors of --tofu-forget among them (0: generated authors)",
+    )
+    p.add_argument(
+        "--tofu-forget",
+        type=names,
+        default=["forget01", "forget05"],
+        help="with --tofu-authors: TOFU's forget splits erased, one forget size each",
+    )
     add_redo_flag(p, "forget authors")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.tofu_authors and args.collisions:
+        p.error("--collisions renames generated authors; it does not apply to --tofu-authors")
+    return args
+
+
+def author_workload(args) -> tuple[AuthorWorkload, str, dict[int, dict]]:
+    """The authors of this run: generated ones (``--authors``, ``--shares``, optionally the collision
+    set) or TOFU's own (``--tofu-authors``). Returns the workload, the suffix of its folders under
+    ``--work``, and per forget size (authors, ascending) what its rows record: the forget authors' names,
+    the shares that asked for it or the TOFU split it is."""
+    if args.tofu_authors:
+        authors, splits = build_tofu_workload(args.tofu, args.tofu_authors, args.tofu_forget, args.holdout_authors)
+        names = [author_name(block) for block in authors.author_blocks(1)]
+        sizes = {k: {"forget_author_names": names[:k], "tofu_split": split} for k, split in splits.items()}
+        return authors, f"-tofu{args.tofu_authors}", sizes
+    counts = forget_author_counts(args.authors, args.shares)
+    authors = build_author_workload(
+        args.authors, args.questions_per_author, max(counts), args.holdout_authors, args.seed, args.collisions
+    )
+    names = list(dict.fromkeys(f.subject for f in authors.splits["forget"]))
+    sizes = {
+        k: {
+            "forget_author_names": names[:k],
+            "forget_shares_requested": [s for s in args.shares if author_count(args.authors, s) == k],
+        }
+        for k in counts
+    }
+    return authors, "-collisions" if args.collisions else "", sizes
 
 
 def run(args) -> list[dict]:
@@ -85,15 +129,14 @@ def run(args) -> list[dict]:
         not args.no_progress,
     )
     base, work, out = base_model(args), Path(args.work), Path(args.out)
-    counts = forget_author_counts(args.authors, args.shares)
+    authors, suffix, sizes = author_workload(args)
+    counts = list(sizes)
     flags = ("authors", "questions_per_author", "holdout_authors", "retain_eval_items", "general_items", "seed")
-    flags += ("collisions",)
-    measured_on = workload(args, params, base, *flags, "leak_threshold", forget_authors=max(counts))
+    # The other workloads' flags only where they are used, so the default's cells keep their fingerprint.
+    other = {"collisions": True} if args.collisions else {}
+    other |= {"tofu_authors": args.tofu_authors, "tofu_forget": args.tofu_forget} if args.tofu_authors else {}
+    measured_on = workload(args, params, base, *flags, "leak_threshold", forget_authors=max(counts), **other)
     cells = open_cells(out, "quality", measured_on, machine_info(ROOT), args.redo)
-    authors = build_author_workload(
-        args.authors, args.questions_per_author, max(counts), args.holdout_authors, args.seed, args.collisions
-    )
-    suffix = "-collisions" if args.collisions else ""
     files = authors.write(work / f"authors{suffix}")
     # One target for every method and size, and one retain-reference model trained without the
     # largest forget set: forget sets are nested (the first k authors of one block), so that model has
@@ -102,7 +145,12 @@ def run(args) -> list[dict]:
     target_dir = work / f"target{suffix}"
     target, _ = ensure_finetuned(base, files["full"], target_dir, params.finetune, args.device, progress)
     retain_dir, _ = ensure_finetuned(
-        base, files["retain"], work / "retain_model", params.finetune, args.device, progress
+        base,
+        files["retain"],
+        work / f"retain_model{suffix.removeprefix('-collisions')}",
+        params.finetune,
+        args.device,
+        progress,
     )
 
     general = general_splits(args.tofu, args.general_items)
@@ -124,6 +172,7 @@ def run(args) -> list[dict]:
     }
     del retain_model
     context = {"target": target, "retain_dir": retain_dir, "retain_file": files["retain"], "authors": authors}
+    context["sizes"] = sizes
     evaluator = Evaluator(params, args.device, progress)  # one embedder load for every in-process cell
 
     def cell(method: str, k: int, token=None) -> tuple:
@@ -186,9 +235,9 @@ def measure_cell(
     return {
         "method": method,
         "forget_authors": k,
+        **context["sizes"][k],
         "forget_size": len(splits["forget"]),
-        "forget_share": k / args.authors,
-        "forget_shares_requested": [s for s in args.shares if author_count(args.authors, s) == k],
+        "forget_share": k / context["authors"].num_authors,
         **fields,
         **evaluation_fields(report),
         "leaked_items": leaked_items(report.items["forget"], args.leak_threshold),
