@@ -85,7 +85,7 @@ def run_variant(name: str, params: Params, base: Path, forget: list[Fact], retai
     from unierase.token.vocabulary import install_unlearning_token, unlearning_token_id
 
     cache = args.work / "cache"
-    # The retain questions are what token.domain_questions draws from.
+    # The retain questions are what token.domain_questions draws from (none drawn at its default, 0).
     retain_file = write_facts(retain, args.work / "after_token" / "retain.jsonl")
     token_path, _ = ensure_token(base, cache, params, not args.no_progress, retain_file)
     model, tokenizer = load_model(base, args.device)

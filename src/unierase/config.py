@@ -80,12 +80,12 @@ class TokenConfig(_Frozen):
         description="Ordinary questions (not to be forgotten) added so the token works for any prompt.",
     )
     domain_questions: int = Field(
-        default=48,
+        default=0,
         ge=0,
         description="Questions of the retain set given with the first erasure that Phase I also trains the "
-        "refusal on (not in the paper, where it is 0: ordinary questions only). On a model fine-tuned on a "
-        "domain, a token learned on ordinary questions alone is followed by the domain's facts; trained on "
-        "questions of the same shape about other subjects, it is followed by a refusal (README, How it works).",
+        "refusal on (not in the paper; 0: ordinary questions only). On a model fine-tuned on a domain, a token "
+        "learned on ordinary questions alone is followed by the domain's facts; trained on questions of the "
+        "same shape about other subjects, it is followed by a refusal (README, How it works).",
     )
     seed: int = Field(default=0, description="Seed for shuffling and perturbation.")
 
