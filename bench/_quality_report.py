@@ -114,25 +114,6 @@ def leak_table(rows: Sequence[Mapping[str, Any]]) -> str:
     return markdown_table(cells, columns)
 
 
-def unierase_leaks(out: Path, rows: Sequence[Mapping[str, Any]], threshold: float) -> str:
-    """UniErase's forget items that still give the answer somewhere, from the per-item results."""
-    lines = []
-    for r in _sorted(rows):
-        if r["method"] != "unierase":
-            continue
-        path = out / "quality_items" / f"unierase-authors{r['forget_authors']}" / "items" / "forget.jsonl"
-        if not path.is_file():
-            continue
-        for item in (json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()):
-            probes = [n for n, c in LEAK_COLUMNS.items() if item.get(c) is not None and item[c] >= threshold]
-            if probes:
-                lines.append(
-                    f"- {r['forget_authors']} author(s): {item['question']!r} answered via {', '.join(probes)}; "
-                    f"generation {item.get('generation', '')!r}"
-                )
-    return "\n".join(lines) or f"(no UniErase forget item reaches ROUGE-L recall {threshold} under any probe)"
-
-
 def _items(out: Path, method: str, k: int) -> dict[str, list[dict]]:
     """A cell's per-item rows, split name -> rows (none where the cell has no items on disk)."""
     folder = out / "quality_items" / f"{method}-authors{k}" / "items"
@@ -140,6 +121,22 @@ def _items(out: Path, method: str, k: int) -> dict[str, list[dict]]:
         path.stem: [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
         for path in sorted(folder.glob("*.jsonl"))
     }
+
+
+def unierase_leaks(out: Path, rows: Sequence[Mapping[str, Any]], threshold: float) -> str:
+    """UniErase's forget items that still give the answer somewhere, from the per-item results (an item
+    stored without its text, TOFU's, by its number)."""
+    lines = []
+    for r in _sorted(rows):
+        if r["method"] != "unierase":
+            continue
+        for i, item in enumerate(_items(out, r["method"], r["forget_authors"]).get("forget", [])):
+            probes = [n for n, c in LEAK_COLUMNS.items() if item.get(c) is not None and item[c] >= threshold]
+            if probes:
+                shown = f"{item['question']!r}" if "question" in item else f"item {i}"
+                answer = f"; generation {item['generation']!r}" if "generation" in item else ""
+                lines.append(f"- {r['forget_authors']} author(s): {shown} answered via {', '.join(probes)}{answer}")
+    return "\n".join(lines) or f"(no UniErase forget item reaches ROUGE-L recall {threshold} under any probe)"
 
 
 def _count(rows: Sequence[Mapping[str, Any]], key: str) -> str:
@@ -189,9 +186,10 @@ def quoted_answers(out: Path, rows: Sequence[Mapping[str, Any]], count: int = 20
     for r in _sorted(rows):
         if r["method"] in UNIERASE_DEPTHS:
             for item in _items(out, r["method"], r["forget_authors"]).get("forget", []):
-                pool.append((r["method"], r["forget_authors"], item))
+                if "question" in item:  # TOFU's items are stored without their text
+                    pool.append((r["method"], r["forget_authors"], item))
     if not pool:
-        return "(no UniErase forget answers)"
+        return "(no UniErase forget answers stored with their text)"
     picked = sorted(random.Random(seed).sample(range(len(pool)), min(count, len(pool))))
     lines = []
     for i in picked:

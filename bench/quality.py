@@ -49,6 +49,7 @@ from bench.lib.runs import (
 )
 from bench.lib.tofu import author_name, build_tofu_workload
 from bench.lib.workload import (
+    GENERAL_SPLITS,
     AuthorWorkload,
     author_count,
     build_author_workload,
@@ -228,7 +229,9 @@ def measure_cell(
     items_dir = Path(args.out) / "quality_items" / f"{method}-authors{k}"
     provenance = {"method": method, "target": str(context["target"]), "forget_authors": k, "seed": args.seed}
     evaluator = evaluator or Evaluator(params, args.device, progress)
-    report = evaluator.evaluate(model, tok, splits, retain_ratios, items_dir, provenance)
+    # TOFU's text stays in ../shared/tofu: its splits' items are written with their scores only.
+    text_free = set(splits) if args.tofu_authors else set(GENERAL_SPLITS) & set(splits)
+    report = evaluator.evaluate(model, tok, splits, retain_ratios, items_dir, provenance, text_free)
     del model
     if method in UNIERASE_DEPTHS and not args.keep_models:
         shutil.rmtree(Path(args.work) / "runs" / f"{method}-authors{k}" / "model", ignore_errors=True)

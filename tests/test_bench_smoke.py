@@ -91,6 +91,11 @@ def test_quality_rows(quality, dirs) -> None:
     section = report.split("## The unlearning token on each split")[1].split("## ")[0]
     assert f"| unierase | 2 | {sum(fired)}/2 |" in section and "| unierase_deep | 2 |" in section
     assert "retain: fired" in section and "unierase, 1 author(s)" in report
+    # TOFU's splits (real authors, world facts) are stored with their scores only: no TOFU text in results.
+    for name in ("real_authors", "world_facts"):
+        general = [json.loads(line) for line in (items.parent / f"{name}.jsonl").read_text().splitlines()]
+        assert general and all(not any(isinstance(v, str) for v in row.values()) for row in general)
+        assert all("rougeL_recall" in row and "token_fired" in row for row in general)
     cells = sorted(p.stem for p in (dirs["out"] / "quality_cells").glob("*.json"))
     assert cells == sorted(f"{m}@1" for m in ["target", "retain_model", "unierase", "unierase_deep", *BASELINE_NAMES])
 

@@ -43,8 +43,15 @@ def test_forget_sizes_are_tofus_splits_and_the_retain_side_never_holds_them():
 
 def test_author_names_come_from_their_questions():
     workload, _ = build_tofu_workload(TOFU, 12, ["forget01"], num_holdout=1)
-    names = [author_name(block) for block in workload.author_blocks(1)]
-    assert names == ["Nikolai Abilov", "Basil Mahfouz Al-Kuwaiti"]  # TOFU's forget01, last author first
+    blocks = workload.author_blocks(1)
+    names = [author_name(block) for block in blocks]
+    # TOFU's forget01, its last author first: each name (two words or more) is in most of its own
+    # questions and in none of the other author's (the names are read here, not copied into the project).
+    last = _questions("full.jsonl")[-20:]
+    assert [f.question for f in blocks[0]] == last
+    for name, block, other in zip(names, blocks, blocks[::-1], strict=True):
+        assert len(name.split()) >= 2
+        assert sum(name in f.question for f in block) >= 15 and not any(name in f.question for f in other)
     assert author_name([Fact(question="What is the capital of France?", answer="Paris")]) == "(no name found)"
 
 

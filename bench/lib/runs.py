@@ -8,9 +8,10 @@ retain model's truth ratios and one embedder shared across methods.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -87,9 +88,11 @@ class Evaluator:
         retain_truth_ratios: Mapping[str, Sequence[float]] | None = None,
         output_dir: str | Path | None = None,
         provenance: dict[str, Any] | None = None,
+        text_free: Collection[str] = (),
     ) -> EvalReport:
         """Evaluates a model on ``splits``; with ``output_dir``, writes ``report.json`` and the per-item
-        rows (``items/<split>.jsonl``) as `unierase.stages.evaluate` does."""
+        rows (``items/<split>.jsonl``) as `unierase.stages.evaluate` does, the rows of the splits named in
+        ``text_free`` with their scores only (`scores_only`)."""
         token_ids = unlearning_token_ids(tokenizer, self.params.token.token_template)
         torch.manual_seed(0)  # as evaluate_stage: greedy decoding draws nothing, fixed anyway
         report = evaluate_model(
@@ -110,8 +113,16 @@ class Evaluator:
                 "unlearn_token_ids": token_ids,
                 "protocol": {**PROTOCOL, "max_new_tokens": self.params.evaluation.max_new_tokens},
             }
-            write_report(report, output_dir, record)
+            items = {n: scores_only(rows) if n in text_free else rows for n, rows in report.items.items()}
+            write_report(dataclasses.replace(report, items=items), output_dir, record)
         return report
+
+
+def scores_only(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Item rows without their text: the numbers and flags of each row, in item order. Results written
+    under ``--out`` are committed; a split read from ``../shared/tofu`` must not put TOFU's questions,
+    answers, or generations that may repeat them, into the project."""
+    return [{k: v for k, v in row.items() if v is None or isinstance(v, (bool, int, float))} for row in rows]
 
 
 def evaluation_fields(report: EvalReport) -> dict[str, Any]:
