@@ -58,7 +58,7 @@ def answer_rows(model, tokenizer, facts: list[Fact], token: int, max_new_tokens:
     eos = tokenizer.eos_token_id
     rows = []
     for fact, g, ungated in zip(facts, served, free, strict=True):
-        fired = bool(g.token_ids) and g.token_ids[0] == token
+        fired = g.opens_with((token,))
         closed = len(g.token_ids) < max_new_tokens or g.token_ids[-1] in (eos, token)
         rows.append(
             {

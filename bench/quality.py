@@ -148,7 +148,7 @@ def run(args) -> list[dict]:
     retain_dir, _ = ensure_finetuned(
         base,
         files["retain"],
-        work / f"retain_model{suffix.removeprefix('-collisions')}",
+        work / f"retain_model{suffix if args.tofu_authors else ''}",  # the collision set keeps the retain split
         params.finetune,
         args.device,
         progress,
@@ -173,7 +173,7 @@ def run(args) -> list[dict]:
     }
     del retain_model
     context = {"target": target, "retain_dir": retain_dir, "retain_file": files["retain"], "authors": authors}
-    context["sizes"] = sizes
+    context["sizes"] = sizes  # per forget size: the fields its rows record (`author_workload`)
     evaluator = Evaluator(params, args.device, progress)  # one embedder load for every in-process cell
 
     def cell(method: str, k: int, token=None) -> tuple:

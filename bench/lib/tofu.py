@@ -26,7 +26,7 @@ FORGET_SPLITS = ("forget01", "forget05", "forget10")
 
 _NAME = re.compile(r"[A-Z][\w'’.-]*(?:\s+[A-Z][\w'’.-]*)+")
 _QUESTION_WORDS = {"What", "How", "When", "Where", "Which", "Who", "Why", "Can", "Could", "Does", "Did", "Is"}
-_QUESTION_WORDS |= {"Was", "Has", "Have", "In", "The", "Are", "Do", "Would", "Is", "Apart", "Besides", "Aside"}
+_QUESTION_WORDS |= {"Was", "Has", "Have", "In", "The", "Are", "Do", "Would", "Apart", "Besides", "Aside"}
 
 
 def author_name(facts: Sequence[Fact]) -> str:
@@ -80,19 +80,19 @@ def build_tofu_workload(
     if missing := [n for n in needed if not (tofu_dir / n).is_file()]:
         raise ValueError(f"{tofu_dir} lacks TOFU's {', '.join(missing)}")
     full = _authors(load_split(tofu_dir / "full.jsonl"))
-    sizes = {len(load_split(tofu_dir / f"{s}_perturbed.jsonl")) // QUESTIONS_PER_AUTHOR: s for s in forget_splits}
+    rows = {s: load_split(tofu_dir / f"{s}_perturbed.jsonl") for s in forget_splits}
+    sizes = {len(rows[s]) // QUESTIONS_PER_AUTHOR: s for s in forget_splits}
     largest = max(sizes)
     if not 0 < largest < num_authors <= len(full):
         raise ValueError(
             f"--tofu-authors {num_authors}: needs more than the {largest} forget authors and at most TOFU's {len(full)}"
         )
-    block = _authors(load_split(tofu_dir / f"{sizes[largest]}_perturbed.jsonl"))
+    block = _authors(rows[sizes[largest]])
     if [f.question for a in block for f in a] != [f.question for a in full[-largest:] for f in a]:
         raise ValueError(f"{sizes[largest]}_perturbed.jsonl is not the last {largest} authors of full.jsonl")
     block.reverse()  # TOFU's smaller forget splits are its last authors: now the first ones of the block
     for k, name in sizes.items():
-        split = {f.question for f in load_split(tofu_dir / f"{name}_perturbed.jsonl")}
-        if split != {f.question for a in block[:k] for f in a}:
+        if {f.question for f in rows[name]} != {f.question for a in block[:k] for f in a}:
             raise ValueError(f"{name} is not the last {k} authors of {sizes[largest]}: TOFU's splits are nested")
     kept = full[: num_authors - largest]
     retain = _perturbed([f for a in kept for f in a], load_split(tofu_dir / "retain_perturbed.jsonl"))

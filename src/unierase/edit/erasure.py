@@ -304,7 +304,7 @@ def opens_with(
 ) -> list[bool]:
     """Whether each fact's question, chat-formatted, is answered first (greedily) by ``target``."""
     answers = generate_answers(model, tokenizer, [f.question for f in facts], max_new_tokens=1, progress=False)
-    return [bool(a.token_ids) and a.token_ids[0] == target for a in answers]
+    return [a.opens_with((target,)) for a in answers]
 
 
 def _layer_device(model: PreTrainedModel, params: Params, layer: int) -> torch.device:

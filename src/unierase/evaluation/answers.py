@@ -24,7 +24,7 @@ class AnswerSnapshot:
     token_ids: list[int]
 
     def _triggered(self, g: Generation) -> bool:
-        return bool(g.token_ids) and g.token_ids[0] in self.token_ids
+        return g.opens_with(self.token_ids)
 
     def _refused(self, g: Generation) -> bool:
         # An answer that opens with the unlearning token is a refusal by construction: the token was

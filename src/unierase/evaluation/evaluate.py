@@ -150,12 +150,11 @@ def evaluate_items(
         progress=progress,
     )
     sims = cosine_similarities(embedder, [g.text for g in generations], [f.answer for f in facts]) if embedder else None
-    gates = set(stop_token_ids)
     for i, (row, g, f) in enumerate(zip(rows, generations, facts)):
         row["generation"] = g.text
         # What a reader of the served answer sees: whether it opened with the unlearning token (the
         # gate fired) and whether the text after it, the token stripped, reads as a refusal.
-        row["token_fired"] = bool(g.token_ids) and g.token_ids[0] in gates
+        row["token_fired"] = g.opens_with(stop_token_ids)
         row["refusal_text"] = is_refusal(g.text)
         row["empty"] = not g.text.strip()
         row["rougeL_recall"] = rouge_l_recall(g.text, f.answer)

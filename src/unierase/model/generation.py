@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import torch
@@ -33,6 +34,10 @@ class Generation:
     question: str
     text: str
     token_ids: tuple[int, ...]
+
+    def opens_with(self, token_ids: Collection[int]) -> bool:
+        """Whether the answer's first token is one of ``token_ids`` (the unlearning token's gate fired)."""
+        return bool(self.token_ids) and self.token_ids[0] in token_ids
 
 
 @torch.no_grad()
