@@ -56,6 +56,7 @@ from bench.lib.runs import (
 )
 from bench.lib.workload import build_author_workload, general_splits
 from unierase.data.facts import write_facts
+from unierase.evaluation.evaluate import MODEL_ABILITY_METRICS as KEPT_METRICS
 from unierase.model.loading import load_model
 from unierase.stages.artifacts import STATE_FILE, load_state
 from unierase.stages.erase import erase_stage
@@ -158,6 +159,12 @@ def run(args) -> list[dict]:
             latest_request_forget_efficacy=efficacy[step - 1] if step else None,
             model_ability=ability,
             model_utility=report.aggregates["model_utility"],
+            # What model ability averages, split by split (and where the token opens kept answers).
+            kept_splits={
+                split: {m: summary.get(m) for m in (*KEPT_METRICS, "token_trigger_rate")}
+                for split, summary in report.splits.items()
+                if split in shared
+            },
             stopped=stops,
         )
         cells.save(f"{method}@{step}", row)
@@ -288,6 +295,9 @@ def _write_outputs(rows: list[dict], runs: list[dict], out: Path, num_requests: 
         sections.append(
             (f"{method}: forget efficacy of each earlier request after every step", markdown_table(matrix, columns))
         )
+    for method in ["target", *methods]:
+        if table := _kept_splits_table([r for r in rows if r["method"] == method]):
+            sections.append((f"{method}: what model ability averages, split by split", table))
     sections.append(
         (
             "Notes",
@@ -321,6 +331,22 @@ def _write_outputs(rows: list[dict], runs: list[dict], out: Path, num_requests: 
         panels["edit state MiB (UniErase)"]["unierase"] = (xs, [r["edit_state_mb"] for r in costs])
     panels = {title: lines for title, lines in panels.items() if lines}
     line_plots(out / "sequential.png", panels, "requests applied", "Sequential requests (step 0: the target)")
+
+
+def _kept_splits_table(rows: list[dict]) -> str | None:
+    """One line per evaluated step: each kept split's model-ability metrics and the share of its questions
+    the token opened (rows measured before these were recorded are left out; None when none has them)."""
+    measured = [r for r in rows if r.get("kept_splits")]
+    if not measured:
+        return None
+    splits = list(measured[0]["kept_splits"])
+    metrics = [*KEPT_METRICS, "token_trigger_rate"]
+    lines = [
+        {"step": r["step"], **{f"{s}/{m}": r["kept_splits"].get(s, {}).get(m) for s in splits for m in metrics}}
+        for r in measured
+    ]
+    columns = [("step", "step")] + [(f"{s}/{m}", f"{s} {m}") for s in splits for m in metrics]
+    return markdown_table(lines, columns)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,6 +16,7 @@ import yaml
 from flow_repo import TINY_PARAMS  # also puts the repo root on sys.path, for bench/, flows/ and tasks/
 
 from unierase.config import Params
+from unierase.evaluation.metrics.aggregates import harmonic_mean
 
 # Tiny everything: one epoch or step where a method trains, a few tokens of generation.
 SMOKE_PARAMS = {
@@ -144,11 +145,16 @@ def test_sequential_rows(quality, dirs) -> None:  # after quality: reuses its to
         assert len(row["forget_efficacy_by_request"]) == row["step"]
         assert all(_finite(v) for v in row["forget_efficacy_by_request"])
         assert _finite(row["model_ability"]) and _finite(row["seconds"]) and _finite(row["peak_rss_mb"])
+        # What model ability averages is recorded: here (no general items) the retain split's four metrics.
+        kept = dict(row["kept_splits"]["retain"])
+        assert list(row["kept_splits"]) == ["retain"] and 0 <= kept.pop("token_trigger_rate") <= 1
+        assert row["model_ability"] == pytest.approx(harmonic_mean([v for v in kept.values() if v is not None]))
     unierase = rows[2:]
     assert [r["edit_state_requests"] for r in unierase] == [1, 2, 3, 4]  # the edit state carried over
     assert all(_finite(r["solve_s"]) and _finite(r["values_s"]) and r["edit_state_mb"] > 0 for r in unierase)
     assert all(0 <= r["retain_token_trigger_rate"] <= 1 for r in unierase)
     assert (dirs["out"] / "sequential.png").stat().st_size > 0
+    assert "## unierase: what model ability averages, split by split" in (dirs["out"] / "sequential.md").read_text()
 
     # --redo deletes one step's cell; the method's steps build on each other, so all of them are measured
     # again, in a third run; the other rows stay as they were.
