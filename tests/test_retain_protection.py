@@ -19,64 +19,29 @@ RETAIN = [
 ]
 
 
-FORGET_LATER = [Fact(question="What is the capital of Austria?", answer="Vienna.", subject="Austria")]
-LAYERS = [1, 2]
-
-
-def _setup(tiny_llama_dir, params: Params):
-    """The tiny model with the token, its preserved statistics, and the retain answers' key moment at the
-    first edited layer."""
-    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
-    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
-    add_unlearning_tokens(model, tokenizer, ["<unlearn_0>"])
-    paths = [f"model.layers.{i}.mlp.down_proj" for i in params.edit.layers]
-    texts = ["The weather was mild and the trains ran on time.", "Bread needs flour, water, salt and yeast."] * 4
-    moments, _ = preserved_second_moment(
-        model, tokenizer, texts, ["How do I boil an egg?"], paths, 64, 1.0, 4, progress=False
-    )
-    preserved = {i: moments[p].float() for i, p in zip(params.edit.layers, paths, strict=True)}
-    sequences = [encode_prompt(tokenizer, f.question) + encode_answer(tokenizer, f.answer) for f in RETAIN]
-    held, _ = key_second_moment(model, sequences, paths[:1], 8, tokenizer.pad_token_id, progress=False)
-    return model, tokenizer, preserved, held[paths[0]].float()
-
-
-def _moved(module, before, second) -> float:
-    """Mean squared output change of ``module`` on keys of second moment ``second``, relative to before:
-    tr(Δ C Δᵀ) / tr(W C Wᵀ)."""
-    delta = module.weight.detach() - before
-    return float((delta @ second @ delta.T).trace() / (before @ second @ before.T).trace())
-
-
 def test_holding_the_retain_answers_keeps_the_edit_off_every_token_of_them(tiny_llama_dir):
     """On the tiny model: with the answers held, the update moves the outputs at every token of the
     retain questions and answers less than with their subjects alone held."""
     moved = {}
     for answers in (False, True):
         params = Params(
-            edit=EditConfig(layers=LAYERS, v_steps=3, num_context_prefixes=1, protect_retain_answers=answers)
+            edit=EditConfig(layers=[1, 2], v_steps=3, num_context_prefixes=1, protect_retain_answers=answers)
         )
-        model, tokenizer, preserved, second = _setup(tiny_llama_dir, params)
+        model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+        tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
+        add_unlearning_tokens(model, tokenizer, ["<unlearn_0>"])
+        paths = [f"model.layers.{i}.mlp.down_proj" for i in params.edit.layers]
+        texts = ["The weather was mild and the trains ran on time.", "Bread needs flour, water, salt and yeast."] * 4
+        moments, _ = preserved_second_moment(
+            model, tokenizer, texts, ["How do I boil an egg?"], paths, 64, 1.0, 4, progress=False
+        )
+        preserved = {i: moments[p].float() for i, p in zip(params.edit.layers, paths, strict=True)}
+        sequences = [encode_prompt(tokenizer, f.question) + encode_answer(tokenizer, f.answer) for f in RETAIN]
+        held, _ = key_second_moment(model, sequences, paths[:1], 8, tokenizer.pad_token_id, progress=False)
         module = model.model.layers[1].mlp.down_proj
         before = module.weight.detach().clone()
         erase_facts(model, tokenizer, FORGET, params, preserved, RETAIN, progress=False)
-        moved[answers] = _moved(module, before, second)
+        delta = module.weight.detach() - before
+        second = held[paths[0]].float()  # mean of k kᵀ: tr(Δ C Δᵀ) is the mean squared output change
+        moved[answers] = float((delta @ second @ delta.T).trace() / (before @ second @ before.T).trace())
     assert moved[True] < 0.5 * moved[False], moved
-
-
-def test_a_later_request_holds_the_retain_set_as_firmly_as_all_the_requests_before(tiny_llama_dir):
-    """On the tiny model, two requests in a row with the same retain set: the first edit is the same
-    either way; the second moves the retain answers' outputs less when its hold counts both requests
-    (edit.protect_across_requests) than at weight 1, where the two requests' leaks add up."""
-    first, second_moved = {}, {}
-    for across in (False, True):
-        edit = EditConfig(layers=LAYERS, v_steps=3, num_context_prefixes=1, protect_across_requests=across)
-        params = Params(edit=edit)
-        model, tokenizer, preserved, second = _setup(tiny_llama_dir, params)
-        module = model.model.layers[1].mlp.down_proj
-        result = erase_facts(model, tokenizer, FORGET, params, preserved, RETAIN, progress=False)
-        first[across] = module.weight.detach().clone()
-        erase_facts(model, tokenizer, FORGET_LATER, params, preserved, RETAIN, state=result.state, progress=False)
-        assert result.state.num_requests == 1
-        second_moved[across] = _moved(module, first[across], second)
-    assert (first[True] == first[False]).all()
-    assert second_moved[True] < 0.8 * second_moved[False], second_moved

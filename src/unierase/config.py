@@ -227,14 +227,6 @@ class EditConfig(_Frozen):
         "by its answer, not only at its subject: an edit keyed at a forget subject otherwise reaches the "
         "answers to retain questions of the same shape (another country's capital).",
     )
-    protect_across_requests: bool = Field(
-        default=True,
-        description="With protect_retain, weigh the retain facts' keys in the solve by the number of requests "
-        "that have held them, this one included, as AlphaEdit's C_prev sums the keys of every earlier edit. "
-        "Each request leaks a little onto the keys it holds, always towards the same token, so at a weight of 1 "
-        "the leak adds up over a sequence of requests until retain questions fire. A first request is "
-        "unchanged; false: weight 1 at every request.",
-    )
     refusal_tokens: int = Field(
         default=0,
         ge=0,

@@ -220,22 +220,19 @@ def erase_facts(
     started = time.perf_counter()
     subjects = resolve_subjects(model, tokenizer, forget, params)
     requests = build_requests(tokenizer, forget, subjects, target, params)
-    held: list[dict[int, torch.Tensor]] = []
+    keep, keep_subjects = [], []
     if retain and (params.edit.protect_retain or mode == "precise"):
-        keep_subjects = resolve_subjects(model, tokenizer, retain, params)
-        kept = _protected_keys(model, tokenizer, list(retain), keep_subjects, target, params)
-        if params.edit.protect_retain_answers:
-            answers = _answer_keys(model, tokenizer, retain, params)
-            kept = {layer: keys + answers[layer].to(keys.device) for layer, keys in kept.items()}
-        # Every earlier request of this state held the retain set too (see EditConfig.protect_across_requests).
-        weight = state.num_requests + 1 if params.edit.protect_across_requests else 1
-        held.append({layer: weight * keys for layer, keys in kept.items()})
-    # The same questions about other subjects (names sharing a part first) are held as retain facts are,
-    # by this request only: they are its own subjects' neighbours.
+        keep, keep_subjects = list(retain), resolve_subjects(model, tokenizer, retain, params)
+    # The same questions about other subjects (names sharing a part first) are held as retain facts are.
     near, near_subjects = neighbour_facts(forget, subjects, params.edit.neighbours)
-    if near:
-        held.append(_protected_keys(model, tokenizer, near, near_subjects, target, params))
-    protected = {layer: sum(h[layer] for h in held) for layer in held[0]} if held else None
+    protected = (
+        _protected_keys(model, tokenizer, keep + near, keep_subjects + near_subjects, target, params)
+        if keep or near
+        else None
+    )
+    if keep and params.edit.protect_retain_answers:
+        answers = _answer_keys(model, tokenizer, keep, params)
+        protected = {layer: held + answers[layer].to(held.device) for layer, held in protected.items()}
     timings["subjects_s"] = time.perf_counter() - started
 
     started = time.perf_counter()
