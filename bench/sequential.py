@@ -56,12 +56,15 @@ from bench.lib.runs import (
 )
 from bench.lib.workload import build_author_workload, general_splits
 from unierase.data.facts import write_facts
-from unierase.evaluation.evaluate import MODEL_ABILITY_METRICS as KEPT_METRICS
+from unierase.evaluation.evaluate import MODEL_ABILITY_METRICS
 from unierase.model.loading import load_model
 from unierase.stages.artifacts import STATE_FILE, load_state
 from unierase.stages.erase import erase_stage
 
 log = logging.getLogger(__name__)
+
+# Recorded per kept split at each evaluated step: what model ability averages, and where the token fired.
+KEPT_FIELDS = (*MODEL_ABILITY_METRICS, "token_trigger_rate")
 
 COLUMNS = [
     ("method", "method"),
@@ -159,9 +162,8 @@ def run(args) -> list[dict]:
             latest_request_forget_efficacy=efficacy[step - 1] if step else None,
             model_ability=ability,
             model_utility=report.aggregates["model_utility"],
-            # What model ability averages, split by split (and where the token opens kept answers).
             kept_splits={
-                split: {m: summary.get(m) for m in (*KEPT_METRICS, "token_trigger_rate")}
+                split: {m: summary.get(m) for m in KEPT_FIELDS}
                 for split, summary in report.splits.items()
                 if split in shared
             },
@@ -340,12 +342,11 @@ def _kept_splits_table(rows: list[dict]) -> str | None:
     if not measured:
         return None
     splits = list(measured[0]["kept_splits"])
-    metrics = [*KEPT_METRICS, "token_trigger_rate"]
     lines = [
-        {"step": r["step"], **{f"{s}/{m}": r["kept_splits"].get(s, {}).get(m) for s in splits for m in metrics}}
+        {"step": r["step"], **{f"{s}/{m}": r["kept_splits"].get(s, {}).get(m) for s in splits for m in KEPT_FIELDS}}
         for r in measured
     ]
-    columns = [("step", "step")] + [(f"{s}/{m}", f"{s} {m}") for s in splits for m in metrics]
+    columns = [("step", "step")] + [(f"{s}/{m}", f"{s} {m}") for s in splits for m in KEPT_FIELDS]
     return markdown_table(lines, columns)
 
 
