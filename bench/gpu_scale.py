@@ -212,7 +212,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         value_nll_max=round(max(outcome.value_losses), 4),
         value_rounds_max=max(outcome.value_rounds),
         unbound=sum(x > params.edit.value_retry_nll for x in outcome.value_losses),
-        unbound_after_round=outcome.unbound,  # one edit per entry, each with a report per layer below
+        unbound_after_round=outcome.unbound,  # one edit per entry, each with a report per layer below,
+        retain_fired_after_round=outcome.retain_fired,  # and one per restore round kept
         preserved_drift=[round(layer.preserved_drift, 4) for layer in outcome.layers],
         heldout_drift=[round(layer.heldout_drift or 0.0, 4) for layer in outcome.layers],
     )

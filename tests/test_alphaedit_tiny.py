@@ -9,7 +9,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from unierase.config import CovarianceConfig, EditConfig, EraseConfig, Params, TokenConfig
 from unierase.data.facts import Fact
-from unierase.edit.erasure import erase_facts
+from unierase.edit.erasure import erase_facts, opens_with
 from unierase.edit.preserved import preserved_second_moment
 from unierase.edit.state import accumulate
 from unierase.edit.subject import KeyedPrompt
@@ -459,3 +459,66 @@ def test_reading_at_the_key_positions_matches_a_full_pass_over_each_prompt(tiny)
         for layer in modules:
             torch.testing.assert_close(keys[layer][i], seen[layer][0, p.key_index].double(), atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(residual[i], seen["out"][0, p.key_index], atol=1e-5, rtol=1e-5)
+
+
+RETAIN = [
+    Fact(question="What language is spoken in Spain?", answer="Spanish.", subject="Spain"),
+    Fact(question="Where is the Eiffel Tower?", answer="In Paris.", subject="Eiffel Tower"),
+]
+
+
+def _token_opens_everything(model, tokenizer, questions):
+    """Points the (tied) output row of the unlearning token along the tiny model's final states, which
+    are nearly parallel on every prompt, so the token is the first greedy token of every question."""
+    from unierase.model.prompts import encode_prompt
+
+    target = tokenizer.convert_tokens_to_ids("<unlearn_0>")
+    with torch.no_grad():
+        states = [model(torch.tensor([encode_prompt(tokenizer, q)]), output_hidden_states=True) for q in questions]
+        mean = model.model.norm(torch.stack([s.hidden_states[-1][0, -1] for s in states])).mean(0)
+        model.get_output_embeddings().weight[target] = 50 * mean / mean.norm()
+
+
+@pytest.mark.parametrize("rounds", [0, 2])
+def test_retain_questions_that_open_with_the_token_get_restore_edits(tiny, rounds):
+    """Retain questions that open with the token after binding get edits that bind their subject keys back
+    to their answers' first token: their keys join the request's block (held by later requests), the
+    count that fired is recorded after binding and after each restore round, and the forget questions are
+    asked again after each (a round that unbinds one is undone)."""
+    model, tokenizer, preserved = tiny
+    _token_opens_everything(model, tokenizer, [f.question for f in FORGET + RETAIN])
+    target = tokenizer.convert_tokens_to_ids("<unlearn_0>")
+    assert all(opens_with(model, tokenizer, FORGET + RETAIN, target))
+    params = PARAMS.model_copy(update={"edit": PARAMS.edit.model_copy(update={"restore_rounds": rounds})})
+    result = erase_facts(model, tokenizer, FORGET, params, preserved, retain=RETAIN, progress=False)
+    outcome = result.outcome
+    assert outcome.unbound == [0]  # already bound: no bind round
+    # The token's row outweighs anything an edit of the random model's middle layers does: every round runs.
+    assert outcome.retain_fired == [len(RETAIN)] * (rounds + 1)
+    assert outcome.unbound_after_restore == (0 if rounds else None)
+    for layer in params.edit.layers:
+        keys = outcome.key_factors[layer]
+        assert keys.shape[1] == len(FORGET) + rounds * len(RETAIN)
+        torch.testing.assert_close(result.state.previous_keys[layer], accumulate({}, {layer: keys})[layer])
+    assert len(outcome.layers) == len(params.edit.layers) * (1 + rounds)
+
+
+def test_restore_requests_aim_at_each_answer_and_erase_nothing(tiny):
+    """A restore request is keyed at its question's subject like an erasure's, targets the first token of
+    that question's answer, and carries no deep or refusal rows whatever the erasure's settings."""
+    from unierase.edit.erasure import build_requests, restore_requests
+    from unierase.model.prompts import encode_answer
+
+    _, tokenizer, _ = tiny
+    deep = PARAMS.model_copy(
+        update={
+            "erase": EraseConfig(depth="deep"),
+            "edit": PARAMS.edit.model_copy(update={"refusal_tokens": 2}),
+        }
+    )
+    subjects = [f.subject for f in RETAIN]
+    requests = restore_requests(tokenizer, RETAIN, subjects, deep)
+    assert [r.target_id for r in requests] == [encode_answer(tokenizer, f.answer)[0] for f in RETAIN]
+    assert all(not r.suppressed and not r.refusal for r in requests)
+    erasing = build_requests(tokenizer, RETAIN, subjects, 0, deep, per_subject=False)
+    assert [r.variants for r in requests] == [r.variants for r in erasing]

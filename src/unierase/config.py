@@ -146,6 +146,29 @@ class EditConfig(_Frozen):
         "edited layer, but the projected, constrained solves reach only part of that target, and a question "
         "near the boundary stays unbound. 0: one edit, as in the paper.",
     )
+    restore_rounds: int = Field(
+        default=2,
+        ge=0,
+        description="Extra edits, after binding, for the retain questions whose first greedy token has become the "
+        "unlearning token: each binds their subject keys back to their answers' first token, with every key bound "
+        "so far held, and those keys stay held by later requests (not in the paper). Holding the retain keys in "
+        "the solve keeps most of them where they were, but a question whose name shares a part with a forget "
+        "subject can still tip over, and across sequential requests such leaks add up. 0: none.",
+    )
+    restore_hold: float = Field(
+        default=100.0,
+        gt=0,
+        description="How many times harder a restore round holds the keys bound so far (every request's forget "
+        "keys, in the edit state) than a bind round does: a later request's restore must not unbind an earlier "
+        "request's questions, which it cannot ask again.",
+    )
+    restore_stop_nll: float = Field(
+        default=0.3,
+        gt=0,
+        description="A restore round's value optimisation stops once the answer's first token has at most this "
+        "NLL after each prompt (0.3: the answer leads with about three quarters of the probability): a margin "
+        "over the token, with the least move of a forget key that lies close.",
+    )
     value_stop_nll: float = Field(
         default=0.05,
         gt=0,

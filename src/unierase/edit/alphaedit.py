@@ -51,7 +51,8 @@ class EditRequest:
         variants: The facts' chat-formatted prompts with and without context prefixes, each keyed at
             the subject's last token. The first variant is the first fact's prompt as users send it.
         kl_prompt: A short ``"{subject} is"`` prompt whose next-token distribution must not move.
-        target_id: The token the prompt must produce next: the unlearning token.
+        target_id: The token the prompt must produce next: the unlearning token (restoring a retain
+            question: the first token of its answer).
         suppressed: Deep erasure only: prompts that continue into the true answer (right after the
             question, or after an opening such as "The answer is"), each with the answer tokens that
             must become unlikely, read at its last positions (the last position predicts the last
@@ -112,6 +113,10 @@ class EditOutcome:
         solve_seconds: Wall time of the closed-form solves (every layer), which grows with ``C_prev``'s use.
         unbound: After each edit round of one request, how many forget questions did not yet open with
             the target (``EditConfig.bind_rounds``); empty when nobody checked.
+        retain_fired: After binding and after each restore round (``EditConfig.restore_rounds``), how many
+            retain questions opened with the unlearning token; empty when nobody checked.
+        unbound_after_restore: How many forget questions the last restore round left not opening with the
+            target (a round that leaves any is undone); None when no restore round ran.
     """
 
     layers: list[LayerReport] = field(default_factory=list)
@@ -123,6 +128,8 @@ class EditOutcome:
     value_seconds: float = 0.0
     solve_seconds: float = 0.0
     unbound: list[int] = field(default_factory=list)
+    retain_fired: list[int] = field(default_factory=list)
+    unbound_after_restore: int | None = None
 
     def extend(self, later: EditOutcome) -> None:
         """Adds a later round of the same request: its keys join this request's keys (one block in the

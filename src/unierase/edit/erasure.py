@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from unierase.config import Params
+from unierase.config import EditConfig, Params
 from unierase.data.facts import Fact
 from unierase.edit.alphaedit import EditOutcome, EditRequest, apply_alphaedit, compute_keys
 from unierase.edit.neighbours import neighbour_facts
@@ -136,6 +136,22 @@ def build_requests(
     return requests
 
 
+def restore_requests(
+    tokenizer: PreTrainedTokenizerBase, facts: list[Fact], subjects: list[str], params: Params
+) -> list[EditRequest]:
+    """Edit requests that bind retain questions back to their answers: keyed at each question's subject
+    (one request per question, as their keys are held), each prompt's next token the first token of
+    that question's own answer. No deep or refusal rows: nothing here is erased."""
+    plain = params.model_copy(
+        update={
+            "edit": params.edit.model_copy(update={"refusal_tokens": 0}),
+            "erase": params.erase.model_copy(update={"depth": "paper"}),
+        }
+    )
+    requests = build_requests(tokenizer, facts, subjects, 0, plain, per_subject=False)
+    return [replace(r, target_id=encode_answer(tokenizer, f.answer)[0]) for r, f in zip(requests, facts, strict=True)]
+
+
 def refusal_rows(
     tokenizer: PreTrainedTokenizerBase, prompt: KeyedPrompt, question: str, target_id: int, count: int
 ) -> list[tuple[KeyedPrompt, list[int]]]:
@@ -225,14 +241,19 @@ def erase_facts(
         keep, keep_subjects = list(retain), resolve_subjects(model, tokenizer, retain, params)
     # The same questions about other subjects (names sharing a part first) are held as retain facts are.
     near, near_subjects = neighbour_facts(forget, subjects, params.edit.neighbours)
-    protected = (
-        _protected_keys(model, tokenizer, keep + near, keep_subjects + near_subjects, target, params)
-        if keep or near
-        else None
-    )
-    if keep and params.edit.protect_retain_answers:
-        answers = _answer_keys(model, tokenizer, keep, params)
-        protected = {layer: held + answers[layer].to(held.device) for layer, held in protected.items()}
+
+    def held_keys(kept: list[int]) -> dict[int, torch.Tensor] | None:
+        """The keys the solve holds: the retain facts at positions ``kept``, and the neighbours."""
+        facts, names = [keep[i] for i in kept] + near, [keep_subjects[i] for i in kept] + near_subjects
+        if not facts:
+            return None
+        held = _protected_keys(model, tokenizer, facts, names, target, params)
+        if kept and params.edit.protect_retain_answers:
+            answers = _answer_keys(model, tokenizer, [keep[i] for i in kept], params)
+            held = {layer: block + answers[layer].to(block.device) for layer, block in held.items()}
+        return held
+
+    protected = held_keys(list(range(len(keep))))
     timings["subjects_s"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -253,16 +274,21 @@ def erase_facts(
 
     started = time.perf_counter()
 
-    def edit(round_requests: list[EditRequest], previous_keys: dict[int, torch.Tensor]) -> EditOutcome:
+    def edit(
+        round_requests: list[EditRequest],
+        previous_keys: dict[int, torch.Tensor],
+        held: dict[int, torch.Tensor] | None = protected,
+        config: EditConfig = params.edit,
+    ) -> EditOutcome:
         return apply_alphaedit(
             model,
             round_requests,
-            params.edit,
+            config,
             params.model,
             spaces,
             preserved,
             previous_keys=previous_keys,
-            protected_keys=protected,
+            protected_keys=held,
             heldout=heldout,
             pad_id=tokenizer.pad_token_id,
             progress=progress,
@@ -281,6 +307,43 @@ def erase_facts(
         # This request's earlier rounds are held as an earlier request's keys are: a later round must not
         # undo what the first bound.
         outcome.extend(edit(again, accumulate(state.previous_keys, outcome.key_factors)))
+    # A retain question now opening with the token is bound back to its answer: its subject key gets a
+    # value under which the answer's first token leads (``restore_stop_nll``), so it holds with a margin.
+    # Every key bound so far is held ``restore_hold`` times harder than a bind round holds it, earlier
+    # requests' forget keys among them (their questions cannot be asked again: their text is not kept),
+    # so a restore moves along directions the erasures leave alone. A forget key whose name shares a part
+    # with the retain question's lies close to it: a restore that still unbinds one of this request's
+    # forget questions is undone (the erasure comes first).
+    mend = params.edit.model_copy(update={"value_stop_nll": params.edit.restore_stop_nll})
+    weights = {layer: get_module(model, params.model.mlp_out_template.format(layer)).weight for layer in layers}
+    for _ in range(params.edit.restore_rounds + 1 if keep else 0):
+        fired = [i for i, hit in enumerate(opens_with(model, tokenizer, keep, target)) if hit]
+        outcome.retain_fired.append(len(fired))
+        if not fired or len(outcome.retain_fired) > params.edit.restore_rounds:
+            break
+        logger.info(
+            "restore round %d: %d of %d retain questions open with the token",
+            len(outcome.retain_fired),
+            len(fired),
+            len(keep),
+        )
+        back = restore_requests(tokenizer, [keep[i] for i in fired], [keep_subjects[i] for i in fired], params)
+        # The fired questions' own keys leave the held block: held, they would pin the outputs being mended.
+        others = held_keys([i for i in range(len(keep)) if i not in set(fired)])
+        bound = accumulate(state.previous_keys, outcome.key_factors)
+        hold = {layer: params.edit.restore_hold * block for layer, block in bound.items()}
+        kept = {layer: w.detach().clone() for layer, w in weights.items()}
+        restored = edit(back, hold, others, mend)
+        outcome.unbound_after_restore = sum(not hit for hit in opens_with(model, tokenizer, forget, target))
+        if outcome.unbound_after_restore:
+            logger.info("restore round undone: it unbound %d forget questions", outcome.unbound_after_restore)
+            with torch.no_grad():
+                for layer, w in weights.items():
+                    w.copy_(kept[layer])
+            outcome.value_seconds += restored.value_seconds  # its time was spent all the same
+            outcome.solve_seconds += restored.solve_seconds
+            break
+        outcome.extend(restored)  # the restored keys join this request's block: later requests hold them
     timings["edit_s"] = time.perf_counter() - started
     timings["values_s"] = outcome.value_seconds  # the value optimisation's part of edit_s
     timings["solve_s"] = outcome.solve_seconds  # and the closed-form solves'

@@ -73,6 +73,8 @@ class UniErase:
         report.diagnostics.setdefault("value_rounds", []).append(result.outcome.value_rounds)
         report.diagnostics.setdefault("value_steps", []).append(result.outcome.value_steps)
         report.diagnostics.setdefault("unbound_after_round", []).append(result.outcome.unbound)
+        report.diagnostics.setdefault("retain_fired_after_round", []).append(result.outcome.retain_fired)
+        report.diagnostics.setdefault("unbound_after_restore", []).append(result.outcome.unbound_after_restore)
 
     def report(self) -> MethodReport:
         """Timings, subjects, edit diagnostics and the edit state to save with the model."""
