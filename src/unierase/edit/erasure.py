@@ -329,7 +329,8 @@ def erase_facts(
         )
         back = restore_requests(tokenizer, [keep[i] for i in fired], [keep_subjects[i] for i in fired], params)
         # The fired questions' own keys leave the held block: held, they would pin the outputs being mended.
-        others = held_keys([i for i in range(len(keep)) if i not in set(fired)])
+        mended = set(fired)
+        others = held_keys([i for i in range(len(keep)) if i not in mended])
         bound = accumulate(state.previous_keys, outcome.key_factors)
         hold = {layer: params.edit.restore_hold * block for layer, block in bound.items()}
         kept = {layer: w.detach().clone() for layer, w in weights.items()}
