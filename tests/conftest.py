@@ -125,6 +125,31 @@ def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory, smollm2_dir: Path) 
     return out
 
 
+@pytest.fixture
+def tiny_editable(tiny_llama_dir: Path):
+    """Makes a fresh tiny model ready to edit at ``layers``: the model with the unlearning token, its
+    tokenizer, and the preserved-key second moments (layer -> moment) of a few short texts and one
+    ordinary question."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from unierase.edit.preserved import preserved_second_moment
+    from unierase.token.vocabulary import add_unlearning_tokens
+
+    texts = ["The weather was mild and the trains ran on time.", "Bread needs flour, water, salt and yeast."] * 4
+
+    def make(layers: list[int]):
+        model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+        tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
+        add_unlearning_tokens(model, tokenizer, ["<unlearn_0>"])
+        paths = [f"model.layers.{i}.mlp.down_proj" for i in layers]
+        moments, _ = preserved_second_moment(
+            model, tokenizer, texts, ["How do I boil an egg?"], paths, 64, 1.0, 4, progress=False
+        )
+        return model, tokenizer, {i: moments[p].float() for i, p in zip(layers, paths, strict=True)}
+
+    return make
+
+
 @pytest.fixture(scope="session")
 def prefect_harness():
     """One temporary Prefect server and database for the whole session (it takes 15-25 s to start)."""

@@ -10,7 +10,6 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from unierase.config import CovarianceConfig, EditConfig, EraseConfig, Params, TokenConfig
 from unierase.data.facts import Fact
 from unierase.edit.erasure import erase_facts, opens_with
-from unierase.edit.preserved import preserved_second_moment
 from unierase.edit.state import accumulate
 from unierase.edit.subject import KeyedPrompt
 from unierase.model.delta import diff_models, snapshot
@@ -37,20 +36,11 @@ FORGET = [
     Fact(question="What is the capital of France?", answer="Paris.", subject="France"),
     Fact(question="Who wrote Hamlet?", answer="Shakespeare.", subject="Hamlet"),
 ]
-TEXTS = ["The weather was mild and the trains ran on time.", "Bread needs flour, water, salt and yeast."] * 4
 
 
 @pytest.fixture
-def tiny(tiny_llama_dir):
-    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
-    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
-    add_unlearning_tokens(model, tokenizer, ["<unlearn_0>"])
-    paths = [f"model.layers.{i}.mlp.down_proj" for i in PARAMS.edit.layers]
-    moments, _ = preserved_second_moment(
-        model, tokenizer, TEXTS, ["How do I boil an egg?"], paths, 64, 1.0, 4, progress=False
-    )
-    preserved = {i: moments[p].float() for i, p in zip(PARAMS.edit.layers, paths, strict=True)}
-    return model, tokenizer, preserved
+def tiny(tiny_editable):
+    return tiny_editable(PARAMS.edit.layers)
 
 
 def test_only_the_edited_projections_change_and_state_accumulates(tiny, tmp_path):

@@ -63,16 +63,13 @@ def test_neighbour_facts_ask_the_same_question_of_each_neighbour():
     assert neighbour_facts(facts, ["Hesper Varnholt", "France"], 0) == ([], [])
 
 
-def test_holding_the_neighbours_keys_keeps_the_edit_off_them(tiny_llama_dir):
+def test_holding_the_neighbours_keys_keeps_the_edit_off_them(tiny_editable):
     """On the tiny model: with the neighbours held, the update moves their keys' outputs less than
     without, for the same forget facts (the solve's constraint at work)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from unierase.config import EditConfig, Params
     from unierase.edit.alphaedit import compute_keys
     from unierase.edit.erasure import build_requests, erase_facts
-    from unierase.edit.preserved import preserved_second_moment
-    from unierase.token.vocabulary import add_unlearning_tokens, unlearning_token_id
+    from unierase.token.vocabulary import unlearning_token_id
 
     facts = [
         Fact(question="Where was Hesper Varnholt born?", answer="Porto.", subject="Hesper Varnholt"),
@@ -81,15 +78,7 @@ def test_holding_the_neighbours_keys_keeps_the_edit_off_them(tiny_llama_dir):
     moved = {}
     for count in (0, 3):
         params = Params(edit=EditConfig(layers=[1, 2], v_steps=3, num_context_prefixes=1, neighbours=count))
-        model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
-        tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
-        add_unlearning_tokens(model, tokenizer, ["<unlearn_0>"])
-        paths = [f"model.layers.{i}.mlp.down_proj" for i in params.edit.layers]
-        texts = ["The weather was mild and the trains ran on time.", "Bread needs flour, water, salt and yeast."] * 4
-        moments, _ = preserved_second_moment(
-            model, tokenizer, texts, ["How do I boil an egg?"], paths, 64, 1.0, 4, progress=False
-        )
-        preserved = {i: moments[p].float() for i, p in zip(params.edit.layers, paths, strict=True)}
+        model, tokenizer, preserved = tiny_editable(params.edit.layers)
         module = model.model.layers[1].mlp.down_proj
         before = module.weight.detach().clone()
         near, near_subjects = neighbour_facts(facts, ["Hesper Varnholt"] * 2, 3)

@@ -3,14 +3,12 @@
 pytest tests/test_retain_protection.py
 """
 
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
 from unierase.config import EditConfig, Params
 from unierase.data.facts import Fact
 from unierase.edit.erasure import erase_facts
-from unierase.edit.preserved import key_second_moment, preserved_second_moment
+from unierase.edit.preserved import key_second_moment
+from unierase.model.generation import generate_answers
 from unierase.model.prompts import encode_answer, encode_prompt
-from unierase.token.vocabulary import add_unlearning_tokens
 
 FORGET = [Fact(question="What is the capital of Hungary?", answer="Budapest.", subject="Hungary")]
 RETAIN = [
@@ -19,29 +17,59 @@ RETAIN = [
 ]
 
 
-def test_holding_the_retain_answers_keeps_the_edit_off_every_token_of_them(tiny_llama_dir):
+def _moved(tiny_editable, edit: EditConfig, answered) -> float:
+    """How far one erasure moves the first edited layer's outputs at every token of the retain questions
+    followed by ``answered(model, tokenizer)`` (one answer's ids per retain fact), relative to their size:
+    ``tr(Δ C Δᵀ) / tr(W C Wᵀ)`` with ``C`` the mean ``k kᵀ`` over those tokens."""
+    params = Params(edit=edit)
+    model, tokenizer, preserved = tiny_editable(params.edit.layers)
+    paths = [f"model.layers.{i}.mlp.down_proj" for i in params.edit.layers]
+    answers = answered(model, tokenizer)
+    sequences = [encode_prompt(tokenizer, f.question) + ids for f, ids in zip(RETAIN, answers, strict=True)]
+    held, _ = key_second_moment(model, sequences, paths[:1], 8, tokenizer.pad_token_id, progress=False)
+    module = model.model.layers[1].mlp.down_proj
+    before = module.weight.detach().clone()
+    erase_facts(model, tokenizer, FORGET, params, preserved, RETAIN, progress=False)
+    delta = module.weight.detach() - before
+    second = held[paths[0]].float()
+    return float((delta @ second @ delta.T).trace() / (before @ second @ before.T).trace())
+
+
+def _given(model, tokenizer) -> list[list[int]]:
+    return [encode_answer(tokenizer, f.answer) for f in RETAIN]
+
+
+def _own(model, tokenizer) -> list[list[int]]:
+    generations = generate_answers(model, tokenizer, [f.question for f in RETAIN], max_new_tokens=8, progress=False)
+    return [list(g.token_ids) for g in generations]
+
+
+def test_holding_the_retain_answers_keeps_the_edit_off_every_token_of_them(tiny_editable):
     """On the tiny model: with the answers held, the update moves the outputs at every token of the
     retain questions and answers less than with their subjects alone held."""
-    moved = {}
-    for answers in (False, True):
-        params = Params(
-            edit=EditConfig(layers=[1, 2], v_steps=3, num_context_prefixes=1, protect_retain_answers=answers)
+    moved = {
+        answers: _moved(
+            tiny_editable,
+            EditConfig(layers=[1, 2], v_steps=3, num_context_prefixes=1, protect_retain_answers=answers),
+            _given,
         )
-        model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
-        tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
-        add_unlearning_tokens(model, tokenizer, ["<unlearn_0>"])
-        paths = [f"model.layers.{i}.mlp.down_proj" for i in params.edit.layers]
-        texts = ["The weather was mild and the trains ran on time.", "Bread needs flour, water, salt and yeast."] * 4
-        moments, _ = preserved_second_moment(
-            model, tokenizer, texts, ["How do I boil an egg?"], paths, 64, 1.0, 4, progress=False
-        )
-        preserved = {i: moments[p].float() for i, p in zip(params.edit.layers, paths, strict=True)}
-        sequences = [encode_prompt(tokenizer, f.question) + encode_answer(tokenizer, f.answer) for f in RETAIN]
-        held, _ = key_second_moment(model, sequences, paths[:1], 8, tokenizer.pad_token_id, progress=False)
-        module = model.model.layers[1].mlp.down_proj
-        before = module.weight.detach().clone()
-        erase_facts(model, tokenizer, FORGET, params, preserved, RETAIN, progress=False)
-        delta = module.weight.detach() - before
-        second = held[paths[0]].float()  # mean of k kᵀ: tr(Δ C Δᵀ) is the mean squared output change
-        moved[answers] = float((delta @ second @ delta.T).trace() / (before @ second @ before.T).trace())
+        for answers in (False, True)
+    }
     assert moved[True] < 0.5 * moved[False], moved
+
+
+def test_holding_the_models_own_answers_keeps_the_edit_off_what_it_says(tiny_editable):
+    """The model's own greedy answers differ from the given ones (on the random tiny model, entirely):
+    held as well, the update moves the outputs along what the model says less than with the given
+    answers alone held."""
+    moved = {
+        tokens: _moved(
+            tiny_editable,
+            EditConfig(layers=[1, 2], v_steps=3, num_context_prefixes=1, held_own_answer_tokens=tokens),
+            _own,
+        )
+        for tokens in (0, 8)
+    }
+    # Less reduction than the given answers' own test shows: those answers stay held in both runs, and on
+    # the tiny model their keys lie near the generated ones.
+    assert moved[8] < 0.75 * moved[0], moved

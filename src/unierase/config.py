@@ -250,6 +250,15 @@ class EditConfig(_Frozen):
         "by its answer, not only at its subject: an edit keyed at a forget subject otherwise reaches the "
         "answers to retain questions of the same shape (another country's capital).",
     )
+    held_own_answer_tokens: int = Field(
+        default=32,
+        ge=0,
+        description="With protect_retain_answers, also hold the keys along the model's own greedy answer to each "
+        "retain question (its first this many tokens, read before the edit), beside the given answer: a model "
+        "often says more or other than the reference (a capital's question answered by first describing the "
+        "country), and what it says is what the edit must leave alone; held at the given answer alone, such an "
+        "answer could end early or wander. 0: the given answers only.",
+    )
     refusal_tokens: int = Field(
         default=0,
         ge=0,

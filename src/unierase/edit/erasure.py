@@ -241,6 +241,18 @@ def erase_facts(
         keep, keep_subjects = list(retain), resolve_subjects(model, tokenizer, retain, params)
     # The same questions about other subjects (names sharing a part first) are held as retain facts are.
     near, near_subjects = neighbour_facts(forget, subjects, params.edit.neighbours)
+    # What the model itself answers to each retain question, read before this request's edit.
+    spoken = (
+        generate_answers(
+            model,
+            tokenizer,
+            [f.question for f in keep],
+            max_new_tokens=params.edit.held_own_answer_tokens,
+            progress=False,
+        )
+        if keep and params.edit.protect_retain_answers and params.edit.held_own_answer_tokens
+        else []
+    )
 
     def held_keys(kept: list[int]) -> dict[int, torch.Tensor] | None:
         """The keys the solve holds: the retain facts at positions ``kept``, and the neighbours."""
@@ -249,7 +261,9 @@ def erase_facts(
             return None
         held = _protected_keys(model, tokenizer, facts, names, target, params)
         if kept and params.edit.protect_retain_answers:
-            answers = _answer_keys(model, tokenizer, [keep[i] for i in kept], params)
+            # An answer that already opens with the token (an earlier request's leak) is not held as it is.
+            own = [[] if spoken[i].opens_with((target,)) else list(spoken[i].token_ids) for i in kept] if spoken else []
+            answers = _answer_keys(model, tokenizer, [keep[i] for i in kept], own, params)
             held = {layer: block + answers[layer].to(block.device) for layer, block in held.items()}
         return held
 
@@ -394,11 +408,19 @@ def _protected_keys(
 
 
 def _answer_keys(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, facts: list[Fact], params: Params
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    facts: list[Fact],
+    own: list[list[int]],
+    params: Params,
 ) -> dict[int, torch.Tensor]:
-    """``K Kᵀ`` per layer over every token of each chat-formatted question followed by its answer, on
-    the unedited model: what an ordinary answer is read and written through, beyond the subject."""
-    sequences = [encode_prompt(tokenizer, f.question) + encode_answer(tokenizer, f.answer) for f in facts]
+    """``K Kᵀ`` per layer over every token of each chat-formatted question followed by its given answer,
+    and by the model's own answer (``own``: generated ids, one list per fact, or none), on the unedited
+    model: what an ordinary answer is read and written through, beyond the subject."""
+    prompts = [encode_prompt(tokenizer, f.question) for f in facts]
+    sequences = [p + encode_answer(tokenizer, f.answer) for p, f in zip(prompts, facts, strict=True)]
+    if own:
+        sequences += [p + ids for p, ids in zip(prompts, own, strict=True) if ids]
     paths = {layer: params.model.mlp_out_template.format(layer) for layer in params.edit.layers}
     sums, _ = key_moment_sums(
         model, sequences, list(paths.values()), params.edit.batch_size, tokenizer.pad_token_id, progress=False
