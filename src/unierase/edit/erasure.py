@@ -241,7 +241,8 @@ def erase_facts(
         keep, keep_subjects = list(retain), resolve_subjects(model, tokenizer, retain, params)
     # The same questions about other subjects (names sharing a part first) are held as retain facts are.
     near, near_subjects = neighbour_facts(forget, subjects, params.edit.neighbours)
-    # What the model itself answers to each retain question, read before this request's edit.
+    # What the model itself answers to each retain question, read before this request's edit. An answer
+    # that already opens with the token (an earlier request's leak) is not held as it is.
     spoken = (
         generate_answers(
             model,
@@ -253,6 +254,7 @@ def erase_facts(
         if keep and params.edit.protect_retain_answers and params.edit.held_own_answer_tokens
         else []
     )
+    own_answers = [[] if g.opens_with((target,)) else list(g.token_ids) for g in spoken]
 
     def held_keys(kept: list[int]) -> dict[int, torch.Tensor] | None:
         """The keys the solve holds: the retain facts at positions ``kept``, and the neighbours."""
@@ -261,8 +263,7 @@ def erase_facts(
             return None
         held = _protected_keys(model, tokenizer, facts, names, target, params)
         if kept and params.edit.protect_retain_answers:
-            # An answer that already opens with the token (an earlier request's leak) is not held as it is.
-            own = [[] if spoken[i].opens_with((target,)) else list(spoken[i].token_ids) for i in kept] if spoken else []
+            own = [own_answers[i] for i in kept] if own_answers else []
             answers = _answer_keys(model, tokenizer, [keep[i] for i in kept], own, params)
             held = {layer: block + answers[layer].to(block.device) for layer, block in held.items()}
         return held
