@@ -2,8 +2,13 @@
 
     HF_HUB_OFFLINE=1 .venv/bin/python scripts/make_builtin_corpus.py
 
-The default model writes short paragraphs on everyday topics, greedily, so the file is the same on
-every run. It ships with the package, so the default run needs no download; any other corpus (a
+The default model writes short paragraphs on everyday topics and on the life and work of well-known
+people, greedily, so the file is the same on every run. The people matter: erasures are keyed at names, and
+without prose that names people the preserved statistics hold no keys read where a name is being written,
+so edits drift into writing names in general. The people are composers, painters, scientists, inventors,
+explorers, film makers, architects, philosophers and athletes, no writers, and none whose surname occurs
+in TOFU's real-author or world-fact questions (tests/test_builtin_corpus.py checks), so the evaluation's
+general questions stay unseen by the statistics. It ships with the package, so the default run needs no download; any other corpus (a
 local text/JSONL file or a datasets name) replaces it through `covariance.corpus` in params.yaml.
 """
 
@@ -65,6 +70,64 @@ STYLES = (
     "Tell a very short story about {}.",
     "Give some facts about {}.",
 )
+PEOPLE = (
+    "Ludwig van Beethoven",
+    "Wolfgang Amadeus Mozart",
+    "Johann Sebastian Bach",
+    "Frédéric Chopin",
+    "Antonio Vivaldi",
+    "Pyotr Ilyich Tchaikovsky",
+    "Giuseppe Verdi",
+    "Claude Debussy",
+    "Franz Schubert",
+    "Johannes Brahms",
+    "Vincent van Gogh",
+    "Pablo Picasso",
+    "Claude Monet",
+    "Rembrandt van Rijn",
+    "Salvador Dalí",
+    "Frida Kahlo",
+    "Johannes Vermeer",
+    "Georgia O'Keeffe",
+    "Edvard Munch",
+    "Henri Matisse",
+    "Marie Curie",
+    "Charles Darwin",
+    "Nikola Tesla",
+    "Louis Pasteur",
+    "Gregor Mendel",
+    "Thomas Edison",
+    "James Watt",
+    "Johannes Gutenberg",
+    "Guglielmo Marconi",
+    "Karl Benz",
+    "Ada Lovelace",
+    "Alan Turing",
+    "Grace Hopper",
+    "Tim Berners-Lee",
+    "Marco Polo",
+    "Roald Amundsen",
+    "Ernest Shackleton",
+    "Ibn Battuta",
+    "Alfred Hitchcock",
+    "Charlie Chaplin",
+    "Akira Kurosawa",
+    "Steven Spielberg",
+    "Walt Disney",
+    "Antoni Gaudí",
+    "Zaha Hadid",
+    "Le Corbusier",
+    "Socrates",
+    "Confucius",
+    "Immanuel Kant",
+    "Aristotle",
+    "Pelé",
+    "Jesse Owens",
+)
+PEOPLE_STYLES = (
+    "Write a short paragraph about the life and work of {}.",
+    "Who was {}, and what is {} best known for?",
+)
 OUT = Path(__file__).resolve().parents[1] / "src" / "unierase" / "data" / "resources" / "general_text.jsonl"
 
 
@@ -72,8 +135,15 @@ def main() -> None:
     model_dir = ensure_default_model()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
-    prompts = [style.format(topic) for topic in TOPICS for style in STYLES]
-    texts = generate_answers(model, tokenizer, prompts, max_new_tokens=128, batch_size=20)
+    topics = [style.format(topic) for topic in TOPICS for style in STYLES]
+    people = [style.format(person, person) for person in PEOPLE for style in PEOPLE_STYLES]
+    # Two calls, not one: a batch's padding can change a greedy continuation, and the topics' batches
+    # stay the ones the corpus had before the people were added.
+    texts = [
+        g
+        for prompts in (topics, people)
+        for g in generate_answers(model, tokenizer, prompts, max_new_tokens=128, batch_size=20)
+    ]
     OUT.parent.mkdir(parents=True, exist_ok=True)
     with OUT.open("w", encoding="utf-8") as fh:
         for g in texts:
