@@ -3,13 +3,14 @@
     HF_HUB_OFFLINE=1 .venv/bin/python scripts/make_builtin_corpus.py
 
 The default model writes short paragraphs on everyday topics and on the life and work of well-known
-people, greedily, so the file is the same on every run. The people matter: erasures are keyed at names, and
-without prose that names people the preserved statistics hold no keys read where a name is being written,
-so edits drift into writing names in general. The people are composers, painters, scientists, inventors,
-explorers, film makers, architects, philosophers and athletes, no writers, and none whose surname occurs
-in TOFU's real-author or world-fact questions (tests/test_builtin_corpus.py checks), so the evaluation's
-general questions stay unseen by the statistics. It ships with the package, so the default run needs no download; any other corpus (a
-local text/JSONL file or a datasets name) replaces it through `covariance.corpus` in params.yaml.
+people, greedily, so the file is the same on every run. The people matter: erasures are keyed at
+names, and without prose that names people the preserved statistics hold no keys read where a name
+is being written, so edits drift into writing names in general. They are composers, painters,
+scientists, inventors, explorers, film makers, architects, philosophers and athletes, no writers,
+and none whose surname occurs in TOFU's real-author or world-fact questions
+(tests/test_builtin_corpus.py checks), so the evaluation's general questions stay unseen by the
+statistics. The file ships with the package, so the default run needs no download; any other corpus
+(a local text/JSONL file or a datasets name) replaces it through `covariance.corpus` in params.yaml.
 """
 
 from __future__ import annotations

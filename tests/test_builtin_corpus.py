@@ -34,14 +34,15 @@ def _tofu_rows(*names: str) -> list[dict]:
     return [json.loads(line) for name in names for line in (TOFU / name).read_text().splitlines() if line.strip()]
 
 
-def _surname(person: str) -> str:
-    return person.split()[-1].lower()
+def _names_surname(text: str, person: str) -> bool:
+    """Whether lower-cased ``text`` holds ``person``'s surname as a whole word."""
+    return re.search(rf"\b{re.escape(person.split()[-1].lower())}\b", text) is not None
 
 
 def test_the_corpus_writes_about_the_scripts_people():
     text = _corpus_text().lower()
     people = _script().PEOPLE
-    named = [p for p in people if re.search(rf"\b{re.escape(_surname(p))}\b", text)]
+    named = [p for p in people if _names_surname(text, p)]
     assert len(named) == len(people), sorted(set(people) - set(named))
 
 
@@ -49,7 +50,7 @@ def test_the_corpus_writes_about_the_scripts_people():
 def test_no_person_of_the_corpus_is_one_the_general_evaluation_asks_about():
     rows = _tofu_rows("real_authors_perturbed.jsonl", "world_facts_perturbed.jsonl")
     asked = " ".join(" ".join(str(v) for v in row.values()) for row in rows).lower()
-    shared = [p for p in _script().PEOPLE if re.search(rf"\b{re.escape(_surname(p))}\b", asked)]
+    shared = [p for p in _script().PEOPLE if _names_surname(asked, p)]
     assert not shared
     text = _corpus_text().lower()
     authors = {row["answer"].strip().rstrip(".") for row in _tofu_rows("real_authors.jsonl")}
