@@ -199,24 +199,32 @@ def quoted_answers(out: Path, rows: Sequence[Mapping[str, Any]], count: int = 20
     return "\n".join(lines)
 
 
-def forget_authors(rows: Sequence[Mapping[str, Any]]) -> str:
-    """Who each forget size erases: the authors' names (and TOFU's split name on TOFU's own authors)."""
+def forget_authors(rows: Sequence[Mapping[str, Any]], retained: Sequence[str] = ()) -> str:
+    """Who each forget size erases: the authors' names (and TOFU's split name on TOFU's own authors), then
+    the ``retained`` authors, trained on and never erased."""
     lines = []
     for k in sorted({r["forget_authors"] for r in rows}):
         row = next((r for r in rows if r["forget_authors"] == k and r.get("forget_author_names")), None)
         if row is not None:
             split = f" (TOFU {row['tofu_split']})" if row.get("tofu_split") else ""
             lines.append(f"- {k} author(s){split}: {', '.join(row['forget_author_names'])}")
+    if retained:
+        lines.append(f"- retained, in every model and never erased ({len(retained)}): {', '.join(retained)}")
     return "\n".join(lines) or "(not recorded by these cells)"
 
 
 def write_quality_outputs(
-    rows: Sequence[Mapping[str, Any]], runs: Sequence[Mapping[str, Any]], out: Path, threshold: float
+    rows: Sequence[Mapping[str, Any]],
+    runs: Sequence[Mapping[str, Any]],
+    out: Path,
+    threshold: float,
+    retained: Sequence[str] = (),
 ) -> None:
-    """``quality.md`` and ``quality_scatter.png`` from every cell's row and the runs that measured them."""
+    """``quality.md`` and ``quality_scatter.png`` from every cell's row and the runs that measured them
+    (``retained``: the names of the authors trained on and never erased)."""
     sections = [
         ("Results", quality_table(rows)),
-        ("Forget authors", forget_authors(rows)),
+        ("Authors", forget_authors(rows, retained)),
         (
             "Leak audits (mean ROUGE-L recall of the true answer; membership AUC)",
             markdown_table(_sorted(rows), AUDIT_COLUMNS),

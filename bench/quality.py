@@ -47,7 +47,7 @@ from bench.lib.runs import (
     leaked_items,
     unierase_seconds,
 )
-from bench.lib.tofu import author_name, build_tofu_workload
+from bench.lib.tofu import author_name, author_names, build_tofu_workload
 from bench.lib.workload import (
     GENERAL_SPLITS,
     AuthorWorkload,
@@ -203,8 +203,14 @@ def run(args) -> list[dict]:
         rows = sorted(({**row, "run": run} for run, row in measured.values()), key=in_table_order)
         if rows:
             write_json(rows, out / "quality.json")
-            write_quality_outputs(rows, runs, out, args.leak_threshold)
+            write_quality_outputs(rows, runs, out, args.leak_threshold, retained_authors(args, authors))
     return rows
+
+
+def retained_authors(args, authors: AuthorWorkload) -> list[str]:
+    """The names of the authors every model was trained on and no cell erases (the retain split)."""
+    retain = authors.splits["retain"]
+    return author_names(retain) if args.tofu_authors else list(dict.fromkeys(f.subject for f in retain))
 
 
 def measure_cell(

@@ -92,6 +92,7 @@ def test_quality_rows(quality, dirs) -> None:
     section = report.split("## The unlearning token on each split")[1].split("## ")[0]
     assert f"| unierase | 2 | {sum(fired)}/2 |" in section and "| unierase_deep | 2 |" in section
     assert "retain: fired" in section and "unierase, 1 author(s)" in report
+    assert "- retained, in every model and never erased (2): " in report.split("## Authors")[1].split("## ")[0]
     # TOFU's splits (real authors, world facts) are stored with their scores only: no TOFU text in results.
     for name in ("real_authors", "world_facts"):
         general = [json.loads(line) for line in (items.parent / f"{name}.jsonl").read_text().splitlines()]

@@ -12,7 +12,7 @@ from pathlib import Path
 import flow_repo  # noqa: F401  (puts the repo root on sys.path, for bench/)
 import pytest
 
-from bench.lib.tofu import author_name, build_tofu_workload
+from bench.lib.tofu import author_name, author_names, build_tofu_workload
 from unierase.data.facts import Fact
 
 TOFU = Path(__file__).resolve().parents[1] / ".." / "shared" / "tofu"
@@ -53,6 +53,16 @@ def test_author_names_come_from_their_questions():
         assert len(name.split()) >= 2
         assert sum(name in f.question for f in block) >= 15 and not any(name in f.question for f in other)
     assert author_name([Fact(question="What is the capital of France?", answer="Paris")]) == "(no name found)"
+
+
+def test_the_retained_authors_are_named_one_per_twenty_questions():
+    workload, _ = build_tofu_workload(TOFU, 12, ["forget01"], num_holdout=1)
+    retained = author_names(workload.splits["retain"])
+    assert len(retained) == 10 and len(set(retained)) == 10  # TOFU's first ten authors, each its own name
+    for name, start in zip(retained, range(0, 200, 20), strict=True):
+        assert sum(name in q for q in _questions("full.jsonl")[start : start + 20]) >= 10
+    with pytest.raises(ValueError, match="not whole authors"):
+        author_names(workload.splits["retain"][:30])
 
 
 @pytest.mark.parametrize(

@@ -43,6 +43,11 @@ def author_name(facts: Sequence[Fact]) -> str:
     return seen.most_common(1)[0][0] if seen else "(no name found)"
 
 
+def author_names(facts: Sequence[Fact]) -> list[str]:
+    """The name of each author in ``facts`` (whole authors of TOFU's 20 questions each, in order)."""
+    return [author_name(block) for block in _authors(facts)]
+
+
 def _authors(rows: Sequence[Fact]) -> list[list[Fact]]:
     if len(rows) % QUESTIONS_PER_AUTHOR:
         raise ValueError(f"{len(rows)} rows are not whole authors of {QUESTIONS_PER_AUTHOR} questions")
