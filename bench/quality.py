@@ -96,6 +96,21 @@ def parse_args(argv: list[str] | None = None):
     return args
 
 
+# Parameters only UniErase reads: a reference model's or a baseline's cell keeps its result when they change.
+_ERASURE_SECTIONS = ("token", "covariance", "edit", "erase", "validation", "ray")
+
+
+def cell_scope(name: str, workload: dict) -> dict:
+    """What a quality cell depends on (`bench.lib.cells.Scope`): a UniErase cell, the whole workload; a
+    reference model's or a baseline's, all of it but UniErase's own parameters (the evaluation keeps
+    reading the token's name, to tell whether it fired)."""
+    if name.partition("@")[0] in UNIERASE_DEPTHS:
+        return workload
+    params = {k: v for k, v in workload["params"].items() if k not in _ERASURE_SECTIONS}
+    params["token"] = {"token_template": workload["params"]["token"]["token_template"]}
+    return {**workload, "params": params}
+
+
 def author_workload(args) -> tuple[AuthorWorkload, str, dict[int, dict]]:
     """The authors of this run: generated ones (``--authors``, ``--shares``, optionally the collision
     set) or TOFU's own (``--tofu-authors``). Returns the workload, the suffix of its folders under
@@ -137,7 +152,7 @@ def run(args) -> list[dict]:
     other = {"collisions": True} if args.collisions else {}
     other |= {"tofu_authors": args.tofu_authors, "tofu_forget": args.tofu_forget} if args.tofu_authors else {}
     measured_on = workload(args, params, base, *flags, "leak_threshold", forget_authors=max(counts), **other)
-    cells = open_cells(out, "quality", measured_on, machine_info(ROOT), args.redo)
+    cells = open_cells(out, "quality", measured_on, machine_info(ROOT), args.redo, cell_scope)
     files = authors.write(work / f"authors{suffix}")
     # One target for every method and size, and one retain-reference model trained without the
     # largest forget set: forget sets are nested (the first k authors of one block), so that model has

@@ -283,6 +283,36 @@ def test_cells_resume_redo_and_workload_check(tmp_path: Path) -> None:
     assert sorted(third.load()[1]) == ["unierase@once"]
 
 
+def test_quality_cells_of_baselines_survive_a_change_of_the_erasures_parameters(tmp_path: Path) -> None:
+    from bench.lib.cells import open_cells
+    from bench.quality import cell_scope
+
+    params = Params().model_dump(mode="json")
+    workload = {"seed": 0, "model_weights": "abc", "params": params}
+    first = open_cells(tmp_path, "quality", workload, {"command": "first"})  # cells written before the scope
+    for name in ("target@1", "npo@1", "unierase@1"):
+        first.save(name, {"forget_efficacy": 0.5})
+
+    edit = {**params["edit"], "nullspace_threshold": params["edit"]["nullspace_threshold"] * 3}
+    erasure_changed = {**workload, "params": {**params, "edit": edit}}
+    with pytest.raises(SystemExit, match=r"unierase@1.json was measured on another workload \(params.edit"):
+        open_cells(tmp_path, "quality", erasure_changed, {}, scope=cell_scope)
+    kept = open_cells(tmp_path, "quality", erasure_changed, {}, redo=["unierase"], scope=cell_scope)
+    assert sorted(kept.load()[1]) == ["npo@1", "target@1"]  # the reference model and the baseline stand
+    kept.save("unierase@1", {"forget_efficacy": 0.9})
+    recorded = json.loads(kept.path("npo@1").read_text())["workload"]
+    assert "edit" in recorded["params"]  # written before the scope: the whole workload, narrowed when read
+
+    kept.save("grad_ascent@1", {"forget_efficacy": 0.6})
+    recorded = json.loads(kept.path("grad_ascent@1").read_text())["workload"]["params"]
+    assert "edit" not in recorded and recorded["token"] == {"token_template": params["token"]["token_template"]}
+    # What a baseline reads (its own section, the evaluation) still stops the run on a change.
+    evaluation = {**params["evaluation"], "max_new_tokens": 7}
+    eval_changed = {**erasure_changed, "params": {**erasure_changed["params"], "evaluation": evaluation}}
+    with pytest.raises(SystemExit, match=r"grad_ascent@1.json was measured on another workload"):
+        open_cells(tmp_path, "quality", eval_changed, {}, scope=cell_scope)
+
+
 def test_gpu_scale_rows_on_the_tiny_shape(dirs, tiny_llama_dir: Path, tmp_path: Path) -> None:
     from bench import gpu_scale
 

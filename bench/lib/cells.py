@@ -5,7 +5,9 @@ A cell is one measurement: a method at one size or step (``<method>@<size>``), o
 as it is measured; a run measures only cells without a file, so running the same command again goes on
 with a run cut short, and ``--redo METHOD[@SIZE]`` deletes files first. The part's summary is rebuilt from
 every cell at the end of each run. A cell records the run that measured it (machine, commit, command) and
-its workload; a run whose workload differs from the cells already there stops, naming what differs.
+its workload; a run whose workload differs from the cells already there stops, naming what differs. A part
+may narrow each cell's workload to what that cell reads (``scope``): a baseline's cell does not depend on
+the erasure's own parameters, so changing them keeps it.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,14 @@ from bench.lib.output import markdown_table, write_json
 log = logging.getLogger(__name__)
 
 RUN_COLUMNS = [("run", "run"), ("date", "date"), ("git_commit", "commit"), ("command", "command")]
+
+# A cell's name and the run's workload -> the part of that workload the cell's result depends on.
+Scope = Callable[[str, dict[str, Any]], dict[str, Any]]
+
+
+def whole_workload(name: str, workload: dict[str, Any]) -> dict[str, Any]:
+    """The default `Scope`: every cell depends on the whole workload."""
+    return workload
 
 
 def workload_digest(workload: Mapping[str, Any]) -> str:
@@ -53,11 +63,13 @@ class Cells:
         folder: ``<out>/<part>_cells``.
         workload: This run's workload (JSON values).
         run: This run's provenance: the machine description plus its start time.
+        scope: The part of the workload each cell depends on (what its file records and is checked on).
     """
 
     folder: Path
     workload: dict[str, Any]
     run: dict[str, Any]
+    scope: Scope = whole_workload
 
     def path(self, name: str) -> Path:
         """The file of a cell."""
@@ -73,8 +85,9 @@ class Cells:
 
     def save(self, name: str, data: Any) -> None:
         """Writes a measured cell with this run's provenance and workload (atomically: never half a file)."""
-        record = {"name": name, "run": self.run, "workload_digest": workload_digest(self.workload)}
-        write_json({**record, "workload": self.workload, "data": data}, self.path(name))
+        workload = self.scope(name, self.workload)
+        record = {"name": name, "run": self.run, "workload_digest": workload_digest(workload)}
+        write_json({**record, "workload": workload, "data": data}, self.path(name))
 
     def load(self) -> tuple[list[dict[str, Any]], dict[str, tuple[int, Any]]]:
         """Every cell file.
@@ -91,9 +104,15 @@ class Cells:
 
 
 def open_cells(
-    out: Path, part: str, workload: Mapping[str, Any], machine: Mapping[str, Any], redo: Sequence[str] = ()
+    out: Path,
+    part: str,
+    workload: Mapping[str, Any],
+    machine: Mapping[str, Any],
+    redo: Sequence[str] = (),
+    scope: Scope = whole_workload,
 ) -> Cells:
-    """A part's cells for this run: the ``--redo`` cells deleted, the others checked against the workload.
+    """A part's cells for this run: the ``--redo`` cells deleted, the others checked against the workload
+    (each on its ``scope``: what the cell recorded, narrowed the same way, against this run's).
 
     Args:
         out: The results directory.
@@ -101,6 +120,7 @@ def open_cells(
         workload: What makes cells comparable (JSON values).
         machine: This run's machine, commit and command (`bench.lib.measure.machine_info`).
         redo: ``METHOD`` or ``METHOD@SIZE`` entries whose cells are deleted.
+        scope: The part of the workload each cell depends on (default: all of it).
 
     Raises:
         SystemExit: A malformed ``--redo`` entry, or a kept cell measured on another workload.
@@ -111,16 +131,17 @@ def open_cells(
             raise SystemExit(f"--redo takes METHOD or METHOD@SIZE (unierase@200, unierase@once), got {entry!r}")
     started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
     workload = json.loads(json.dumps(workload))  # tuples as lists: compared as the files hold them
-    cells = Cells(Path(out) / f"{part}_cells", workload, {**machine, "started": started})
+    cells = Cells(Path(out) / f"{part}_cells", workload, {**machine, "started": started}, scope)
     for path in sorted(cells.folder.glob("*.json")):
         if any(_redo_matches(entry, path.stem) for entry in redo):
             log.info("--redo: deleting %s", path)
             path.unlink()
-    digest = workload_digest(workload)
     for path in sorted(cells.folder.glob("*.json")):
         cell = json.loads(path.read_text(encoding="utf-8"))
-        if cell["workload_digest"] != digest:
-            what = "; ".join(_differences(cell["workload"], workload))
+        # Narrowing the recorded workload too keeps a cell written before its part had a scope.
+        there, now = scope(cell["name"], cell["workload"]), scope(cell["name"], workload)
+        if workload_digest(there) != workload_digest(now):
+            what = "; ".join(_differences(there, now))
             raise SystemExit(
                 f"{path} was measured on another workload ({what}): use the same flags, another --out, or "
                 f"--redo {cell['name']}"
