@@ -276,7 +276,8 @@ def _unierase(args, params, method, target, retain_file, forget_file, token, k, 
     token_path, token_cost = token
     run_dir = Path(args.work) / "runs" / f"{method}-authors{k}"
     shutil.rmtree(run_dir, ignore_errors=True)
-    erase = {"method": "unierase", "mode": "batch", "depth": UNIERASE_DEPTHS[method]}
+    # The evaluation below measures the model; the erase stage's own before-answers would only repeat it.
+    erase = {"method": "unierase", "mode": "batch", "depth": UNIERASE_DEPTHS[method], "measure_before": False}
     p = params.model_copy(update={"erase": params.erase.model_copy(update=erase)})
     with measure() as m:
         report = erase_stage(
@@ -290,6 +291,7 @@ def _unierase(args, params, method, target, retain_file, forget_file, token, k, 
         "token_learning_seconds": token_cost["seconds"],
         "token_learning_peak_rss_mb": token_cost["peak_rss_mb"],
         "covariance_cache_hit": report["diagnostics"]["covariance"]["cache_hit"],
+        "retain_subjects_cached": report["subject_methods"].get("retain_cached", {}).get("cached", 0),
         "timings_s": report["timings_s"],
         "params_changed": report["params_changed"],
         "params_changed_share": report["params_changed_share"],

@@ -289,6 +289,8 @@ def _params(tmp_path: Path) -> Path:
 
 
 def test_erase_on_unlabelled_sets_reports_how_subjects_were_found(tiny_llama_dir, tmp_path):
+    from unierase.stages.subjects import fact_key
+
     forget = [Fact(question=q, answer=a) for q, a in OWN_QUESTIONS[:3] + OWN_QUESTIONS[16:19]]
     retain = [Fact(question=q, answer=a) for q, a in OWN_QUESTIONS[30:34]]
     f, r = write_facts(forget, tmp_path / "f.jsonl"), write_facts(retain, tmp_path / "r.jsonl")
@@ -300,6 +302,49 @@ def test_erase_on_unlabelled_sets_reports_how_subjects_were_found(tiny_llama_dir
     assert sum(report["subject_methods"]["forget"].values()) == len(forget)
     assert sum(report["subject_methods"]["retain"].values()) == len(retain)
     assert len(report["subjects"]) == len(forget) and "find_subjects_s" in report["timings_s"]
+    # The retain set's subjects are kept for the next erasure on this model; the forget set's are not.
+    assert report["subject_methods"]["retain_cached"] == {"cached": 0}
+    (cache,) = (tmp_path / "cache" / "subjects").glob("*.json")
+    assert len(json.loads(cache.read_text())) == len(retain)
+    assert not {fact_key(f) for f in forget} & set(json.loads(cache.read_text()))
+
+
+def test_retain_subjects_come_from_the_cache_the_second_time(tiny, tiny_llama_dir, tmp_path, monkeypatch, caplog):
+    from unierase.stages.subjects import attach_retain_subjects, subject_cache_path
+
+    model, tokenizer = tiny
+    params = Params()
+    retain = [Fact(question=q, answer=a) for q, a in OWN_QUESTIONS[30:36]]
+    retain.append(Fact(question="Who painted Guernica?", answer="Picasso.", subject="Guernica"))
+    rows = [f"r.jsonl:{i + 1}" for i in range(len(retain))]
+    path = subject_cache_path(tmp_path, tiny_llama_dir, params)
+    assert path == subject_cache_path(tmp_path, tiny_llama_dir, params)  # stable across calls
+    other = params.model_copy(update={"edit": params.edit.model_copy(update={"subject_max_words": 2})})
+    assert subject_cache_path(tmp_path, tiny_llama_dir, other) != path  # other spans: other subjects
+
+    facts, choices, hits = attach_retain_subjects(model, tokenizer, retain, rows, params, path)
+    assert hits == 0 and len(json.loads(path.read_text())) == 6  # the labelled row is not cached
+
+    def no_tracing(*args, **kwargs):
+        raise AssertionError("a cached subject must not be traced again")
+
+    monkeypatch.setattr("unierase.edit.subject.find_subject", no_tracing)
+    again, again_choices, hits = attach_retain_subjects(model, tokenizer, retain, rows, params, path)
+    assert hits == 6 and again == facts and again_choices == choices  # the first finder's method kept
+
+    # A cached subject is checked like a given one: one that does not key its question names its row.
+    entries = json.loads(path.read_text())
+    entries[next(iter(entries))] = ["Zanzibar", "traced"]
+    path.write_text(json.dumps(entries))
+    with pytest.raises(SubjectError, match=r"^r\.jsonl:\d+: its subject"):
+        attach_retain_subjects(model, tokenizer, retain, rows, params, path)
+
+    monkeypatch.undo()
+    path.write_text("{not json")  # an unreadable cache is found again and rewritten
+    with caplog.at_level("WARNING"):
+        rebuilt, _, hits = attach_retain_subjects(model, tokenizer, retain, rows, params, path)
+    assert hits == 0 and rebuilt == facts and "unusable" in caplog.text
+    assert len(json.loads(path.read_text())) == 6
 
 
 def test_a_bad_subject_fails_before_the_token_and_statistics(tiny_llama_dir, tmp_path, capsys):

@@ -27,6 +27,7 @@ from unierase.model.delta import WeightDelta, diff_models, save_delta, snapshot
 from unierase.model.loading import check_model_dir, load_configured_model
 from unierase.stages.artifacts import KEY_BLOCKS_FILE, STATE_FILE, load_state, load_token, save_key_blocks, save_state
 from unierase.stages.statistics import cached_preserved_moments
+from unierase.stages.subjects import attach_retain_subjects, subject_cache_path
 from unierase.stages.token import cached_token
 from unierase.token.vocabulary import unlearning_token_ids
 
@@ -99,7 +100,7 @@ def erase_stage(
         # token and the statistics.
         started = time.perf_counter()
         requests, retain, subject_methods = _attach_subjects(
-            model, tokenizer, requests, retain, forget_path, retain_path, params
+            model, tokenizer, requests, retain, forget_path, retain_path, params, model_dir, cache_dir
         )
         forget = [fact for request in requests for fact in request]
         timings["find_subjects_s"] = time.perf_counter() - started
@@ -180,9 +181,12 @@ def _attach_subjects(
     forget_path: str | Path | list[str | Path],
     retain_path: str | Path | None,
     params: Params,
+    model_dir: Path,
+    cache_dir: Path,
 ) -> tuple[list[list[Fact]], list[Fact], dict[str, dict[str, int]]]:
     """Every forget and retain fact with a checked subject, errors naming rows as ``file:line``, and
-    how many subjects each way was chosen (given, traced, fallback:...)."""
+    how many subjects each way was chosen (given, traced, fallback:...; ``retain_cached``: how many of
+    the retain set's came from the subject cache, `unierase.stages.subjects`)."""
     paths = forget_path if isinstance(forget_path, list) else [forget_path]
     rows = [f"{path}:{line}" for path in paths for line in fact_lines(path)]
     flat, found = attach_subjects(
@@ -195,8 +199,15 @@ def _attach_subjects(
         start += len(request)
     if retain:
         rows = [f"{retain_path}:{line}" for line in fact_lines(retain_path)]
-        retain, found = attach_subjects(model, tokenizer, retain, params.edit.subject_max_words, rows)
+        unlabelled = any(not fact.subject for fact in retain)
+        cache = subject_cache_path(cache_dir, model_dir, params) if unlabelled else None
+        if cache is None:
+            retain, found = attach_subjects(model, tokenizer, retain, params.edit.subject_max_words, rows)
+            hits = 0
+        else:
+            retain, found, hits = attach_retain_subjects(model, tokenizer, retain, rows, params, cache)
         methods["retain"] = dict(Counter(choice.method for choice in found))
+        methods["retain_cached"] = {"cached": hits}
     logger.info("subjects chosen: %s", methods)  # counts only: subjects are forget text
     return regrouped, retain, methods
 
