@@ -73,3 +73,16 @@ def test_holding_the_models_own_answers_keeps_the_edit_off_what_it_says(tiny_edi
     # Less reduction than the given answers' own test shows: those answers stay held in both runs, and on
     # the tiny model their keys lie near the generated ones.
     assert moved[8] < 0.75 * moved[0], moved
+
+
+def test_a_held_key_budget_weighs_a_large_retain_set_down_and_a_small_one_not_at_all(tiny_editable):
+    """Past ``held_key_budget`` the held keys share its weight, so the edit moves the retain tokens more
+    (here the two retain facts hold about fifty keys); under the budget nothing changes."""
+
+    def moved(budget: int) -> float:
+        edit = EditConfig(layers=[1, 2], v_steps=3, num_context_prefixes=1, held_own_answer_tokens=0)
+        return _moved(tiny_editable, edit.model_copy(update={"held_key_budget": budget}), _given)
+
+    full, roomy, tight = moved(0), moved(100_000), moved(2)
+    assert roomy == full
+    assert tight > 2 * full, (tight, full)

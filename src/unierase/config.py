@@ -259,6 +259,14 @@ class EditConfig(_Frozen):
         "country), and what it says is what the edit must leave alone; held at the given answer alone, such an "
         "answer could end early or wander. 0: the given answers only.",
     )
+    held_key_budget: int = Field(
+        default=0,
+        ge=0,
+        description="The most keys' worth of weight the held keys (retain facts, their answers, neighbours) carry "
+        "in the solve, where each weighs as much as a forget key: past it, every held key is weighed down in "
+        "proportion, so a large retain set protects the same directions without outweighing the edit. "
+        "0: every held key at full weight.",
+    )
     refusal_tokens: int = Field(
         default=0,
         ge=0,

@@ -117,6 +117,8 @@ class EditOutcome:
             retain questions opened with the unlearning token; empty when nobody checked.
         unbound_after_restore: How many forget questions the last restore round left not opening with the
             target (a round that leaves any is undone); None when no restore round ran.
+        held_keys: How many keys the solve held (retain facts, their answers, neighbours), before
+            ``EditConfig.held_key_budget`` weighed them.
     """
 
     layers: list[LayerReport] = field(default_factory=list)
@@ -130,6 +132,7 @@ class EditOutcome:
     unbound: list[int] = field(default_factory=list)
     retain_fired: list[int] = field(default_factory=list)
     unbound_after_restore: int | None = None
+    held_keys: int = 0
 
     def extend(self, later: EditOutcome) -> None:
         """Adds a later round of the same request: its keys join this request's keys (one block in the

@@ -256,17 +256,21 @@ def erase_facts(
     )
     own_answers = [[] if g.opens_with((target,)) else list(g.token_ids) for g in spoken]
 
+    counted: list[int] = []  # how many keys each call held
+
     def held_keys(kept: list[int]) -> dict[int, torch.Tensor] | None:
         """The keys the solve holds: the retain facts at positions ``kept``, and the neighbours."""
         facts, names = [keep[i] for i in kept] + near, [keep_subjects[i] for i in kept] + near_subjects
         if not facts:
             return None
-        held = _protected_keys(model, tokenizer, facts, names, target, params)
+        held, count = _protected_keys(model, tokenizer, facts, names, target, params), len(facts)
         if kept and params.edit.protect_retain_answers:
             own = [own_answers[i] for i in kept] if own_answers else []
-            answers = _answer_keys(model, tokenizer, [keep[i] for i in kept], own, params)
+            answers, tokens = _answer_keys(model, tokenizer, [keep[i] for i in kept], own, params)
             held = {layer: block + answers[layer].to(block.device) for layer, block in held.items()}
-        return held
+            count += tokens
+        counted.append(count)
+        return weigh_held_keys(held, count, params.edit.held_key_budget)
 
     protected = held_keys(list(range(len(keep))))
     timings["subjects_s"] = time.perf_counter() - started
@@ -310,6 +314,7 @@ def erase_facts(
         )
 
     outcome = edit(requests, state.previous_keys)
+    outcome.held_keys = counted[0] if counted else 0
     for _ in range(params.edit.bind_rounds + 1):
         unbound = [i for i, fired in enumerate(opens_with(model, tokenizer, forget, target)) if not fired]
         outcome.unbound.append(len(unbound))
@@ -391,6 +396,15 @@ def _layer_device(model: PreTrainedModel, params: Params, layer: int) -> torch.d
     return get_module(model, params.model.mlp_out_template.format(layer)).weight.device
 
 
+def weigh_held_keys(held: dict[int, torch.Tensor], count: int, budget: int) -> dict[int, torch.Tensor]:
+    """The held keys' ``K Kᵀ`` (``count`` keys) as the solve weighs them: each held key counts as much as a
+    forget key, so a large retain set would outweigh any edit (TOFU's 600 rows hold tens of thousands of
+    keys); past ``budget`` keys (0: none), they share the budget's weight."""
+    if not budget or count <= budget:
+        return held
+    return {layer: block * (budget / count) for layer, block in held.items()}
+
+
 def _protected_keys(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -414,16 +428,17 @@ def _answer_keys(
     facts: list[Fact],
     own: list[list[int]],
     params: Params,
-) -> dict[int, torch.Tensor]:
+) -> tuple[dict[int, torch.Tensor], int]:
     """``K Kᵀ`` per layer over every token of each chat-formatted question followed by its given answer,
     and by the model's own answer (``own``: generated ids, one list per fact, or none), on the unedited
-    model: what an ordinary answer is read and written through, beyond the subject."""
+    model: what an ordinary answer is read and written through, beyond the subject. Also returns how
+    many keys (tokens) were summed."""
     prompts = [encode_prompt(tokenizer, f.question) for f in facts]
     sequences = [p + encode_answer(tokenizer, f.answer) for p, f in zip(prompts, facts, strict=True)]
     if own:
         sequences += [p + ids for p, ids in zip(prompts, own, strict=True) if ids]
     paths = {layer: params.model.mlp_out_template.format(layer) for layer in params.edit.layers}
-    sums, _ = key_moment_sums(
+    sums, count = key_moment_sums(
         model, sequences, list(paths.values()), params.edit.batch_size, tokenizer.pad_token_id, progress=False
     )
-    return {layer: sums[path].float() for layer, path in paths.items()}
+    return {layer: sums[path].float() for layer, path in paths.items()}, count
