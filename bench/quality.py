@@ -47,7 +47,7 @@ from bench.lib.runs import (
     leaked_items,
     unierase_seconds,
 )
-from bench.lib.tofu import author_name, author_names, build_tofu_workload
+from bench.lib.tofu import author_labels, build_tofu_workload
 from bench.lib.workload import (
     GENERAL_SPLITS,
     AuthorWorkload,
@@ -118,7 +118,7 @@ def author_workload(args) -> tuple[AuthorWorkload, str, dict[int, dict]]:
     the shares that asked for it or the TOFU split it is."""
     if args.tofu_authors:
         authors, splits = build_tofu_workload(args.tofu, args.tofu_authors, args.tofu_forget, args.holdout_authors)
-        names = [author_name(block) for block in authors.author_blocks(1)]
+        names = author_labels(args.tofu, authors.splits["forget"])
         sizes = {k: {"forget_author_names": names[:k], "tofu_split": split} for k, split in splits.items()}
         return authors, f"-tofu{args.tofu_authors}", sizes
     counts = forget_author_counts(args.authors, args.shares)
@@ -225,7 +225,7 @@ def run(args) -> list[dict]:
 def retained_authors(args, authors: AuthorWorkload) -> list[str]:
     """The names of the authors every model was trained on and no cell erases (the retain split)."""
     retain = authors.splits["retain"]
-    return author_names(retain) if args.tofu_authors else list(dict.fromkeys(f.subject for f in retain))
+    return author_labels(args.tofu, retain) if args.tofu_authors else list(dict.fromkeys(f.subject for f in retain))
 
 
 def measure_cell(

@@ -12,8 +12,7 @@ from pathlib import Path
 import flow_repo  # noqa: F401  (puts the repo root on sys.path, for bench/)
 import pytest
 
-from bench.lib.tofu import author_name, author_names, build_tofu_workload
-from unierase.data.facts import Fact
+from bench.lib.tofu import author_labels, build_tofu_workload
 
 TOFU = Path(__file__).resolve().parents[1] / ".." / "shared" / "tofu"
 pytestmark = pytest.mark.skipif(not TOFU.is_dir(), reason="../shared/tofu is not present")
@@ -41,30 +40,6 @@ def test_forget_sizes_are_tofus_splits_and_the_retain_side_never_holds_them():
     assert not set(_questions("holdout10.jsonl")[:40]) & set(full)
 
 
-def test_author_names_come_from_their_questions():
-    workload, _ = build_tofu_workload(TOFU, 12, ["forget01"], num_holdout=1)
-    blocks = workload.author_blocks(1)
-    names = [author_name(block) for block in blocks]
-    # TOFU's forget01, its last author first: each name (two words or more) is in most of its own
-    # questions and in none of the other author's (the names are read here, not copied into the project).
-    last = _questions("full.jsonl")[-20:]
-    assert [f.question for f in blocks[0]] == last
-    for name, block, other in zip(names, blocks, blocks[::-1], strict=True):
-        assert len(name.split()) >= 2
-        assert sum(name in f.question for f in block) >= 15 and not any(name in f.question for f in other)
-    assert author_name([Fact(question="What is the capital of France?", answer="Paris")]) == "(no name found)"
-
-
-def test_the_retained_authors_are_named_one_per_twenty_questions():
-    workload, _ = build_tofu_workload(TOFU, 12, ["forget01"], num_holdout=1)
-    retained = author_names(workload.splits["retain"])
-    assert len(retained) == 10 and len(set(retained)) == 10  # TOFU's first ten authors, each its own name
-    for name, start in zip(retained, range(0, 200, 20), strict=True):
-        assert sum(name in q for q in _questions("full.jsonl")[start : start + 20]) >= 10
-    with pytest.raises(ValueError, match="not whole authors"):
-        author_names(workload.splits["retain"][:30])
-
-
 @pytest.mark.parametrize(
     ("authors", "splits", "message"),
     [
@@ -76,3 +51,11 @@ def test_the_retained_authors_are_named_one_per_twenty_questions():
 def test_bad_requests_are_named(authors, splits, message):
     with pytest.raises(ValueError, match=message):
         build_tofu_workload(TOFU, authors, splits, num_holdout=1)
+
+
+def test_results_label_tofus_authors_by_their_place_in_full_jsonl():
+    workload, _ = build_tofu_workload(TOFU, 12, ["forget01"], num_holdout=1)
+    assert author_labels(TOFU, workload.splits["forget"]) == ["TOFU author 200", "TOFU author 199"]
+    assert author_labels(TOFU, workload.splits["retain"]) == [f"TOFU author {i}" for i in range(1, 11)]
+    with pytest.raises(ValueError, match="not whole authors"):
+        author_labels(TOFU, workload.splits["retain"][:30])

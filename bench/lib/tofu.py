@@ -12,8 +12,6 @@ has them (its first 20 authors).
 
 from __future__ import annotations
 
-import re
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,28 +22,13 @@ from unierase.data.splits import load_split
 QUESTIONS_PER_AUTHOR = 20  # TOFU: 20 question/answer pairs per author, authors in consecutive blocks
 FORGET_SPLITS = ("forget01", "forget05", "forget10")
 
-_NAME = re.compile(r"[A-Z][\w'’.-]*(?:\s+[A-Z][\w'’.-]*)+")
-_QUESTION_WORDS = {"What", "How", "When", "Where", "Which", "Who", "Why", "Can", "Could", "Does", "Did", "Is"}
-_QUESTION_WORDS |= {"Was", "Has", "Have", "In", "The", "Are", "Do", "Would", "Apart", "Besides", "Aside"}
 
-
-def author_name(facts: Sequence[Fact]) -> str:
-    """An author's name, for the results: the run of capitalised words their questions repeat most (TOFU
-    rows carry no name field). Question words opening a run and a trailing possessive are dropped."""
-    seen: Counter[str] = Counter()
-    for fact in facts:
-        for run in _NAME.findall(fact.question):
-            words = run.split()
-            while words and words[0] in _QUESTION_WORDS:
-                words = words[1:]
-            if len(words) >= 2:
-                seen[re.sub(r"['’]s$", "", " ".join(words)).rstrip(".,")] += 1
-    return seen.most_common(1)[0][0] if seen else "(no name found)"
-
-
-def author_names(facts: Sequence[Fact]) -> list[str]:
-    """The name of each author in ``facts`` (whole authors of TOFU's 20 questions each, in order)."""
-    return [author_name(block) for block in _authors(facts)]
+def author_labels(tofu_dir: str | Path, facts: Sequence[Fact]) -> list[str]:
+    """Each author in ``facts`` (whole authors, in order) as its place in TOFU's ``full.jsonl``
+    (``TOFU author 200``): results name TOFU's authors without copying TOFU's text into the project."""
+    blocks = _authors(load_split(Path(tofu_dir) / "full.jsonl"))
+    place = {tuple((f.question, f.answer) for f in block): n for n, block in enumerate(blocks, start=1)}
+    return [f"TOFU author {place[tuple((f.question, f.answer) for f in block)]}" for block in _authors(facts)]
 
 
 def _authors(rows: Sequence[Fact]) -> list[list[Fact]]:
