@@ -76,20 +76,17 @@ def attach_retain_subjects(
         found it) and how many came from the cache.
     """
     cached = _read(cache_path)
-    hits = {i for i, fact in enumerate(retain) if not fact.subject and fact_key(fact) in cached}
+    keys = [fact_key(fact) for fact in retain]
+    hits = {i for i, (fact, key) in enumerate(zip(retain, keys, strict=True)) if not fact.subject and key in cached}
     # A cached subject goes through the same check as a given one: one that no longer keys its prompt
     # fails here with the row's name, as a bad given subject would.
     labelled = [
-        fact.model_copy(update={"subject": cached[fact_key(fact)][0]}) if i in hits else fact
-        for i, fact in enumerate(retain)
+        fact.model_copy(update={"subject": cached[keys[i]][0]}) if i in hits else fact for i, fact in enumerate(retain)
     ]
     facts, choices = attach_subjects(model, tokenizer, labelled, params.edit.subject_max_words, rows)
-    choices = [
-        SubjectChoice(choice.subject, cached[fact_key(fact)][1]) if i in hits else choice
-        for i, (fact, choice) in enumerate(zip(retain, choices, strict=True))
-    ]
+    choices = [SubjectChoice(c.subject, cached[keys[i]][1]) if i in hits else c for i, c in enumerate(choices)]
     found = {
-        fact_key(fact): [choice.subject, choice.method]
+        keys[i]: [choice.subject, choice.method]
         for i, (fact, choice) in enumerate(zip(retain, choices, strict=True))
         if not fact.subject and i not in hits
     }
