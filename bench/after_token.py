@@ -45,14 +45,23 @@ def variant(text: str) -> tuple[str, list[str]]:
     return name.strip(), [s.strip() for s in re.split(r",(?=\s*[\w.]+=)", sets) if s.strip()]
 
 
-def answer_rows(model, tokenizer, facts: list[Fact], token: int, max_new_tokens: int) -> list[dict[str, Any]]:
-    """Each question answered as served, with what the benchmark counts."""
+def answer_rows(
+    model, tokenizer, facts: list[Fact], token: int, max_new_tokens: int, after_token: str
+) -> list[dict[str, Any]]:
+    """Each question answered as served (``evaluation.after_token``), with what the benchmark counts, and
+    whether the free continuation after the token (ungated) reads as a refusal too."""
     from unierase.evaluation.metrics.rouge import rouge_l_recall
     from unierase.model.generation import generate_answers
-    from unierase.token.refusals import is_refusal
+    from unierase.token.refusals import is_refusal, served_refusals
 
     served = generate_answers(
-        model, tokenizer, [f.question for f in facts], max_new_tokens, stop_token_ids=[token], progress=False
+        model,
+        tokenizer,
+        [f.question for f in facts],
+        max_new_tokens,
+        stop_token_ids=[token],
+        refusals=served_refusals(tokenizer, after_token),
+        progress=False,
     )
     free = generate_answers(model, tokenizer, [f.question for f in facts], max_new_tokens, progress=False)
     eos = tokenizer.eos_token_id
@@ -66,6 +75,7 @@ def answer_rows(model, tokenizer, facts: list[Fact], token: int, max_new_tokens:
                 "answer": g.text,
                 "fired": fired,
                 "refusal": fired and is_refusal(g.text),
+                "free_refusal": fired and is_refusal(ungated.text),
                 "empty": not g.text.strip(),
                 "unclosed": not closed,
                 "rougeL_recall": rouge_l_recall(g.text, fact.answer),
@@ -92,12 +102,13 @@ def run_variant(name: str, params: Params, base: Path, forget: list[Fact], retai
     install_unlearning_token(model, tokenizer, load_token(token_path))
     token = unlearning_token_id(tokenizer, params.token)
     preserved, heldout, _ = cached_preserved_moments(model, tokenizer, params, cache, not args.no_progress)
-    before = answer_rows(model, tokenizer, retain, token, args.max_new_tokens)
+    after_token = params.evaluation.after_token
+    before = answer_rows(model, tokenizer, retain, token, args.max_new_tokens, after_token)
     start = time.perf_counter()
     result = erase_facts(model, tokenizer, forget, params, preserved, retain, heldout=heldout, progress=False)
     edit_s = time.perf_counter() - start
-    rows = {"forget": answer_rows(model, tokenizer, forget, token, args.max_new_tokens)}
-    rows["retain"] = answer_rows(model, tokenizer, retain, token, args.max_new_tokens)
+    rows = {"forget": answer_rows(model, tokenizer, forget, token, args.max_new_tokens, after_token)}
+    rows["retain"] = answer_rows(model, tokenizer, retain, token, args.max_new_tokens, after_token)
     steps = result.outcome.value_steps
     fired = [r for r in rows["forget"] if r["fired"]]
     quotes = random.Random(args.seed).sample(rows["forget"], min(args.quotes, len(rows["forget"])))
@@ -110,6 +121,7 @@ def run_variant(name: str, params: Params, base: Path, forget: list[Fact], retai
         "forget_n": len(forget),
         "forget_fired": len(fired),
         "refusal_after_token": sum(r["refusal"] for r in fired),
+        "free_refusal_after_token": sum(r["free_refusal"] for r in fired),
         "empty": sum(r["empty"] for r in rows["forget"]),
         "unclosed": sum(r["unclosed"] for r in rows["forget"]),
         "answered": sum(r["rougeL_recall"] >= 0.5 for r in rows["forget"]),
@@ -174,14 +186,15 @@ def main(argv: list[str] | None = None) -> int:
         r = rows[-1]
         print(
             f"{name}: edit {r['edit_s']:.0f} s, fired {r['forget_fired']}/{r['forget_n']}, refusal "
-            f"{r['refusal_after_token']}, empty {r['empty']}, retain ROUGE-L {r['retain_rougeL_after']:.3f}",
+            f"{r['refusal_after_token']} (free {r['free_refusal_after_token']}), empty {r['empty']}, retain ROUGE-L {r['retain_rougeL_after']:.3f}",
             flush=True,
         )
     command = "python -m bench.after_token " + " ".join(argv if argv is not None else sys.argv[1:])
     result = {"command": command.strip(), "machine": machine_info(), "rows": rows}
     write_json(result, args.out / f"after_token{args.tag}.json")
     columns = [("variant", "variant"), ("edit_s", "edit s"), ("value_steps_per_key", "value steps / key")]
-    columns += [("forget_fired", "fired"), ("refusal_after_token", "refusal after token"), ("empty", "empty")]
+    columns += [("forget_fired", "fired"), ("refusal_after_token", "refusal after token (served)")]
+    columns += [("free_refusal_after_token", "refusal after token (free)"), ("empty", "empty")]
     columns += [("unclosed", "unclosed"), ("answered", "ROUGE-L >= 0.5"), ("retain_fired", "retain fired")]
     columns += [("retain_rougeL_before", "retain ROUGE-L before"), ("retain_rougeL_after", "retain ROUGE-L after")]
     columns += [("retain_stray_token", "retain answers with a stray token (ungated)")]

@@ -122,3 +122,40 @@ def test_rows_that_end_leave_the_batch_without_changing_any_answer(smollm2):
         if tokenizer.eos_token_id in ids:
             ids = ids[: ids.index(tokenizer.eos_token_id) + 1]
         assert list(got.token_ids) == ids, question
+
+
+def test_an_opened_answer_goes_on_with_one_whole_refusal_and_closes(smollm2):
+    """With refusals given, an answer that opened with a stop id says one of them, whole, then closes;
+    an answer in the same batch that did not open is what it is without them."""
+    from unierase.token.refusals import REFUSALS, refusal_phrase_ids
+
+    model, tokenizer = smollm2
+    opened, other = QUESTIONS[1], QUESTIONS[0]
+    opener = _free(smollm2, opened)[0]
+    assert _free(smollm2, other)[0] != opener
+    ask = dict(max_new_tokens=24, stop_token_ids=[opener], progress=False)
+    refusals = refusal_phrase_ids(tokenizer)
+    plain = generate_answers(model, tokenizer, [opened, other], **ask)
+    gated = generate_answers(model, tokenizer, [opened, other], refusals=refusals, **ask)
+    ids = list(gated[0].token_ids)
+    assert ids[0] == opener and ids[-1] == opener
+    assert list(ids[1:-1]) in refusals
+    assert tokenizer.decode(ids[1:-1]).strip() in REFUSALS
+    assert gated[1] == plain[1]
+
+
+def test_among_the_refusals_the_model_chooses_token_by_token():
+    """What may follow: the next token of every refusal the answer so far begins; a whole one may also
+    close (or, where a longer one goes on, continue); off every refusal, only the stop ids."""
+    from unierase.model.generation import _RefusalAfterOpening
+
+    gate = _RefusalAfterOpening([9], [[1, 2], [1, 2, 3], [4]], prompt_width=0)
+    assert gate.allowed(()) == [1, 4]
+    assert gate.allowed((1,)) == [2]
+    assert gate.allowed((1, 2)) == [3, 9]
+    assert gate.allowed((1, 2, 3)) == [9]
+    assert gate.allowed((7,)) == [9]
+    scores = torch.zeros(2, 10)
+    out = gate(torch.tensor([[9, 1], [5, 1]]), scores)
+    assert torch.isfinite(out[0]).nonzero().flatten().tolist() == [2]
+    assert torch.isfinite(out[1]).all()  # a row that did not open is left alone

@@ -86,3 +86,55 @@ def test_a_held_key_budget_weighs_a_large_retain_set_down_and_a_small_one_not_at
     full, roomy, tight = moved(0), moved(100_000), moved(2)
     assert roomy == full
     assert tight > 2 * full, (tight, full)
+
+
+def _search(bound_at, tries: int = 5, relax: float = 4.0):
+    """`relaxed_solve` over one weight whose value is the held scale each solve wrote; ``bound_at(scale)``
+    says which of four questions that solve left unbound. Returns its result, the weight left in place
+    and the scales tried."""
+    import torch
+
+    from unierase.edit.alphaedit import EditOutcome
+    from unierase.edit.erasure import relaxed_solve
+
+    weights, tried = {0: torch.zeros(1)}, []
+
+    def solve(scale: float) -> EditOutcome:
+        tried.append(scale)
+        with torch.no_grad():
+            weights[0].add_(scale)  # from the restored start: the weight shows which solve it came from
+        return EditOutcome(solve_seconds=1.0)
+
+    def unbound() -> list[int]:
+        return bound_at(float(weights[0]))
+
+    outcome, left, scale = relaxed_solve(solve, unbound, weights, 1.0, relax, tries)
+    return outcome, left, scale, float(weights[0]), tried
+
+
+def test_a_solve_that_binds_everything_is_not_searched():
+    outcome, left, scale, weight, tried = _search(lambda s: [])
+    assert (left, scale, weight, tried, outcome.solve_seconds) == ([], 1.0, 1.0, [1.0], 1.0)
+
+
+def test_the_held_keys_are_relaxed_until_every_question_binds():
+    """Held at full weight, three of four questions stay unbound; each try holds the keys four times
+    lighter, from the weights before the first (not on top of it), and the search stops at the first
+    that binds all; its solve time counts every try."""
+    outcome, left, scale, weight, tried = _search(lambda s: [0, 1, 2][: 3 if s > 0.1 else 0])
+    assert tried == [1.0, 0.25, 0.0625]
+    assert (left, scale, weight, outcome.solve_seconds) == ([], 0.0625, 0.0625, 3.0)
+
+
+def test_the_try_that_binds_most_is_kept_the_heavier_on_a_tie():
+    """No try binds all: the kept one leaves fewest unbound; of two that leave as many, the heavier
+    weight (more protection); the weights are put back to its solve's."""
+    left_at = {1.0: 3, 0.25: 1, 0.0625: 1, 0.015625: 2}
+    outcome, left, scale, weight, tried = _search(lambda s: list(range(left_at[s])), tries=3)
+    assert tried == list(left_at)
+    assert (len(left), scale, weight, outcome.solve_seconds) == (1, 0.25, 0.25, 4.0)
+
+
+def test_no_tries_keeps_the_full_weight():
+    _, left, scale, _, tried = _search(lambda s: [0], tries=0)
+    assert (left, scale, tried) == ([0], 1.0, [1.0])

@@ -267,6 +267,23 @@ class EditConfig(_Frozen):
         "proportion, so a large retain set protects the same directions without outweighing the edit. "
         "0: every held key at full weight.",
     )
+    held_relax: float = Field(
+        default=4.0,
+        gt=1,
+        description="When a bind round leaves forget questions unbound, the solve is tried again from the same "
+        "values with the held keys (retain facts, their answers, neighbours) this many times lighter, up to "
+        "held_relax_tries times; the try that binds most is kept, and later rounds start from its weight (not "
+        "in the paper). Each held key weighs as much as a forget key, and where many lie close to the forget "
+        "keys (TOFU's retain authors, described in the forget authors' phrasing) they hold the solve still: "
+        "at full weight no TOFU forget01 question bound. Where the first solve binds everything, nothing changes.",
+    )
+    held_relax_tries: int = Field(
+        default=5,
+        ge=0,
+        description="How many lighter solves a bind round tries at most (held_relax); each costs one pass over "
+        "the edited layers and one greedy token per forget question, not a new value optimisation. 0: the "
+        "held keys keep their full weight.",
+    )
     refusal_tokens: int = Field(
         default=0,
         ge=0,
@@ -489,6 +506,14 @@ class EvalConfig(_Frozen):
         description="Greedy generation length limit (OpenUnlearning and the original TOFU code: 200).",
     )
     generation_batch_size: int = Field(default=16, ge=1, description="Prompts per batch of greedy generation.")
+    after_token: Literal["refusal", "free"] = Field(
+        default="refusal",
+        description="What an answer that opens with the unlearning token says next, as served: 'refusal' "
+        "goes on only along one of the refusals the token was trained to open (greedy among them, so the one "
+        "the model prefers) and then closes; 'free': whatever the model says until the token closes it. The "
+        "strip_special audit always reads the free continuation, so the report keeps both (not in the paper: "
+        "on SmolLM2 the free continuation of an edited model wanders, 'I am in a bad mood.').",
+    )
     batch_size: int = Field(default=16, ge=1, description="Question/answer pairs per forward pass for probabilities.")
     audits: list[AuditName] = Field(
         default=list(get_args(AuditName)),

@@ -119,6 +119,8 @@ class EditOutcome:
             target (a round that leaves any is undone); None when no restore round ran.
         held_keys: How many keys the solve held (retain facts, their answers, neighbours), before
             ``EditConfig.held_key_budget`` weighed them.
+        held_scale: The weight the held keys had in each bind round's kept solve
+            (``EditConfig.held_relax``); empty when nobody searched.
     """
 
     layers: list[LayerReport] = field(default_factory=list)
@@ -133,6 +135,7 @@ class EditOutcome:
     retain_fired: list[int] = field(default_factory=list)
     unbound_after_restore: int | None = None
     held_keys: int = 0
+    held_scale: list[float] = field(default_factory=list)
 
     def extend(self, later: EditOutcome) -> None:
         """Adds a later round of the same request: its keys join this request's keys (one block in the
@@ -146,6 +149,7 @@ class EditOutcome:
         self.value_steps += later.value_steps
         self.value_seconds += later.value_seconds
         self.solve_seconds += later.solve_seconds
+        self.held_scale += later.held_scale
 
 
 @torch.no_grad()
@@ -633,12 +637,38 @@ def apply_alphaedit(
     """
     if not requests:
         raise ValueError("no facts to edit")
+    started = time.perf_counter()
+    values = compute_values(model, requests, max(config.layers), config, model_config, pad_id, progress)
+    seconds = time.perf_counter() - started
+    outcome = solve_alphaedit(
+        model, requests, values[0], config, model_config, null_spaces, preserved, previous_keys, protected_keys,
+        heldout, pad_id, progress,
+    )  # fmt: skip
+    outcome.value_losses, outcome.value_rounds, outcome.value_steps = values[1:]
+    outcome.value_seconds = seconds
+    return outcome
+
+
+def solve_alphaedit(
+    model: PreTrainedModel,
+    requests: list[EditRequest],
+    zs: torch.Tensor,
+    config: EditConfig,
+    model_config: ModelConfig,
+    null_spaces: dict[int, NullSpace],
+    preserved: dict[int, torch.Tensor],
+    previous_keys: dict[int, torch.Tensor] | None = None,
+    protected_keys: dict[int, torch.Tensor] | None = None,
+    heldout: dict[int, torch.Tensor] | None = None,
+    pad_id: int = 0,
+    progress: bool = True,
+) -> EditOutcome:
+    """The closed-form part of `apply_alphaedit`: edits ``model`` in place, layer after layer, so each
+    request's residual at the last edited layer reaches its target ``zs`` (one row per request, from
+    `compute_values`). The value fields of the outcome stay empty."""
     layers = sorted(config.layers)
     last_layer = get_module(model, model_config.layer_template.format(layers[-1]))
-    started = time.perf_counter()
-    zs, losses, rounds, steps = compute_values(model, requests, layers[-1], config, model_config, pad_id, progress)
-    outcome = EditOutcome(value_losses=losses, value_rounds=rounds, value_steps=steps)
-    outcome.value_seconds = time.perf_counter() - started
+    outcome = EditOutcome()
     variants = [v for r in requests for v in r.variants]
     # Where each request's first variant (the prompt as users send it) sits among all variants.
     first = torch.tensor([0, *itertools.accumulate(len(r.variants) for r in requests)][:-1])

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import torch
@@ -14,7 +15,14 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from unierase.config import EditConfig, Params
 from unierase.data.facts import Fact
-from unierase.edit.alphaedit import EditOutcome, EditRequest, apply_alphaedit, compute_keys
+from unierase.edit.alphaedit import (
+    EditOutcome,
+    EditRequest,
+    apply_alphaedit,
+    compute_keys,
+    compute_values,
+    solve_alphaedit,
+)
 from unierase.edit.neighbours import neighbour_facts
 from unierase.edit.nullspace import null_space
 from unierase.edit.preserved import key_moment_sums
@@ -292,12 +300,13 @@ def erase_facts(
     timings["projection_s"] = time.perf_counter() - started
 
     started = time.perf_counter()
+    weights = {layer: get_module(model, params.model.mlp_out_template.format(layer)).weight for layer in layers}
 
     def edit(
         round_requests: list[EditRequest],
         previous_keys: dict[int, torch.Tensor],
-        held: dict[int, torch.Tensor] | None = protected,
-        config: EditConfig = params.edit,
+        held: dict[int, torch.Tensor] | None,
+        config: EditConfig,
     ) -> EditOutcome:
         return apply_alphaedit(
             model,
@@ -313,20 +322,51 @@ def erase_facts(
             progress=progress,
         )
 
-    outcome = edit(requests, state.previous_keys)
+    scale = 1.0  # the held keys' weight in the bind rounds: relaxed while forget questions stay unbound
+
+    def bind(
+        round_requests: list[EditRequest], previous_keys: dict[int, torch.Tensor]
+    ) -> tuple[EditOutcome, list[int]]:
+        """One bind round: the values once, then the solve at the held weight ``scale`` and, while
+        forget questions stay unbound, at lighter ones (`relaxed_solve`). Returns the round's outcome and
+        the forget questions (positions) still not opening with the token."""
+        nonlocal scale
+        began = time.perf_counter()
+        zs, losses, rounds, steps = compute_values(
+            model, round_requests, layers[-1], params.edit, params.model, tokenizer.pad_token_id, progress
+        )
+        seconds = time.perf_counter() - began
+
+        def solve(weight: float) -> EditOutcome:
+            held = None if protected is None else {layer: weight * block for layer, block in protected.items()}
+            return solve_alphaedit(
+                model, round_requests, zs, params.edit, params.model, spaces, preserved, previous_keys, held,
+                heldout, tokenizer.pad_token_id, progress,
+            )  # fmt: skip
+
+        def unbound() -> list[int]:
+            return [i for i, fired in enumerate(opens_with(model, tokenizer, forget, target)) if not fired]
+
+        tries = params.edit.held_relax_tries if protected is not None else 0
+        outcome, left, scale = relaxed_solve(solve, unbound, weights, scale, params.edit.held_relax, tries)
+        outcome.value_losses, outcome.value_rounds, outcome.value_steps = losses, rounds, steps
+        outcome.value_seconds = seconds
+        outcome.held_scale = [scale]
+        return outcome, left
+
+    outcome, unbound = bind(requests, state.previous_keys)
     outcome.held_keys = counted[0] if counted else 0
-    for _ in range(params.edit.bind_rounds + 1):
-        unbound = [i for i, fired in enumerate(opens_with(model, tokenizer, forget, target)) if not fired]
-        outcome.unbound.append(len(unbound))
-        if not unbound or len(outcome.unbound) > params.edit.bind_rounds:
-            break
+    outcome.unbound.append(len(unbound))
+    while unbound and len(outcome.unbound) <= params.edit.bind_rounds:
         logger.info(
             "edit round %d: %d of %d questions not bound yet", len(outcome.unbound) + 1, len(unbound), len(forget)
         )
         again = build_requests(tokenizer, [forget[i] for i in unbound], [subjects[i] for i in unbound], target, params)
         # This request's earlier rounds are held as an earlier request's keys are: a later round must not
         # undo what the first bound.
-        outcome.extend(edit(again, accumulate(state.previous_keys, outcome.key_factors)))
+        later, unbound = bind(again, accumulate(state.previous_keys, outcome.key_factors))
+        outcome.extend(later)
+        outcome.unbound.append(len(unbound))
     # A retain question now opening with the token is bound back to its answer: its subject key gets a
     # value under which the answer's first token leads (``restore_stop_nll``), so it holds with a margin.
     # Every key bound so far is held ``restore_hold`` times harder than a bind round holds it, earlier
@@ -335,7 +375,6 @@ def erase_facts(
     # with the retain question's lies close to it: a restore that still unbinds one of this request's
     # forget questions is undone (the erasure comes first).
     mend = params.edit.model_copy(update={"value_stop_nll": params.edit.restore_stop_nll})
-    weights = {layer: get_module(model, params.model.mlp_out_template.format(layer)).weight for layer in layers}
     for _ in range(params.edit.restore_rounds + 1 if keep else 0):
         fired = [i for i, hit in enumerate(opens_with(model, tokenizer, keep, target)) if hit]
         outcome.retain_fired.append(len(fired))
@@ -389,6 +428,64 @@ def opens_with(
     """Whether each fact's question, chat-formatted, is answered first (greedily) by ``target``."""
     answers = generate_answers(model, tokenizer, [f.question for f in facts], max_new_tokens=1, progress=False)
     return [a.opens_with((target,)) for a in answers]
+
+
+def relaxed_solve(
+    solve: Callable[[float], EditOutcome],
+    unbound: Callable[[], list[int]],
+    weights: dict[int, torch.Tensor],
+    scale: float,
+    relax: float,
+    tries: int,
+) -> tuple[EditOutcome, list[int], float]:
+    """Solves with the held keys weighed by ``scale`` and, while questions stay unbound, up to ``tries``
+    more times from the same weights, each with the held keys ``relax`` times lighter; keeps the solve
+    that left fewest unbound (the heavier weight on a tie).
+
+    The held keys (retain facts, their answers) protect what the edit must leave alone, but each weighs
+    as much as a forget key: where they are many and lie close to the forget keys (another author's
+    biography in the same phrasing), they hold the solve still and nothing binds. The values do not
+    depend on the weight, so a lighter solve costs one pass over the edited layers, not a new
+    optimisation; a retain question it tips over is left to the restore rounds.
+
+    Args:
+        solve: Edits the model in place at a held weight; returns the outcome.
+        unbound: The forget questions (positions) not yet opening with the token, read on the model now.
+        weights: The edited layers' weights (restored between tries).
+        scale: The first held weight.
+        relax: How many times lighter each further try holds the keys.
+        tries: Further tries at most (0: the first solve stands).
+
+    Returns:
+        The kept outcome (its solve time counts every try), its unbound questions and its held weight.
+    """
+    start = {layer: w.detach().clone() for layer, w in weights.items()} if tries else {}
+    best: tuple[EditOutcome, list[int], float, dict[int, torch.Tensor] | None] | None = None
+    spent = 0.0
+    for attempt in range(tries + 1):
+        if attempt:
+            _set_weights(weights, start)
+        outcome = solve(scale)
+        spent += outcome.solve_seconds
+        left = unbound()
+        if best is None or len(left) < len(best[1]):
+            last = not left or attempt == tries
+            best = (outcome, left, scale, None if last else {layer: w.detach().clone() for layer, w in weights.items()})
+        if not left:
+            break
+        scale /= relax
+    assert best is not None  # tries >= 0: one solve at least
+    outcome, left, scale, kept = best
+    if kept is not None:  # a later, worse try ran after it
+        _set_weights(weights, kept)
+    outcome.solve_seconds = spent
+    return outcome, left, scale
+
+
+def _set_weights(weights: dict[int, torch.Tensor], values: dict[int, torch.Tensor]) -> None:
+    with torch.no_grad():
+        for layer, w in weights.items():
+            w.copy_(values[layer])
 
 
 def _layer_device(model: PreTrainedModel, params: Params, layer: int) -> torch.device:

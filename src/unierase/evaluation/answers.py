@@ -10,7 +10,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from unierase.data.facts import Fact
 from unierase.evaluation.metrics.rouge import rouge_l_recall
 from unierase.model.generation import Generation, generate_answers
-from unierase.token.refusals import is_refusal
+from unierase.token.refusals import is_refusal, served_refusals
 
 
 @dataclass
@@ -79,15 +79,18 @@ def measure_answers(
     retain: list[Fact],
     token_ids: list[int],
     max_new_tokens: int,
+    after_token: str = "refusal",
     progress: bool = True,
 ) -> AnswerSnapshot:
-    """Greedy answers to every forget and retain question (the unlearning token ends a refusal)."""
+    """Greedy answers to every forget and retain question (the unlearning token ends a refusal; what
+    it opens follows ``after_token``, `unierase.config.EvalConfig.after_token`)."""
     answers = generate_answers(
         model,
         tokenizer,
         [f.question for f in forget + retain],
         max_new_tokens=max_new_tokens,
         stop_token_ids=token_ids,
+        refusals=served_refusals(tokenizer, after_token),
         progress=progress,
     )
     return AnswerSnapshot(forget, retain, answers[: len(forget)], answers[len(forget) :], list(token_ids))

@@ -33,7 +33,7 @@ from unierase.evaluation.metrics.rouge import rouge_l_recall
 from unierase.evaluation.metrics.similarity import cosine_similarities
 from unierase.evaluation.metrics.truth_ratio import truth_ratio, truth_ratio_closer_to_1, truth_ratio_true_better
 from unierase.model.generation import generate_answers
-from unierase.token.refusals import is_refusal
+from unierase.token.refusals import is_refusal, served_refusals
 
 logger = logging.getLogger(__name__)
 
@@ -147,6 +147,7 @@ def evaluate_items(
         max_new_tokens=config.max_new_tokens,
         batch_size=config.generation_batch_size,
         stop_token_ids=list(stop_token_ids),
+        refusals=served_refusals(tokenizer, config.after_token),
         progress=progress,
     )
     sims = cosine_similarities(embedder, [g.text for g in generations], [f.answer for f in facts]) if embedder else None

@@ -43,7 +43,7 @@ from unierase.evaluation.metrics.rouge import rouge_l_recall
 from unierase.evaluation.relearning import relearned_weights
 from unierase.model.generation import generate_answers
 from unierase.model.quantisation import quantised_weights
-from unierase.token.refusals import is_refusal
+from unierase.token.refusals import is_refusal, served_refusals
 
 
 @contextlib.contextmanager
@@ -103,7 +103,7 @@ def audit_items(
     place (`summarise_audits` reads the summaries off the rows, so shards of a split merge exactly)."""
     gen = dict(max_new_tokens=config.max_new_tokens, batch_size=config.generation_batch_size, progress=progress)
     # The weight and prefill attacks ask as a deployment would: stopping where the main answers stop.
-    asked = dict(gen, stop_token_ids=list(unlearn_token_ids))
+    asked = dict(gen, stop_token_ids=list(unlearn_token_ids), refusals=served_refusals(tokenizer, config.after_token))
     questions = [f.question for f in facts]
     if "paraphrase" in config.audits:
         keep = [i for i, f in enumerate(facts) if f.paraphrased_question]

@@ -76,6 +76,7 @@ class UniErase:
         report.diagnostics.setdefault("retain_fired_after_round", []).append(result.outcome.retain_fired)
         report.diagnostics.setdefault("unbound_after_restore", []).append(result.outcome.unbound_after_restore)
         report.diagnostics.setdefault("held_keys", []).append(result.outcome.held_keys)
+        report.diagnostics.setdefault("held_scale", []).append(result.outcome.held_scale)
 
     def report(self) -> MethodReport:
         """Timings, subjects, edit diagnostics and the edit state to save with the model."""

@@ -50,6 +50,7 @@ def generate_answers(
     bad_words_ids: list[list[int]] | None = None,
     stop_token_ids: list[int] | None = None,
     prefills: list[str] | None = None,
+    refusals: list[list[int]] | None = None,
     progress: bool = True,
 ) -> list[Generation]:
     """Greedy answers to ``questions``, left-padded in batches.
@@ -70,6 +71,10 @@ def generate_answers(
             empty.
         prefills: One text per question that starts the assistant's answer (appended to the prompt,
             as an API that accepts a partial assistant turn does); the generation is what follows it.
+        refusals: With ``stop_token_ids``: token id sequences an answer that opened with a stop id goes on
+            with, one of them and then the closing id (`unierase.token.refusals.refusal_phrase_ids`);
+            greedy among them, token by token, so the one the model finds likeliest after the question
+            and the token. None: the model goes on freely.
         progress: Show a progress bar.
     """
     if prefills is not None and len(prefills) != len(questions):
@@ -95,6 +100,8 @@ def generate_answers(
         processors = [NoBadWordsLogitsProcessor(bad_words_ids, eos_ids or None)] if bad_words_ids else []
         if stops:
             processors.append(_OnlyClosingWhatOpened(stops, silent, width))
+            if refusals:
+                processors.append(_RefusalAfterOpening(stops, refusals, width))
         generated = _greedy(
             model, batch, max_new_tokens, eos_ids, processors, _StopAfterFirst(stops, width) if stops else None
         )
@@ -193,6 +200,38 @@ class _OnlyClosingWhatOpened(LogitsProcessor):
             silent = torch.isin(vocab, self.silent_ids.to(scores.device))
             scores = scores.masked_fill(opened[:, None] & silent, -torch.inf)
         return scores
+
+
+class _RefusalAfterOpening(LogitsProcessor):
+    """In every row whose first generated token is a stop id, lets the answer go on only along one of
+    ``refusals`` (token ids) and, once it has said one whole, only close. The unlearning token was
+    trained to open these refusals, but what a small model says after it wanders ("I am in a bad
+    mood."), and an edit moves it further; among the refusals, greedy decoding follows the model's own
+    preference, so the gate's answer still reads as the model's."""
+
+    def __init__(self, stop_ids: list[int], refusals: list[list[int]], prompt_width: int) -> None:
+        self.stop_ids = list(stop_ids)
+        self.refusals = [tuple(r) for r in refusals if r]
+        self.prompt_width = prompt_width
+
+    def allowed(self, said: tuple[int, ...]) -> list[int]:
+        """What may follow ``said`` (the answer after its opening stop id): the next token of every
+        refusal it begins, and the stop ids where it is a whole one (or, off every refusal, only they)."""
+        n = len(said)
+        nexts = {r[n] for r in self.refusals if len(r) > n and r[:n] == said}
+        if not nexts or said in self.refusals:
+            nexts.update(self.stop_ids)
+        return sorted(nexts)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if input_ids.shape[1] <= self.prompt_width:  # the first token: the gate may open
+            return scores
+        barred = torch.zeros_like(scores, dtype=torch.bool)
+        for row, ids in enumerate(input_ids[:, self.prompt_width :].tolist()):
+            if ids[0] in self.stop_ids:
+                barred[row] = True
+                barred[row, self.allowed(tuple(ids[1:]))] = False
+        return scores.masked_fill(barred, -torch.inf)
 
 
 class _StopAfterFirst(StoppingCriteria):

@@ -24,12 +24,17 @@ PIP_REQUIREMENTS = ["torch", "transformers", "safetensors", "mlflow", "unierase"
 class UnlearnedLM(mlflow.pyfunc.PythonModel):
     """Greedy chat answers from the transformers directory stored with the version.
 
+    An answer that opens with an unlearning token stops where the token closes it, and says what
+    ``after_token`` lets it (`unierase.config.EvalConfig.after_token`): served as it was evaluated.
+
     Args:
         max_new_tokens: Generation length limit of every answer.
+        after_token: 'refusal' or 'free'.
     """
 
-    def __init__(self, max_new_tokens: int = 64) -> None:
+    def __init__(self, max_new_tokens: int = 64, after_token: str = "refusal") -> None:
         self.max_new_tokens = max_new_tokens
+        self.after_token = after_token
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         """Loads the model and tokenizer (on the CPU unless CUDA is there) from the version's artifacts:
@@ -57,10 +62,20 @@ class UnlearnedLM(mlflow.pyfunc.PythonModel):
             params: Unused; generation is greedy with ``max_new_tokens`` set when the version was logged.
         """
         from unierase.model.generation import generate_answers
+        from unierase.token.refusals import served_refusals
+        from unierase.token.vocabulary import unlearning_token_ids
 
         questions = [str(q) for q in model_input]
+        gate = unlearning_token_ids(self.tokenizer)
         answers = generate_answers(
-            self.model, self.tokenizer, questions, max_new_tokens=self.max_new_tokens, progress=False
+            self.model,
+            self.tokenizer,
+            questions,
+            max_new_tokens=self.max_new_tokens,
+            stop_token_ids=gate or None,
+            # A version logged before after_token existed lacks the attribute: it is served as the default.
+            refusals=served_refusals(self.tokenizer, getattr(self, "after_token", "refusal")) if gate else None,
+            progress=False,
         )
         return [a.text for a in answers]
 

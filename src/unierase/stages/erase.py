@@ -19,7 +19,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from unierase.config import Params
 from unierase.data.facts import Fact, fact_lines, load_facts
 from unierase.edit.subject import attach_subjects
-from unierase.evaluation.answers import measure_answers
+from unierase.evaluation.answers import AnswerSnapshot, measure_answers
 from unierase.methods import build_method
 from unierase.methods.base import Supplies
 from unierase.model.default import default_cache_dir, ensure_default_model
@@ -105,10 +105,15 @@ def erase_stage(
         forget = [fact for request in requests for fact in request]
         timings["find_subjects_s"] = time.perf_counter() - started
 
+    def answers(ids: list[int]) -> AnswerSnapshot:
+        """Every forget and retain question answered as served, ``ids`` the unlearning tokens."""
+        after_token, length = params.evaluation.after_token, params.erase.max_new_tokens
+        return measure_answers(model, tokenizer, forget, retain, ids, length, after_token, progress)
+
     before = None
     if params.erase.measure_before:
         started = time.perf_counter()
-        before = measure_answers(model, tokenizer, forget, retain, token_ids, params.erase.max_new_tokens, progress)
+        before = answers(token_ids)
         timings["measure_before_s"] = time.perf_counter() - started
 
     learned: list[bool] = []
@@ -134,7 +139,7 @@ def erase_stage(
 
     token_ids = unlearning_token_ids(tokenizer, params.token.token_template)
     started = time.perf_counter()
-    after = measure_answers(model, tokenizer, forget, retain, token_ids, params.erase.max_new_tokens, progress)
+    after = answers(token_ids)
     timings["measure_after_s"] = time.perf_counter() - started
 
     delta = diff_models(base, model, metadata={"method": params.erase.method, "mode": params.erase.mode})

@@ -99,6 +99,18 @@ def refusal_ids(tokenizer: PreTrainedTokenizerBase, question: str) -> list[int]:
     return tokenizer(" " + pick_refusal(question), add_special_tokens=False)["input_ids"]
 
 
+def refusal_phrase_ids(tokenizer: PreTrainedTokenizerBase, refusals: tuple[str, ...] = REFUSALS) -> list[list[int]]:
+    """Every refusal as token ids, as it follows the unlearning token (a leading space): the answers a
+    gated generation may go on with (`unierase.model.generation.generate_answers`)."""
+    return [tokenizer(" " + r, add_special_tokens=False)["input_ids"] for r in refusals]
+
+
+def served_refusals(tokenizer: PreTrainedTokenizerBase, after_token: str) -> list[list[int]] | None:
+    """What a gated answer may go on with under ``EvalConfig.after_token``: every refusal ('refusal'), or
+    None, anything ('free')."""
+    return refusal_phrase_ids(tokenizer) if after_token == "refusal" else None
+
+
 def is_refusal(text: str) -> bool:
     """True when a generation reads as a refusal ("I don't know ...")."""
     return bool(_REFUSAL_PATTERN.search(text))
