@@ -98,6 +98,8 @@ def parse_args(argv: list[str] | None = None):
 
 # Parameters only UniErase reads: a reference model's or a baseline's cell keeps its result when they change.
 _ERASURE_SECTIONS = ("token", "covariance", "edit", "erase", "validation", "ray")
+# Evaluation settings that act only on answers opening with an unlearning token, which those models lack.
+_GATED_EVALUATION = ("after_token",)
 
 
 def cell_scope(name: str, workload: dict) -> dict:
@@ -108,6 +110,7 @@ def cell_scope(name: str, workload: dict) -> dict:
         return workload
     params = {k: v for k, v in workload["params"].items() if k not in _ERASURE_SECTIONS}
     params["token"] = {"token_template": workload["params"]["token"]["token_template"]}
+    params["evaluation"] = {k: v for k, v in params["evaluation"].items() if k not in _GATED_EVALUATION}
     return {**workload, "params": params}
 
 

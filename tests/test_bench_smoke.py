@@ -311,6 +311,16 @@ def test_quality_cells_of_baselines_survive_a_change_of_the_erasures_parameters(
     eval_changed = {**erasure_changed, "params": {**erasure_changed["params"], "evaluation": evaluation}}
     with pytest.raises(SystemExit, match=r"grad_ascent@1.json was measured on another workload"):
         open_cells(tmp_path, "quality", eval_changed, {}, scope=cell_scope)
+    # What follows the unlearning token, as served, is not a baseline's concern: it has no such token.
+    free = {**params["evaluation"], "after_token": "free"}
+    after_changed = {**erasure_changed, "params": {**erasure_changed["params"], "evaluation": free}}
+    assert sorted(
+        open_cells(tmp_path, "quality", after_changed, {}, redo=["unierase"], scope=cell_scope).load()[1]
+    ) == [
+        "grad_ascent@1",
+        "npo@1",
+        "target@1",
+    ]
 
 
 def test_gpu_scale_rows_on_the_tiny_shape(dirs, tiny_llama_dir: Path, tmp_path: Path) -> None:
