@@ -88,7 +88,7 @@ def test_a_held_key_budget_weighs_a_large_retain_set_down_and_a_small_one_not_at
     assert tight > 2 * full, (tight, full)
 
 
-def _search(bound_at, tries: int = 5, relax: float = 4.0):
+def _search(bound_at, tries: int = 5, relax: float = 4.0, tolerated: int = 0):
     """`relaxed_solve` over one weight whose value is the held scale each solve wrote; ``bound_at(scale)``
     says which of four questions that solve left unbound. Returns its result, the weight left in place
     and the scales tried."""
@@ -108,7 +108,7 @@ def _search(bound_at, tries: int = 5, relax: float = 4.0):
     def unbound() -> list[int]:
         return bound_at(float(weights[0]))
 
-    outcome, left, scale = relaxed_solve(solve, unbound, weights, 1.0, relax, tries)
+    outcome, left, scale = relaxed_solve(solve, unbound, weights, 1.0, relax, tries, tolerated)
     return outcome, left, scale, float(weights[0]), tried
 
 
@@ -138,3 +138,13 @@ def test_the_try_that_binds_most_is_kept_the_heavier_on_a_tie():
 def test_no_tries_keeps_the_full_weight():
     _, left, scale, _, tried = _search(lambda s: [0], tries=0)
     assert (left, scale, tried) == ([0], 1.0, [1.0])
+
+
+def test_a_round_that_tolerates_a_few_unbound_stops_relaxing_there():
+    """Before the last bind round, a few unbound questions are left to the next one at the heavier
+    weight: the search stops at the first try that leaves no more than the round tolerates."""
+    left_at = {1.0: 4, 0.25: 2, 0.0625: 0}
+    _, left, scale, weight, tried = _search(lambda s: list(range(left_at[s])), tolerated=2)
+    assert (len(left), scale, weight, tried) == (2, 0.25, 0.25, [1.0, 0.25])
+    _, left, scale, _, _ = _search(lambda s: list(range(left_at[s])), tolerated=4)
+    assert (len(left), scale) == (4, 1.0)  # the first solve is within it: not searched

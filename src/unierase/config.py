@@ -277,6 +277,15 @@ class EditConfig(_Frozen):
         "keys (TOFU's retain authors, described in the forget authors' phrasing) they hold the solve still: "
         "at full weight no TOFU forget01 question bound. Where the first solve binds everything, nothing changes.",
     )
+    held_relax_share: float = Field(
+        default=0.5,
+        ge=0,
+        lt=1,
+        description="A bind round other than the last relaxes the held keys (held_relax) only while more than this "
+        "share of its questions stay unbound: a few near the boundary are left to the next round, whose values "
+        "are computed afresh on the edited model, at the heavier weight; the last round relaxes while any stays "
+        "unbound.",
+    )
     held_relax_tries: int = Field(
         default=5,
         ge=0,

@@ -325,11 +325,12 @@ def erase_facts(
     scale = 1.0  # the held keys' weight in the bind rounds: relaxed while forget questions stay unbound
 
     def bind(
-        round_requests: list[EditRequest], previous_keys: dict[int, torch.Tensor]
+        round_requests: list[EditRequest], previous_keys: dict[int, torch.Tensor], asked: int, last: bool
     ) -> tuple[EditOutcome, list[int]]:
-        """One bind round: the values once, then the solve at the held weight ``scale`` and, while
-        forget questions stay unbound, at lighter ones (`relaxed_solve`). Returns the round's outcome and
-        the forget questions (positions) still not opening with the token."""
+        """One bind round over ``asked`` forget questions: the values once, then the solve at the held
+        weight ``scale`` and, while too many stay unbound, at lighter ones (`relaxed_solve`): more than
+        ``edit.held_relax_share`` of them, or in the ``last`` round any. Returns the round's outcome
+        and the forget questions (positions) still not opening with the token."""
         nonlocal scale
         began = time.perf_counter()
         zs, losses, rounds, steps = compute_values(
@@ -348,23 +349,30 @@ def erase_facts(
             return [i for i, fired in enumerate(opens_with(model, tokenizer, forget, target)) if not fired]
 
         tries = params.edit.held_relax_tries if protected is not None else 0
-        outcome, left, scale = relaxed_solve(solve, unbound, weights, scale, params.edit.held_relax, tries)
+        tolerated = 0 if last else int(params.edit.held_relax_share * asked)
+        outcome, left, scale = relaxed_solve(solve, unbound, weights, scale, params.edit.held_relax, tries, tolerated)
         outcome.value_losses, outcome.value_rounds, outcome.value_steps = losses, rounds, steps
         outcome.value_seconds = seconds
         outcome.held_scale = [scale]
         return outcome, left
 
-    outcome, unbound = bind(requests, state.previous_keys)
+    rounds = params.edit.bind_rounds
+    outcome, unbound = bind(requests, state.previous_keys, len(forget), last=rounds == 0)
     outcome.held_keys = counted[0] if counted else 0
     outcome.unbound.append(len(unbound))
-    while unbound and len(outcome.unbound) <= params.edit.bind_rounds:
+    while unbound and len(outcome.unbound) <= rounds:
         logger.info(
             "edit round %d: %d of %d questions not bound yet", len(outcome.unbound) + 1, len(unbound), len(forget)
         )
         again = build_requests(tokenizer, [forget[i] for i in unbound], [subjects[i] for i in unbound], target, params)
         # This request's earlier rounds are held as an earlier request's keys are: a later round must not
         # undo what the first bound.
-        later, unbound = bind(again, accumulate(state.previous_keys, outcome.key_factors))
+        later, unbound = bind(
+            again,
+            accumulate(state.previous_keys, outcome.key_factors),
+            len(unbound),
+            last=len(outcome.unbound) == rounds,
+        )
         outcome.extend(later)
         outcome.unbound.append(len(unbound))
     # A retain question now opening with the token is bound back to its answer: its subject key gets a
@@ -437,10 +445,12 @@ def relaxed_solve(
     scale: float,
     relax: float,
     tries: int,
+    tolerated: int = 0,
 ) -> tuple[EditOutcome, list[int], float]:
-    """Solves with the held keys weighed by ``scale`` and, while questions stay unbound, up to ``tries``
-    more times from the same weights, each with the held keys ``relax`` times lighter; keeps the solve
-    that left fewest unbound (the heavier weight on a tie).
+    """Solves with the held keys weighed by ``scale`` and, while more than ``tolerated`` questions stay
+    unbound, up to ``tries`` more times from the same weights, each with the held keys ``relax`` times
+    lighter; keeps the first solve that leaves at most ``tolerated``, else the one that left fewest (the
+    heavier weight on a tie).
 
     The held keys (retain facts, their answers) protect what the edit must leave alone, but each weighs
     as much as a forget key: where they are many and lie close to the forget keys (another author's
@@ -455,6 +465,8 @@ def relaxed_solve(
         scale: The first held weight.
         relax: How many times lighter each further try holds the keys.
         tries: Further tries at most (0: the first solve stands).
+        tolerated: How many unbound questions end the search (a later bind round, with values
+            computed afresh on the edited model, binds a few near the boundary at the heavier weight).
 
     Returns:
         The kept outcome (its solve time counts every try), its unbound questions and its held weight.
@@ -468,10 +480,11 @@ def relaxed_solve(
         outcome = solve(scale)
         spent += outcome.solve_seconds
         left = unbound()
+        enough = len(left) <= tolerated
         if best is None or len(left) < len(best[1]):
-            last = not left or attempt == tries
+            last = enough or attempt == tries
             best = (outcome, left, scale, None if last else {layer: w.detach().clone() for layer, w in weights.items()})
-        if not left:
+        if enough:
             break
         scale /= relax
     assert best is not None  # tries >= 0: one solve at least
