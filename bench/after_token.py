@@ -130,6 +130,11 @@ def run_variant(name: str, params: Params, base: Path, forget: list[Fact], retai
         "retain_rougeL_before": sum(r["rougeL_recall"] for r in before) / len(before),
         "retain_rougeL_after": sum(r["rougeL_recall"] for r in rows["retain"]) / len(retain),
         "retain_stray_token": sum(r["stray_token"] for r in rows["retain"]),
+        # How the edit went: unbound forget questions and fired retain ones after each round, and the
+        # weight the held keys kept in each bind round (`unierase.edit.erasure.relaxed_solve`).
+        "unbound_after_round": result.outcome.unbound,
+        "retain_fired_after_round": result.outcome.retain_fired,
+        "held_scale": result.outcome.held_scale,
         "quotes": [{"question": r["question"], "answer": r["answer"]} for r in quotes],
         "items": rows,
     }

@@ -414,6 +414,7 @@ def test_after_token_rows(dirs, tmp_path: Path) -> None:
         assert (row["forget_n"], row["retain_n"], len(row["quotes"])) == (3, 2, 2)
         assert 0 <= row["refusal_after_token"] <= row["forget_fired"] <= 3
         assert 0 <= row["free_refusal_after_token"] <= row["forget_fired"]
+        assert len(row["held_scale"]) == len(row["unbound_after_round"]) >= 1  # one weight per bind round
         assert 0 <= row["retain_rougeL_after"] <= 1 and _finite(row["edit_s"])
         assert {q["question"] for q in row["quotes"]} <= {f.question for f in default_forget()[:3]}
     assert "| subjects only |" in (tmp_path / "out" / "after_token.md").read_text()

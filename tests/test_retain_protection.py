@@ -88,7 +88,7 @@ def test_a_held_key_budget_weighs_a_large_retain_set_down_and_a_small_one_not_at
     assert tight > 2 * full, (tight, full)
 
 
-def _search(bound_at, tries: int = 5, relax: float = 4.0, tolerated: int = 0):
+def _search(bound_at, tries: int = 5, relax: float = 4.0, tolerated: int = 0, fired_at=lambda s: 0):
     """`relaxed_solve` over one weight whose value is the held scale each solve wrote; ``bound_at(scale)``
     says which of four questions that solve left unbound. Returns its result, the weight left in place
     and the scales tried."""
@@ -108,7 +108,10 @@ def _search(bound_at, tries: int = 5, relax: float = 4.0, tolerated: int = 0):
     def unbound() -> list[int]:
         return bound_at(float(weights[0]))
 
-    outcome, left, scale = relaxed_solve(solve, unbound, weights, 1.0, relax, tries, tolerated)
+    def fired() -> int:
+        return fired_at(float(weights[0]))
+
+    outcome, left, scale = relaxed_solve(solve, unbound, fired, weights, 1.0, relax, tries, tolerated)
     return outcome, left, scale, float(weights[0]), tried
 
 
@@ -148,3 +151,13 @@ def test_a_round_that_tolerates_a_few_unbound_stops_relaxing_there():
     assert (len(left), scale, weight, tried) == (2, 0.25, 0.25, [1.0, 0.25])
     _, left, scale, _, _ = _search(lambda s: list(range(left_at[s])), tolerated=4)
     assert (len(left), scale) == (4, 1.0)  # the first solve is within it: not searched
+
+
+def test_a_lighter_solve_that_tips_retain_questions_over_is_not_kept():
+    """Mistakes are counted on both sides: a lighter weight that binds two more forget questions but
+    makes three retain questions open with the token loses to the heavier one."""
+    left_at = {1.0: 3, 0.25: 1, 0.0625: 0}
+    fired_at = {1.0: 0, 0.25: 3, 0.0625: 9}
+    _, left, scale, weight, tried = _search(lambda s: list(range(left_at[s])), fired_at=fired_at.get)
+    assert tried == [1.0, 0.25, 0.0625]  # searched until all bound
+    assert (len(left), scale, weight) == (3, 1.0, 1.0)  # and the full weight put back

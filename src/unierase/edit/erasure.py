@@ -348,9 +348,14 @@ def erase_facts(
         def unbound() -> list[int]:
             return [i for i, fired in enumerate(opens_with(model, tokenizer, forget, target)) if not fired]
 
+        def fired() -> int:
+            return sum(opens_with(model, tokenizer, keep, target)) if keep else 0
+
         tries = params.edit.held_relax_tries if protected is not None else 0
         tolerated = 0 if last else int(params.edit.held_relax_share * asked)
-        outcome, left, scale = relaxed_solve(solve, unbound, weights, scale, params.edit.held_relax, tries, tolerated)
+        outcome, left, scale = relaxed_solve(
+            solve, unbound, fired, weights, scale, params.edit.held_relax, tries, tolerated
+        )
         outcome.value_losses, outcome.value_rounds, outcome.value_steps = losses, rounds, steps
         outcome.value_seconds = seconds
         outcome.held_scale = [scale]
@@ -441,6 +446,7 @@ def opens_with(
 def relaxed_solve(
     solve: Callable[[float], EditOutcome],
     unbound: Callable[[], list[int]],
+    fired: Callable[[], int],
     weights: dict[int, torch.Tensor],
     scale: float,
     relax: float,
@@ -449,18 +455,22 @@ def relaxed_solve(
 ) -> tuple[EditOutcome, list[int], float]:
     """Solves with the held keys weighed by ``scale`` and, while more than ``tolerated`` questions stay
     unbound, up to ``tries`` more times from the same weights, each with the held keys ``relax`` times
-    lighter; keeps the first solve that leaves at most ``tolerated``, else the one that left fewest (the
-    heavier weight on a tie).
+    lighter; keeps the try with the fewest mistakes, forget questions unbound plus retain questions
+    that now open with the token (the heavier weight on a tie).
 
     The held keys (retain facts, their answers) protect what the edit must leave alone, but each weighs
     as much as a forget key: where they are many and lie close to the forget keys (another author's
-    biography in the same phrasing), they hold the solve still and nothing binds. The values do not
-    depend on the weight, so a lighter solve costs one pass over the edited layers, not a new
-    optimisation; a retain question it tips over is left to the restore rounds.
+    biography in the same phrasing), they hold the solve still and nothing binds. Where they hold it
+    because the forget subjects share names with retained ones, a lighter solve binds more and tips
+    retain questions over: counting both keeps it from trading one mistake for another. The values do
+    not depend on the weight, so a lighter solve costs one pass over the edited layers, not a new
+    optimisation.
 
     Args:
         solve: Edits the model in place at a held weight; returns the outcome.
         unbound: The forget questions (positions) not yet opening with the token, read on the model now.
+        fired: How many retain questions open with the token, read on the model now (only asked when
+            there are tries to compare).
         weights: The edited layers' weights (restored between tries).
         scale: The first held weight.
         relax: How many times lighter each further try holds the keys.
@@ -472,7 +482,7 @@ def relaxed_solve(
         The kept outcome (its solve time counts every try), its unbound questions and its held weight.
     """
     start = {layer: w.detach().clone() for layer, w in weights.items()} if tries else {}
-    best: tuple[EditOutcome, list[int], float, dict[int, torch.Tensor] | None] | None = None
+    best: tuple[int, EditOutcome, list[int], float, dict[int, torch.Tensor] | None] | None = None
     spent = 0.0
     for attempt in range(tries + 1):
         if attempt:
@@ -480,15 +490,17 @@ def relaxed_solve(
         outcome = solve(scale)
         spent += outcome.solve_seconds
         left = unbound()
+        mistakes = len(left) + (fired() if tries else 0)
         enough = len(left) <= tolerated
-        if best is None or len(left) < len(best[1]):
+        if best is None or mistakes < best[0]:
             last = enough or attempt == tries
-            best = (outcome, left, scale, None if last else {layer: w.detach().clone() for layer, w in weights.items()})
+            kept = None if last else {layer: w.detach().clone() for layer, w in weights.items()}
+            best = (mistakes, outcome, left, scale, kept)
         if enough:
             break
         scale /= relax
     assert best is not None  # tries >= 0: one solve at least
-    outcome, left, scale, kept = best
+    _, outcome, left, scale, kept = best
     if kept is not None:  # a later, worse try ran after it
         _set_weights(weights, kept)
     outcome.solve_seconds = spent
