@@ -99,7 +99,7 @@ class LayerReport:
 
 @dataclass
 class EditOutcome:
-    """Result of `apply_alphaedit`.
+    """Result of `solve_alphaedit`, with the value fields filled in by whoever computed the values.
 
     Attributes:
         layers: Per-layer diagnostics.
@@ -606,49 +606,6 @@ def _drift(delta: torch.Tensor, weight: torch.Tensor, cov: torch.Tensor) -> floa
     return float(torch.sqrt(num.clamp_min(0) / den))
 
 
-def apply_alphaedit(
-    model: PreTrainedModel,
-    requests: list[EditRequest],
-    config: EditConfig,
-    model_config: ModelConfig,
-    null_spaces: dict[int, NullSpace],
-    preserved: dict[int, torch.Tensor],
-    previous_keys: dict[int, torch.Tensor] | None = None,
-    protected_keys: dict[int, torch.Tensor] | None = None,
-    heldout: dict[int, torch.Tensor] | None = None,
-    pad_id: int = 0,
-    progress: bool = True,
-) -> EditOutcome:
-    """Edits ``model`` in place so each request's prompt emits its target token.
-
-    Args:
-        model: The model (with the unlearning token installed).
-        requests: Facts to bind.
-        config: Edit hyperparameters.
-        model_config: Module-path templates.
-        null_spaces: Layer -> projector of the preserved keys.
-        preserved: Layer -> second moment of the preserved keys (for λ and diagnostics).
-        previous_keys: Layer -> accumulated ``K Kᵀ`` of earlier edits (``C_prev``).
-        protected_keys: Layer -> ``K Kᵀ`` of keys to keep (retain facts), added to ``C_prev`` for
-            this solve only.
-        heldout: Layer -> second moment of held-out general-text keys, for diagnostics.
-        pad_id: Padding id.
-        progress: Show progress bars.
-    """
-    if not requests:
-        raise ValueError("no facts to edit")
-    started = time.perf_counter()
-    values = compute_values(model, requests, max(config.layers), config, model_config, pad_id, progress)
-    seconds = time.perf_counter() - started
-    outcome = solve_alphaedit(
-        model, requests, values[0], config, model_config, null_spaces, preserved, previous_keys, protected_keys,
-        heldout, pad_id, progress,
-    )  # fmt: skip
-    outcome.value_losses, outcome.value_rounds, outcome.value_steps = values[1:]
-    outcome.value_seconds = seconds
-    return outcome
-
-
 def solve_alphaedit(
     model: PreTrainedModel,
     requests: list[EditRequest],
@@ -663,7 +620,7 @@ def solve_alphaedit(
     pad_id: int = 0,
     progress: bool = True,
 ) -> EditOutcome:
-    """The closed-form part of `apply_alphaedit`: edits ``model`` in place, layer after layer, so each
+    """The closed-form part of an AlphaEdit edit: edits ``model`` in place, layer after layer, so each
     request's residual at the last edited layer reaches its target ``zs`` (one row per request, from
     `compute_values`). The value fields of the outcome stay empty."""
     layers = sorted(config.layers)

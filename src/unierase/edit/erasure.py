@@ -18,7 +18,6 @@ from unierase.data.facts import Fact
 from unierase.edit.alphaedit import (
     EditOutcome,
     EditRequest,
-    apply_alphaedit,
     compute_keys,
     compute_values,
     solve_alphaedit,
@@ -302,25 +301,26 @@ def erase_facts(
     started = time.perf_counter()
     weights = {layer: get_module(model, params.model.mlp_out_template.format(layer)).weight for layer in layers}
 
-    def edit(
+    def values(round_requests: list[EditRequest], config: EditConfig) -> tuple[torch.Tensor, dict]:
+        """The round's target values (`compute_values`), and the outcome fields that record them."""
+        began = time.perf_counter()
+        zs, losses, rounds, steps = compute_values(
+            model, round_requests, layers[-1], config, params.model, tokenizer.pad_token_id, progress
+        )
+        found = {"value_losses": losses, "value_rounds": rounds, "value_steps": steps}
+        return zs, found | {"value_seconds": time.perf_counter() - began}
+
+    def solve(
         round_requests: list[EditRequest],
+        zs: torch.Tensor,
         previous_keys: dict[int, torch.Tensor],
         held: dict[int, torch.Tensor] | None,
         config: EditConfig,
     ) -> EditOutcome:
-        return apply_alphaedit(
-            model,
-            round_requests,
-            config,
-            params.model,
-            spaces,
-            preserved,
-            previous_keys=previous_keys,
-            protected_keys=held,
-            heldout=heldout,
-            pad_id=tokenizer.pad_token_id,
-            progress=progress,
-        )
+        return solve_alphaedit(
+            model, round_requests, zs, config, params.model, spaces, preserved, previous_keys, held, heldout,
+            tokenizer.pad_token_id, progress,
+        )  # fmt: skip
 
     scale = 1.0  # the held keys' weight in the bind rounds: relaxed while forget questions stay unbound
 
@@ -332,18 +332,11 @@ def erase_facts(
         ``edit.held_relax_share`` of them, or in the ``last`` round any. Returns the round's outcome
         and the forget questions (positions) still not opening with the token."""
         nonlocal scale
-        began = time.perf_counter()
-        zs, losses, rounds, steps = compute_values(
-            model, round_requests, layers[-1], params.edit, params.model, tokenizer.pad_token_id, progress
-        )
-        seconds = time.perf_counter() - began
+        zs, found = values(round_requests, params.edit)
 
-        def solve(weight: float) -> EditOutcome:
+        def weighed(weight: float) -> EditOutcome:
             held = None if protected is None else {layer: weight * block for layer, block in protected.items()}
-            return solve_alphaedit(
-                model, round_requests, zs, params.edit, params.model, spaces, preserved, previous_keys, held,
-                heldout, tokenizer.pad_token_id, progress,
-            )  # fmt: skip
+            return solve(round_requests, zs, previous_keys, held, params.edit)
 
         def unbound() -> list[int]:
             return [i for i, fired in enumerate(opens_with(model, tokenizer, forget, target)) if not fired]
@@ -354,12 +347,9 @@ def erase_facts(
         tries = params.edit.held_relax_tries if protected is not None else 0
         tolerated = 0 if last else int(params.edit.held_relax_share * asked)
         outcome, left, scale = relaxed_solve(
-            solve, unbound, fired, weights, scale, params.edit.held_relax, tries, tolerated
+            weighed, unbound, fired, weights, scale, params.edit.held_relax, tries, tolerated
         )
-        outcome.value_losses, outcome.value_rounds, outcome.value_steps = losses, rounds, steps
-        outcome.value_seconds = seconds
-        outcome.held_scale = [scale]
-        return outcome, left
+        return replace(outcome, **found, held_scale=[scale]), left
 
     rounds = params.edit.bind_rounds
     outcome, unbound = bind(requests, state.previous_keys, len(forget), last=rounds == 0)
@@ -406,7 +396,8 @@ def erase_facts(
         bound = accumulate(state.previous_keys, outcome.key_factors)
         hold = {layer: params.edit.restore_hold * block for layer, block in bound.items()}
         kept = {layer: w.detach().clone() for layer, w in weights.items()}
-        restored = edit(back, hold, others, mend)
+        zs, found = values(back, mend)
+        restored = replace(solve(back, zs, hold, others, mend), **found)
         outcome.unbound_after_restore = sum(not hit for hit in opens_with(model, tokenizer, forget, target))
         if outcome.unbound_after_restore:
             logger.info("restore round undone: it unbound %d forget questions", outcome.unbound_after_restore)
