@@ -5,10 +5,11 @@ pytest tests/test_retain_protection.py
 
 from unierase.config import EditConfig, Params
 from unierase.data.facts import Fact
-from unierase.edit.erasure import erase_facts
+from unierase.edit.erasure import _protected_keys, erase_facts
 from unierase.edit.preserved import key_second_moment
 from unierase.model.generation import generate_answers
 from unierase.model.prompts import encode_answer, encode_prompt
+from unierase.token.vocabulary import unlearning_token_id
 
 FORGET = [Fact(question="What is the capital of Hungary?", answer="Budapest.", subject="Hungary")]
 RETAIN = [
@@ -17,21 +18,26 @@ RETAIN = [
 ]
 
 
-def _moved(tiny_editable, edit: EditConfig, answered) -> float:
+def _moved(tiny_editable, edit: EditConfig, answered, at_subjects: bool = False) -> float:
     """How far one erasure moves the first edited layer's outputs at every token of the retain questions
-    followed by ``answered(model, tokenizer)`` (one answer's ids per retain fact), relative to their size:
-    ``tr(Δ C Δᵀ) / tr(W C Wᵀ)`` with ``C`` the mean ``k kᵀ`` over those tokens."""
+    followed by ``answered(model, tokenizer)`` (one answer's ids per retain fact), or with ``at_subjects``
+    at each retain question's subject key alone, relative to their size: ``tr(Δ C Δᵀ) / tr(W C Wᵀ)``
+    with ``C`` the ``k kᵀ`` summed over those keys."""
     params = Params(edit=edit)
     model, tokenizer, preserved = tiny_editable(params.edit.layers)
     paths = [f"model.layers.{i}.mlp.down_proj" for i in params.edit.layers]
-    answers = answered(model, tokenizer)
-    sequences = [encode_prompt(tokenizer, f.question) + ids for f, ids in zip(RETAIN, answers, strict=True)]
-    held, _ = key_second_moment(model, sequences, paths[:1], 8, tokenizer.pad_token_id, progress=False)
+    if at_subjects:
+        target = unlearning_token_id(tokenizer, params.token)
+        second = _protected_keys(model, tokenizer, RETAIN, [f.subject for f in RETAIN], target, params)[1]
+    else:
+        answers = answered(model, tokenizer)
+        sequences = [encode_prompt(tokenizer, f.question) + ids for f, ids in zip(RETAIN, answers, strict=True)]
+        held, _ = key_second_moment(model, sequences, paths[:1], 8, tokenizer.pad_token_id, progress=False)
+        second = held[paths[0]].float()
     module = model.model.layers[1].mlp.down_proj
     before = module.weight.detach().clone()
     erase_facts(model, tokenizer, FORGET, params, preserved, RETAIN, progress=False)
     delta = module.weight.detach() - before
-    second = held[paths[0]].float()
     return float((delta @ second @ delta.T).trace() / (before @ second @ before.T).trace())
 
 
@@ -86,6 +92,20 @@ def test_a_held_key_budget_weighs_a_large_retain_set_down_and_a_small_one_not_at
     full, roomy, tight = moved(0), moved(100_000), moved(2)
     assert roomy == full
     assert tight > 2 * full, (tight, full)
+
+
+def test_a_held_key_budget_leaves_the_retain_subjects_at_full_weight(tiny_editable):
+    """The budget weighs down only the answers' keys (every token): at the retain questions' own subject
+    keys, where a forget subject sharing a name would reach, the edit moves the outputs far less than
+    it moves them over the retain tokens as a whole once those are weighed down."""
+
+    def moved(budget: int, at_subjects: bool) -> float:
+        edit = EditConfig(layers=[1, 2], v_steps=3, num_context_prefixes=1, held_own_answer_tokens=0)
+        return _moved(tiny_editable, edit.model_copy(update={"held_key_budget": budget}), _given, at_subjects)
+
+    subjects_full, subjects_tight = moved(0, True), moved(2, True)
+    tokens_full, tokens_tight = moved(0, False), moved(2, False)
+    assert subjects_tight / subjects_full < 0.5 * tokens_tight / tokens_full
 
 
 def _search(bound_at, tries: int = 5, relax: float = 4.0, tolerated: int = 0, fired_at=lambda s: 0):

@@ -262,20 +262,23 @@ class EditConfig(_Frozen):
     held_key_budget: int = Field(
         default=0,
         ge=0,
-        description="The most keys' worth of weight the held keys (retain facts, their answers, neighbours) carry "
-        "in the solve, where each weighs as much as a forget key: past it, every held key is weighed down in "
-        "proportion, so a large retain set protects the same directions without outweighing the edit. "
-        "0: every held key at full weight.",
+        description="The most keys' worth of weight the held answer keys (every token of the retain questions "
+        "and answers) carry in the solve, where each weighs as much as a forget key: past it, every one is "
+        "weighed down in proportion, so a large retain set protects the same directions without outweighing "
+        "the edit; the retain subjects' and neighbours' keys (one per question) keep full weight. 0: every held "
+        "key at full weight.",
     )
     held_relax: float = Field(
         default=4.0,
         gt=1,
         description="When a bind round leaves forget questions unbound, the solve is tried again from the same "
-        "values with the held keys (retain facts, their answers, neighbours) this many times lighter, up to "
-        "held_relax_tries times; the try that binds most is kept, and later rounds start from its weight (not "
-        "in the paper). Each held key weighs as much as a forget key, and where many lie close to the forget "
-        "keys (TOFU's retain authors, described in the forget authors' phrasing) they hold the solve still: "
-        "at full weight no TOFU forget01 question bound. Where the first solve binds everything, nothing changes.",
+        "values with the held answer keys (every token of the retain questions and answers) this many times "
+        "lighter, up to held_relax_tries times; the retain subjects' and neighbours' keys keep their weight, so "
+        "names that share a part stay apart. The try with the fewest mistakes is kept, and later rounds start "
+        "from its weight (not in the paper). Each held key weighs as much as a forget key, and where many lie "
+        "close to the forget keys (TOFU's retain authors, described in the forget authors' phrasing) they hold "
+        "the solve still: at full weight no TOFU forget01 question bound. Where the first solve binds "
+        "everything, nothing changes.",
     )
     held_relax_share: float = Field(
         default=0.5,
@@ -291,9 +294,11 @@ class EditConfig(_Frozen):
         ge=0,
         description="How many lighter solves a bind round tries at most (held_relax); each costs one pass over "
         "the edited layers and one greedy token per forget and retain question, not a new value optimisation. "
-        "0 (the default): the held keys keep their full weight. Off until measured on TOFU: on the collision set "
-        "(bench.after_token --collisions 4) at 5 it bound 16 of 16 forget questions and tipped 19 of 48 retain "
-        "ones over, against 0 of 16 and 0 of 48 at 0, on one machine.",
+        "0 (the default): the held keys keep their full weight. Off because no setting yet binds both TOFU "
+        "and the collision set without tipping retain questions over: on the collision set (bench.after_token "
+        "--collisions 4) 5 bound 16 of 16 forget questions and tipped 14 of 48 retain ones over, against 0 of "
+        "16 and 0 of 48 at 0; on TOFU forget01 with 38 retained authors (SmolLM2 as shipped) 5 bound 38 of 40 "
+        "and tipped 6 of 760.",
     )
     refusal_tokens: int = Field(
         default=0,

@@ -118,8 +118,8 @@ class EditOutcome:
         unbound_after_restore: How many forget questions the last restore round left not opening with the
             target (a round that leaves any is undone); None when no restore round ran.
         held_keys: How many keys the solve held (retain facts, their answers, neighbours), before
-            ``EditConfig.held_key_budget`` weighed them.
-        held_scale: The weight the held keys had in each bind round's kept solve
+            ``EditConfig.held_key_budget`` weighed the answers'.
+        held_scale: The weight the held answer keys had in each bind round's kept solve
             (``EditConfig.held_relax``); empty when nobody searched.
     """
 

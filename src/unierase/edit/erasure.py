@@ -265,19 +265,19 @@ def erase_facts(
 
     counted: list[int] = []  # how many keys each call held
 
-    def held_keys(kept: list[int]) -> dict[int, torch.Tensor] | None:
+    def held_keys(kept: list[int]) -> HeldKeys | None:
         """The keys the solve holds: the retain facts at positions ``kept``, and the neighbours."""
         facts, names = [keep[i] for i in kept] + near, [keep_subjects[i] for i in kept] + near_subjects
         if not facts:
             return None
-        held, count = _protected_keys(model, tokenizer, facts, names, target, params), len(facts)
+        subjects, answers, count = _protected_keys(model, tokenizer, facts, names, target, params), None, len(facts)
         if kept and params.edit.protect_retain_answers:
             own = [own_answers[i] for i in kept] if own_answers else []
             answers, tokens = _answer_keys(model, tokenizer, [keep[i] for i in kept], own, params)
-            held = {layer: block + answers[layer].to(block.device) for layer, block in held.items()}
+            answers = weigh_held_keys(answers, tokens, params.edit.held_key_budget)
             count += tokens
         counted.append(count)
-        return weigh_held_keys(held, count, params.edit.held_key_budget)
+        return HeldKeys(subjects=subjects, answers=answers)
 
     protected = held_keys(list(range(len(keep))))
     timings["subjects_s"] = time.perf_counter() - started
@@ -322,20 +322,20 @@ def erase_facts(
             tokenizer.pad_token_id, progress,
         )  # fmt: skip
 
-    scale = 1.0  # the held keys' weight in the bind rounds: relaxed while forget questions stay unbound
+    scale = 1.0  # the held answer keys' weight in the bind rounds: relaxed while forget questions stay unbound
 
     def bind(
         round_requests: list[EditRequest], previous_keys: dict[int, torch.Tensor], asked: int, last: bool
     ) -> tuple[EditOutcome, list[int]]:
-        """One bind round over ``asked`` forget questions: the values once, then the solve at the held
-        weight ``scale`` and, while too many stay unbound, at lighter ones (`relaxed_solve`): more than
+        """One bind round over ``asked`` forget questions: the values once, then the solve with the held
+        answer keys at weight ``scale`` and, while too many stay unbound, lighter (`relaxed_solve`): more than
         ``edit.held_relax_share`` of them, or in the ``last`` round any. Returns the round's outcome
         and the forget questions (positions) still not opening with the token."""
         nonlocal scale
         zs, found = values(round_requests, params.edit)
 
         def weighed(weight: float) -> EditOutcome:
-            held = None if protected is None else {layer: weight * block for layer, block in protected.items()}
+            held = None if protected is None else protected.at(weight)
             return solve(round_requests, zs, previous_keys, held, params.edit)
 
         def unbound() -> list[int]:
@@ -344,7 +344,7 @@ def erase_facts(
         def fired() -> int:
             return sum(opens_with(model, tokenizer, keep, target)) if keep else 0
 
-        tries = params.edit.held_relax_tries if protected is not None else 0
+        tries = params.edit.held_relax_tries if protected is not None and protected.answers is not None else 0
         tolerated = 0 if last else int(params.edit.held_relax_share * asked)
         outcome, left, scale = relaxed_solve(
             weighed, unbound, fired, weights, scale, params.edit.held_relax, tries, tolerated
@@ -393,6 +393,7 @@ def erase_facts(
         # The fired questions' own keys leave the held block: held, they would pin the outputs being mended.
         mended = set(fired)
         others = held_keys([i for i in range(len(keep)) if i not in mended])
+        others = None if others is None else others.at(1.0)
         bound = accumulate(state.previous_keys, outcome.key_factors)
         hold = {layer: params.edit.restore_hold * block for layer, block in bound.items()}
         kept = {layer: w.detach().clone() for layer, w in weights.items()}
@@ -451,11 +452,12 @@ def relaxed_solve(
 
     The held keys (retain facts, their answers) protect what the edit must leave alone, but each weighs
     as much as a forget key: where they are many and lie close to the forget keys (another author's
-    biography in the same phrasing), they hold the solve still and nothing binds. Where they hold it
-    because the forget subjects share names with retained ones, a lighter solve binds more and tips
-    retain questions over: counting both keeps it from trading one mistake for another. The values do
-    not depend on the weight, so a lighter solve costs one pass over the edited layers, not a new
-    optimisation.
+    biography in the same phrasing), they hold the solve still and nothing binds. The caller relaxes
+    only the answers' keys (`HeldKeys`): the retain subjects' and the neighbours' keep their weight, so
+    a forget subject that shares a name with a retained one stays held apart from it. Where a lighter
+    solve still tips retain questions over, counting both kinds of mistake keeps it from trading one for
+    the other. The values do not depend on the weight, so a lighter solve costs one pass over the
+    edited layers, not a new optimisation.
 
     Args:
         solve: Edits the model in place at a held weight; returns the outcome.
@@ -481,7 +483,10 @@ def relaxed_solve(
         outcome = solve(scale)
         spent += outcome.solve_seconds
         left = unbound()
-        mistakes = len(left) + (fired() if tries else 0)
+        opened = fired() if tries else 0
+        mistakes = len(left) + opened
+        if tries:
+            logger.info("held answer keys at weight %.3g: %d unbound, %d retain opened", scale, len(left), opened)
         enough = len(left) <= tolerated
         if best is None or mistakes < best[0]:
             last = enough or attempt == tries
@@ -509,10 +514,33 @@ def _layer_device(model: PreTrainedModel, params: Params, layer: int) -> torch.d
     return get_module(model, params.model.mlp_out_template.format(layer)).weight.device
 
 
+@dataclass(frozen=True)
+class HeldKeys:
+    """``K Kᵀ`` per layer of the keys a solve holds, in two parts weighed apart.
+
+    Attributes:
+        subjects: One key per retain question at its subject, and one per neighbour (the same question
+            about another name): where an edit keyed at a forget subject would reach another name.
+        answers: Every token of the retain questions followed by their answers (given and the model's
+            own), already weighed by ``edit.held_key_budget``; None when they are not held. They are
+            most of the held keys (tens of thousands on TOFU's retain authors, against one per
+            question at the subjects), and the part a bind round relaxes (``edit.held_relax``).
+    """
+
+    subjects: dict[int, torch.Tensor]
+    answers: dict[int, torch.Tensor] | None
+
+    def at(self, weight: float) -> dict[int, torch.Tensor]:
+        """The held block with the answers' keys ``weight`` times as heavy; the subjects' keep their weight."""
+        if self.answers is None:
+            return self.subjects
+        return {layer: block + weight * self.answers[layer].to(block.device) for layer, block in self.subjects.items()}
+
+
 def weigh_held_keys(held: dict[int, torch.Tensor], count: int, budget: int) -> dict[int, torch.Tensor]:
-    """The held keys' ``K Kᵀ`` (``count`` keys) as the solve weighs them: each held key counts as much as a
-    forget key, so a large retain set would outweigh any edit (TOFU's 600 rows hold tens of thousands of
-    keys); past ``budget`` keys (0: none), they share the budget's weight."""
+    """The held answer keys' ``K Kᵀ`` (``count`` keys) as the solve weighs them: each held key counts as
+    much as a forget key, so a large retain set would outweigh any edit (TOFU's 600 rows hold tens of
+    thousands of keys); past ``budget`` keys (0: none), they share the budget's weight."""
     if not budget or count <= budget:
         return held
     return {layer: block * (budget / count) for layer, block in held.items()}
