@@ -274,8 +274,8 @@ class EditConfig(_Frozen):
         description="When a bind round leaves forget questions unbound, the solve is tried again from the same "
         "values with the held answer keys (every token of the retain questions and answers) this many times "
         "lighter, up to held_relax_tries times; the retain subjects' and neighbours' keys keep their weight, so "
-        "names that share a part stay apart. The try with the fewest mistakes is kept, and later rounds start "
-        "from its weight (not in the paper). Each held key weighs as much as a forget key, and where many lie "
+        "names that share a part stay apart. The try with the fewest mistakes is kept; each round starts again "
+        "from full weight (not in the paper). Each held key weighs as much as a forget key, and where many lie "
         "close to the forget keys (TOFU's retain authors, described in the forget authors' phrasing) they hold "
         "the solve still: at full weight no TOFU forget01 question bound. Where the first solve binds "
         "everything, nothing changes.",
@@ -290,15 +290,14 @@ class EditConfig(_Frozen):
         "unbound.",
     )
     held_relax_tries: int = Field(
-        default=0,
+        default=5,
         ge=0,
         description="How many lighter solves a bind round tries at most (held_relax); each costs one pass over "
         "the edited layers and one greedy token per forget and retain question, not a new value optimisation. "
-        "0 (the default): the held keys keep their full weight. Off because no setting yet binds both TOFU "
-        "and the collision set without tipping retain questions over: on the collision set (bench.after_token "
-        "--collisions 4) 5 bound 16 of 16 forget questions and tipped 14 of 48 retain ones over, against 0 of "
-        "16 and 0 of 48 at 0; on TOFU forget01 with 38 retained authors (SmolLM2 as shipped) 5 bound 38 of 40 "
-        "and tipped 6 of 760.",
+        "0: the held keys keep their full weight (where the first solve binds everything, as on the built-in "
+        "request, nothing is tried either way). On the collision set (bench.after_token --collisions 4) 5 bound "
+        "16 of 16 forget questions and, after a restore round, left no retain question opening with the token, "
+        "where 0 bound none; on TOFU forget01 with 38 retained authors (SmolLM2 as shipped) it bound 38 of 40.",
     )
     refusal_tokens: int = Field(
         default=0,

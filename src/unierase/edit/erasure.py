@@ -322,16 +322,15 @@ def erase_facts(
             tokenizer.pad_token_id, progress,
         )  # fmt: skip
 
-    scale = 1.0  # the held answer keys' weight in the bind rounds: relaxed while forget questions stay unbound
-
     def bind(
         round_requests: list[EditRequest], previous_keys: dict[int, torch.Tensor], asked: int, last: bool
     ) -> tuple[EditOutcome, list[int]]:
         """One bind round over ``asked`` forget questions: the values once, then the solve with the held
-        answer keys at weight ``scale`` and, while too many stay unbound, lighter (`relaxed_solve`): more than
-        ``edit.held_relax_share`` of them, or in the ``last`` round any. Returns the round's outcome
-        and the forget questions (positions) still not opening with the token."""
-        nonlocal scale
+        answer keys at full weight and, while too many stay unbound, lighter (`relaxed_solve`): more than
+        ``edit.held_relax_share`` of them, or in the ``last`` round any. Every round starts again from full
+        weight: its values are computed afresh on the edited model, and the few a first round leaves often
+        bind without the lighter weight that tipped retain questions over. Returns the round's outcome and
+        the forget questions (positions) still not opening with the token."""
         zs, found = values(round_requests, params.edit)
 
         def weighed(weight: float) -> EditOutcome:
@@ -347,7 +346,7 @@ def erase_facts(
         tries = params.edit.held_relax_tries if protected is not None and protected.answers is not None else 0
         tolerated = 0 if last else int(params.edit.held_relax_share * asked)
         outcome, left, scale = relaxed_solve(
-            weighed, unbound, fired, weights, scale, params.edit.held_relax, tries, tolerated
+            weighed, unbound, fired, weights, 1.0, params.edit.held_relax, tries, tolerated
         )
         return replace(outcome, **found, held_scale=[scale]), left
 
