@@ -297,7 +297,9 @@ class EditConfig(_Frozen):
         "0: the held keys keep their full weight (where the first solve binds everything, as on the built-in "
         "request, nothing is tried either way). On the collision set (bench.after_token --collisions 4) 5 bound "
         "16 of 16 forget questions and, after a restore round, left no retain question opening with the token, "
-        "where 0 bound none; on TOFU forget01 with 38 retained authors (SmolLM2 as shipped) it bound 38 of 40.",
+        "where 0 bound none; on TOFU forget01 with 38 retained authors (SmolLM2 as shipped) it bound 23 of 40 "
+        "(38 when later rounds started from the weight the first kept, which tipped the collision set's retain "
+        "questions over).",
     )
     refusal_tokens: int = Field(
         default=0,
