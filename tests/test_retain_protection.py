@@ -131,7 +131,7 @@ def _search(bound_at, tries: int = 5, relax: float = 4.0, tolerated: int = 0, fi
     def fired() -> int:
         return fired_at(float(weights[0]))
 
-    outcome, left, scale = relaxed_solve(solve, unbound, fired, weights, 1.0, relax, tries, tolerated)
+    outcome, left, scale = relaxed_solve(solve, unbound, fired, weights, relax, tries, tolerated)
     return outcome, left, scale, float(weights[0]), tried
 
 

@@ -270,7 +270,8 @@ def erase_facts(
         facts, names = [keep[i] for i in kept] + near, [keep_subjects[i] for i in kept] + near_subjects
         if not facts:
             return None
-        subjects, answers, count = _protected_keys(model, tokenizer, facts, names, target, params), None, len(facts)
+        subjects = _protected_keys(model, tokenizer, facts, names, target, params)
+        answers, count = None, len(facts)
         if kept and params.edit.protect_retain_answers:
             own = [own_answers[i] for i in kept] if own_answers else []
             answers, tokens = _answer_keys(model, tokenizer, [keep[i] for i in kept], own, params)
@@ -345,9 +346,7 @@ def erase_facts(
 
         tries = params.edit.held_relax_tries if protected is not None and protected.answers is not None else 0
         tolerated = 0 if last else int(params.edit.held_relax_share * asked)
-        outcome, left, scale = relaxed_solve(
-            weighed, unbound, fired, weights, 1.0, params.edit.held_relax, tries, tolerated
-        )
+        outcome, left, scale = relaxed_solve(weighed, unbound, fired, weights, params.edit.held_relax, tries, tolerated)
         return replace(outcome, **found, held_scale=[scale]), left
 
     rounds = params.edit.bind_rounds
@@ -392,12 +391,12 @@ def erase_facts(
         # The fired questions' own keys leave the held block: held, they would pin the outputs being mended.
         mended = set(fired)
         others = held_keys([i for i in range(len(keep)) if i not in mended])
-        others = None if others is None else others.at(1.0)
         bound = accumulate(state.previous_keys, outcome.key_factors)
         hold = {layer: params.edit.restore_hold * block for layer, block in bound.items()}
         kept = {layer: w.detach().clone() for layer, w in weights.items()}
         zs, found = values(back, mend)
-        restored = replace(solve(back, zs, hold, others, mend), **found)
+        held = None if others is None else others.at(1.0)  # a restore holds the answers at full weight
+        restored = replace(solve(back, zs, hold, held, mend), **found)
         outcome.unbound_after_restore = sum(not hit for hit in opens_with(model, tokenizer, forget, target))
         if outcome.unbound_after_restore:
             logger.info("restore round undone: it unbound %d forget questions", outcome.unbound_after_restore)
@@ -439,12 +438,11 @@ def relaxed_solve(
     unbound: Callable[[], list[int]],
     fired: Callable[[], int],
     weights: dict[int, torch.Tensor],
-    scale: float,
     relax: float,
     tries: int,
     tolerated: int = 0,
 ) -> tuple[EditOutcome, list[int], float]:
-    """Solves with the held keys weighed by ``scale`` and, while more than ``tolerated`` questions stay
+    """Solves with the held keys at full weight and, while more than ``tolerated`` questions stay
     unbound, up to ``tries`` more times from the same weights, each with the held keys ``relax`` times
     lighter; keeps the try with the fewest mistakes, forget questions unbound plus retain questions
     that now open with the token (the heavier weight on a tie).
@@ -464,7 +462,6 @@ def relaxed_solve(
         fired: How many retain questions open with the token, read on the model now (only asked when
             there are tries to compare).
         weights: The edited layers' weights (restored between tries).
-        scale: The first held weight.
         relax: How many times lighter each further try holds the keys.
         tries: Further tries at most (0: the first solve stands).
         tolerated: How many unbound questions end the search (a later bind round, with values
@@ -475,17 +472,18 @@ def relaxed_solve(
     """
     start = {layer: w.detach().clone() for layer, w in weights.items()} if tries else {}
     best: tuple[int, EditOutcome, list[int], float, dict[int, torch.Tensor] | None] | None = None
-    spent = 0.0
+    spent, scale = 0.0, 1.0
     for attempt in range(tries + 1):
         if attempt:
             _set_weights(weights, start)
         outcome = solve(scale)
         spent += outcome.solve_seconds
         left = unbound()
-        opened = fired() if tries else 0
-        mistakes = len(left) + opened
+        opened = 0
         if tries:
+            opened = fired()
             logger.info("held answer keys at weight %.3g: %d unbound, %d retain opened", scale, len(left), opened)
+        mistakes = len(left) + opened
         enough = len(left) <= tolerated
         if best is None or mistakes < best[0]:
             last = enough or attempt == tries
