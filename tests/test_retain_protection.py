@@ -108,7 +108,9 @@ def test_a_held_key_budget_leaves_the_retain_subjects_at_full_weight(tiny_editab
     assert subjects_tight / subjects_full < 0.5 * tokens_tight / tokens_full
 
 
-def _search(bound_at, tries: int = 5, relax: float = 4.0, tolerated: int = 0, fired_at=lambda s: 0):
+def _search(
+    bound_at, tries: int = 5, relax: float = 4.0, tolerated: int = 0, fired_at=lambda s: 0, resume: float = 1.0
+):
     """`relaxed_solve` over one weight whose value is the held scale each solve wrote; ``bound_at(scale)``
     says which of four questions that solve left unbound. Returns its result, the weight left in place
     and the scales tried."""
@@ -131,7 +133,7 @@ def _search(bound_at, tries: int = 5, relax: float = 4.0, tolerated: int = 0, fi
     def fired() -> int:
         return fired_at(float(weights[0]))
 
-    outcome, left, scale = relaxed_solve(solve, unbound, fired, weights, relax, tries, tolerated)
+    outcome, left, scale = relaxed_solve(solve, unbound, fired, weights, relax, tries, tolerated, resume)
     return outcome, left, scale, float(weights[0]), tried
 
 
@@ -156,6 +158,20 @@ def test_the_try_that_binds_most_is_kept_the_heavier_on_a_tie():
     outcome, left, scale, weight, tried = _search(lambda s: list(range(left_at[s])), tries=3)
     assert tried == list(left_at)
     assert (len(left), scale, weight, outcome.solve_seconds) == (1, 0.25, 0.25, 4.0)
+
+
+def test_a_later_round_tries_full_weight_then_resumes_from_the_earlier_round():
+    """A later bind round first solves at full weight (its fresh values may bind there); where that
+    leaves questions unbound, the search goes on from the weight the round before kept, not from one
+    step lighter; a resume weight heavier than one step changes nothing."""
+    left_at = lambda s: [0] if s > 1 / 500 else []  # noqa: E731
+    _, left, scale, weight, tried = _search(left_at, resume=1 / 256)
+    assert tried == [1.0, 1 / 256, 1 / 1024]
+    assert (left, scale, weight) == ([], 1 / 1024, 1 / 1024)
+    _, _, _, _, tried = _search(lambda s: [], resume=1 / 256)
+    assert tried == [1.0]  # full weight binds: no search
+    _, _, _, _, tried = _search(left_at, resume=0.5)
+    assert tried == [1.0, 0.25, 0.0625, 0.015625, 0.00390625, 0.0009765625]
 
 
 def test_no_tries_keeps_the_full_weight():

@@ -274,8 +274,8 @@ class EditConfig(_Frozen):
         description="When a bind round leaves forget questions unbound, the solve is tried again from the same "
         "values with the held answer keys (every token of the retain questions and answers) this many times "
         "lighter, up to held_relax_tries times; the retain subjects' and neighbours' keys keep their weight, so "
-        "names that share a part stay apart. The try with the fewest mistakes is kept; each round starts again "
-        "from full weight (not in the paper). Each held key weighs as much as a forget key, and where many lie "
+        "names that share a part stay apart. The try with the fewest mistakes is kept; each round tries full "
+        "weight first and then goes on from the weight the round before kept (not in the paper). Each held key weighs as much as a forget key, and where many lie "
         "close to the forget keys (TOFU's retain authors, described in the forget authors' phrasing) they hold "
         "the solve still: at full weight no TOFU forget01 question bound. Where the first solve binds "
         "everything, nothing changes.",
@@ -297,9 +297,8 @@ class EditConfig(_Frozen):
         "0: the held keys keep their full weight (where the first solve binds everything, as on the built-in "
         "request, nothing is tried either way). On the collision set (bench.after_token --collisions 4) 5 bound "
         "16 of 16 forget questions and, after a restore round, left no retain question opening with the token, "
-        "where 0 bound none; on TOFU forget01 with 38 retained authors (SmolLM2 as shipped) it bound 23 of 40 "
-        "(38 when later rounds started from the weight the first kept, which tipped the collision set's retain "
-        "questions over).",
+        "where 0 bound none; on TOFU forget01 with 38 retained authors (SmolLM2 as shipped) it bound 38 of 40 "
+        "(23 when each round searched from full weight down again).",
     )
     refusal_tokens: int = Field(
         default=0,

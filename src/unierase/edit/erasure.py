@@ -324,14 +324,20 @@ def erase_facts(
         )  # fmt: skip
 
     def bind(
-        round_requests: list[EditRequest], previous_keys: dict[int, torch.Tensor], asked: int, last: bool
+        round_requests: list[EditRequest],
+        previous_keys: dict[int, torch.Tensor],
+        asked: int,
+        last: bool,
+        resume: float = 1.0,
     ) -> tuple[EditOutcome, list[int]]:
         """One bind round over ``asked`` forget questions: the values once, then the solve with the held
         answer keys at full weight and, while too many stay unbound, lighter (`relaxed_solve`): more than
-        ``edit.held_relax_share`` of them, or in the ``last`` round any. Every round starts again from full
-        weight: its values are computed afresh on the edited model, and the few a first round leaves often
-        bind without the lighter weight that tipped retain questions over. Returns the round's outcome and
-        the forget questions (positions) still not opening with the token."""
+        ``edit.held_relax_share`` of them, or in the ``last`` round any. Every round tries full weight
+        first: its values are computed afresh on the edited model, and the few a first round leaves often
+        bind without the lighter weight that tipped retain questions over. Where they do not, the search
+        goes on from ``resume``, the weight the round before kept: where the held keys lie close to the
+        forget keys, what that round had to lighten is not lighter now. Returns the round's outcome and the
+        forget questions (positions) still not opening with the token."""
         zs, found = values(round_requests, params.edit)
 
         def weighed(weight: float) -> EditOutcome:
@@ -346,7 +352,9 @@ def erase_facts(
 
         tries = params.edit.held_relax_tries if protected is not None and protected.answers is not None else 0
         tolerated = 0 if last else int(params.edit.held_relax_share * asked)
-        outcome, left, scale = relaxed_solve(weighed, unbound, fired, weights, params.edit.held_relax, tries, tolerated)
+        outcome, left, scale = relaxed_solve(
+            weighed, unbound, fired, weights, params.edit.held_relax, tries, tolerated, resume
+        )
         return replace(outcome, **found, held_scale=[scale]), left
 
     rounds = params.edit.bind_rounds
@@ -365,6 +373,7 @@ def erase_facts(
             accumulate(state.previous_keys, outcome.key_factors),
             len(unbound),
             last=len(outcome.unbound) == rounds,
+            resume=outcome.held_scale[-1],
         )
         outcome.extend(later)
         outcome.unbound.append(len(unbound))
@@ -441,11 +450,13 @@ def relaxed_solve(
     relax: float,
     tries: int,
     tolerated: int = 0,
+    resume: float = 1.0,
 ) -> tuple[EditOutcome, list[int], float]:
     """Solves with the held keys at full weight and, while more than ``tolerated`` questions stay
-    unbound, up to ``tries`` more times from the same weights, each with the held keys ``relax`` times
-    lighter; keeps the try with the fewest mistakes, forget questions unbound plus retain questions
-    that now open with the token (the heavier weight on a tie).
+    unbound, up to ``tries`` more times from the same weights, the first at ``resume`` (where lighter
+    than ``1 / relax``) and each further one ``relax`` times lighter; keeps the try with the fewest
+    mistakes, forget questions unbound plus retain questions that now open with the token (the heavier
+    weight on a tie).
 
     The held keys (retain facts, their answers) protect what the edit must leave alone, but each weighs
     as much as a forget key: where they are many and lie close to the forget keys (another author's
@@ -466,6 +477,8 @@ def relaxed_solve(
         tries: Further tries at most (0: the first solve stands).
         tolerated: How many unbound questions end the search (a later bind round, with values
             computed afresh on the edited model, binds a few near the boundary at the heavier weight).
+        resume: Where the search goes after full weight, when lighter than one step: the weight an
+            earlier round kept.
 
     Returns:
         The kept outcome (its solve time counts every try), its unbound questions and its held weight.
@@ -491,7 +504,7 @@ def relaxed_solve(
             best = (mistakes, outcome, left, scale, kept)
         if enough:
             break
-        scale /= relax
+        scale = min(resume, 1.0 / relax) if attempt == 0 else scale / relax
     assert best is not None  # tries >= 0: one solve at least
     _, outcome, left, scale, kept = best
     if kept is not None:  # a later, worse try ran after it
