@@ -155,6 +155,13 @@ class EditConfig(_Frozen):
         "the solve keeps most of them where they were, but a question whose name shares a part with a forget "
         "subject can still tip over, and across sequential requests such leaks add up. 0: none.",
     )
+    restore_rebind: bool = Field(
+        default=True,
+        description="When forget questions of this request are unbound after a restore round (their keys lie "
+        "close to the mended retain ones, or the bind rounds left them), one more bind round binds them with the "
+        "restored keys held; only where a question the bind rounds had bound is still unbound after it are both "
+        "undone (not in the paper). False: a restore round that unbinds a bound question is undone at once.",
+    )
     restore_hold: float = Field(
         default=100.0,
         gt=0,

@@ -115,8 +115,9 @@ class EditOutcome:
             the target (``EditConfig.bind_rounds``); empty when nobody checked.
         retain_fired: After binding and after each restore round (``EditConfig.restore_rounds``), how many
             retain questions opened with the unlearning token; empty when nobody checked.
-        unbound_after_restore: How many forget questions the last restore round left not opening with the
-            target (a round that leaves any is undone); None when no restore round ran.
+        unbound_after_restore: How many forget questions do not open with the target after the restore
+            rounds, as the model stands (a round that leaves one the bind rounds had bound unbound, after
+            its rebind, is undone); None when no restore round ran.
         held_keys: How many keys the solve held (retain facts, their answers, neighbours), before
             ``EditConfig.held_key_budget`` weighed the answers'.
         held_scale: The weight the held answer keys had in each bind round's kept solve

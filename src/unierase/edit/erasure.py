@@ -382,8 +382,10 @@ def erase_facts(
     # Every key bound so far is held ``restore_hold`` times harder than a bind round holds it, earlier
     # requests' forget keys among them (their questions cannot be asked again: their text is not kept),
     # so a restore moves along directions the erasures leave alone. A forget key whose name shares a part
-    # with the retain question's lies close to it: a restore that still unbinds one of this request's
-    # forget questions is undone (the erasure comes first).
+    # with the retain question's (or whose question is phrased as another author's) lies close to it: the
+    # forget questions a restore leaves unbound (those the bind rounds left among them) get one more bind
+    # round, with the restored keys held, and where a question the bind rounds had bound is still unbound
+    # after it, restore and rebind are both undone (the erasure comes first).
     mend = params.edit.model_copy(update={"value_stop_nll": params.edit.restore_stop_nll})
     for _ in range(params.edit.restore_rounds + 1 if keep else 0):
         fired = [i for i, hit in enumerate(opens_with(model, tokenizer, keep, target)) if hit]
@@ -406,16 +408,28 @@ def erase_facts(
         zs, found = values(back, mend)
         held = None if others is None else others.at(1.0)  # a restore holds the answers at full weight
         restored = replace(solve(back, zs, hold, held, mend), **found)
-        outcome.unbound_after_restore = sum(not hit for hit in opens_with(model, tokenizer, forget, target))
-        if outcome.unbound_after_restore:
-            logger.info("restore round undone: it unbound %d forget questions", outcome.unbound_after_restore)
+        lost = [i for i, hit in enumerate(opens_with(model, tokenizer, forget, target)) if not hit]
+        rebound = None
+        if lost and params.edit.restore_rebind:
+            logger.info("after the restore round %d forget questions are unbound: binding them again", len(lost))
+            again = build_requests(tokenizer, [forget[i] for i in lost], [subjects[i] for i in lost], target, params)
+            so_far = accumulate(accumulate(state.previous_keys, outcome.key_factors), restored.key_factors)
+            rebound, lost = bind(again, so_far, len(lost), last=True, resume=outcome.held_scale[-1])
+        outcome.unbound_after_restore = len(lost)
+        if broken := [i for i in lost if i not in unbound]:
+            logger.info("restore round undone: it left %d bound forget questions unbound", len(broken))
             with torch.no_grad():
                 for layer, w in weights.items():
                     w.copy_(kept[layer])
-            outcome.value_seconds += restored.value_seconds  # its time was spent all the same
-            outcome.solve_seconds += restored.solve_seconds
+            for spent in (restored, rebound) if rebound is not None else (restored,):
+                outcome.value_seconds += spent.value_seconds  # its time was spent all the same
+                outcome.solve_seconds += spent.solve_seconds
+            outcome.unbound_after_restore = len(unbound)  # as the model stands again
             break
         outcome.extend(restored)  # the restored keys join this request's block: later requests hold them
+        if rebound is not None:
+            outcome.extend(rebound)
+        unbound = lost
     timings["edit_s"] = time.perf_counter() - started
     timings["values_s"] = outcome.value_seconds  # the value optimisation's part of edit_s
     timings["solve_s"] = outcome.solve_seconds  # and the closed-form solves'
