@@ -282,9 +282,9 @@ class EditConfig(_Frozen):
         "values with the held answer keys (every token of the retain questions and answers) this many times "
         "lighter, up to held_relax_tries times; the retain subjects' and neighbours' keys keep their weight, so "
         "names that share a part stay apart. The try with the fewest mistakes is kept; each round tries full "
-        "weight first and then goes on from the weight the round before kept (not in the paper). Each held key weighs as much as a forget key, and where many lie "
-        "close to the forget keys (TOFU's retain authors, described in the forget authors' phrasing) they hold "
-        "the solve still: at full weight no TOFU forget01 question bound. Where the first solve binds "
+        "weight first and then goes on from the weight the round before kept (not in the paper). Each held key "
+        "weighs as much as a forget key, and where many lie close to the forget keys (TOFU's retain authors, "
+        "described in the forget authors' phrasing) they hold the solve still: at full weight no TOFU forget01 question bound. Where the first solve binds "
         "everything, nothing changes.",
     )
     held_relax_share: float = Field(

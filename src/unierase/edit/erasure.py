@@ -357,6 +357,12 @@ def erase_facts(
         )
         return replace(outcome, **found, held_scale=[scale]), left
 
+    def requests_for(positions: list[int]) -> list[EditRequest]:
+        """The erasure requests of the forget questions at ``positions`` (a later bind round's)."""
+        return build_requests(
+            tokenizer, [forget[i] for i in positions], [subjects[i] for i in positions], target, params
+        )
+
     rounds = params.edit.bind_rounds
     outcome, unbound = bind(requests, state.previous_keys, len(forget), last=rounds == 0)
     outcome.held_keys = counted[0] if counted else 0
@@ -365,7 +371,7 @@ def erase_facts(
         logger.info(
             "edit round %d: %d of %d questions not bound yet", len(outcome.unbound) + 1, len(unbound), len(forget)
         )
-        again = build_requests(tokenizer, [forget[i] for i in unbound], [subjects[i] for i in unbound], target, params)
+        again = requests_for(unbound)
         # This request's earlier rounds are held as an earlier request's keys are: a later round must not
         # undo what the first bound.
         later, unbound = bind(
@@ -412,7 +418,7 @@ def erase_facts(
         rebound = None
         if lost and params.edit.restore_rebind:
             logger.info("after the restore round %d forget questions are unbound: binding them again", len(lost))
-            again = build_requests(tokenizer, [forget[i] for i in lost], [subjects[i] for i in lost], target, params)
+            again = requests_for(lost)
             so_far = accumulate(accumulate(state.previous_keys, outcome.key_factors), restored.key_factors)
             rebound, lost = bind(again, so_far, len(lost), last=True, resume=outcome.held_scale[-1])
         outcome.unbound_after_restore = len(lost)
@@ -421,7 +427,7 @@ def erase_facts(
             with torch.no_grad():
                 for layer, w in weights.items():
                     w.copy_(kept[layer])
-            for spent in (restored, rebound) if rebound is not None else (restored,):
+            for spent in [o for o in (restored, rebound) if o is not None]:
                 outcome.value_seconds += spent.value_seconds  # its time was spent all the same
                 outcome.solve_seconds += spent.solve_seconds
             outcome.unbound_after_restore = len(unbound)  # as the model stands again
