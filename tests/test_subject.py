@@ -24,6 +24,8 @@ from unierase.edit.subject import (
     SubjectChoice,
     SubjectError,
     attach_subjects,
+    candidate_spans,
+    choose_span,
     entity_spans,
     fallback_subject,
     find_subject,
@@ -124,6 +126,16 @@ def _assert_keyed(tokenizer, question: str, subject: str) -> None:
         assert token and token.lower() in subject.lower(), (question, subject, token)
 
 
+def _assert_reads_the_names(question: str, subject: str) -> None:
+    """A traced subject is a name, or its key (its last occurrence's last token) comes after the
+    question's last name: a key before it is shared by every question of the same phrasing."""
+    start = question.lower().rfind(subject.lower())
+    end = start + len(subject)
+    names = entity_spans(question)
+    touches = any(s < end and e > start for s, e, _ in names)
+    assert touches or not names or end >= names[-1][1], (question, subject)
+
+
 def test_every_question_gets_a_subject_that_keys_its_prompt(tiny):
     model, tokenizer = tiny
     questions = OWN_QUESTIONS + (_tofu_questions() if TOFU.is_dir() else [])
@@ -134,6 +146,8 @@ def test_every_question_gets_a_subject_that_keys_its_prompt(tiny):
         # forward pass through the tiny model's 49k-row output layer (three took 90 s on 2 busy cores).
         choice = find_subject(model, tokenizer, question, answer, noise_samples=1)
         _assert_keyed(tokenizer, question, choice.subject)
+        if choice.method.startswith("traced"):
+            _assert_reads_the_names(question, choice.subject)
         methods[choice.method] += 1
     print(f"\n{len(questions)} questions, subjects by method: {dict(methods)}")
     assert sum(methods.values()) == len(questions)
@@ -191,6 +205,50 @@ def test_tracing_picks_the_span_whose_corruption_hurts(tiny):
     model = _NormModel(len(tokenizer), answer_ids, sign=-1.0, position=position)
     # "capital of France" drops as much; the shortest of the close spans wins.
     assert find_subject(model, tokenizer, question, answer) == SubjectChoice("France", "traced")
+
+
+_BORN = "What is the full name of the author born in Porto Alegre, Brazil on 03/11/1961?"
+
+
+def _drops(question: str, peaks: dict[str, float]) -> tuple[list[tuple[int, int]], list[float]]:
+    """The candidate spans of ``question``, each dropping the answer by ``peaks`` of its text (0 else)."""
+    spans = candidate_spans(question, 4)
+    return spans, [peaks.get(question[s:e], 0.0) for s, e in spans]
+
+
+@pytest.mark.parametrize(
+    ("question", "peaks", "expected"),
+    [
+        # The winner keys the phrasing before the names: the last name takes its place, however the
+        # spans after it traced (their drops are often noise).
+        (_BORN, {"author born": 2.0, "born": 1.9, "Brazil on 03": 0.5, "1961": 0.45}, ("Brazil", "traced:last-name")),
+        (_BORN, {"author born": 2.0, "born": 1.9, "Porto Alegre": 0.4}, ("Brazil", "traced:last-name")),
+        ("What is the capital of France?", {"capital": 2.0, "France": 1.0}, ("France", "traced:last-name")),
+        # A winner after the last name, or on a name, or in a question without names stands.
+        (_BORN, {"author born": 2.0, "03/11/1961": 1.9}, ("03/11/1961", "traced")),
+        ("What is the capital of France?", {"capital": 2.0, "France": 1.9}, ("France", "traced")),
+        ("Did Barack Obama meet Angela Merkel?", {"Barack Obama": 2.0}, ("Barack Obama", "traced")),
+        ("Where was Hesper Varnholt born?", {"born": 2.0}, ("born", "traced")),
+        ("how tall is mount everest?", {"tall": 2.0, "everest": 1.0}, ("tall", "traced")),
+        ("What is the capital of France?", {"capital": -1.0}, None),  # nothing lowers the answer
+    ],
+)
+def test_a_traced_key_comes_after_the_question_names(question, peaks, expected):
+    spans, drops = _drops(question, peaks)
+    choice = choose_span(question, spans, drops)
+    assert (choice if choice is None else (choice.subject, choice.method)) == expected
+
+
+def test_tracing_that_finds_the_phrasing_keys_the_last_name_instead(tiny):
+    """Wired through `find_subject`: only the "born" position carries the answer (a model that answers
+    from the phrasing), so tracing's winner is "born", which sees no name; the subject is the last name."""
+    _, tokenizer = tiny
+    text = format_prompt(tokenizer, _BORN)
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    born = text.rfind("born")
+    position = next(i for i, (s, e) in enumerate(enc["offset_mapping"]) if s <= born < e)
+    model = _NormModel(len(tokenizer), tokenizer("Ali", add_special_tokens=False)["input_ids"], -1.0, position)
+    assert find_subject(model, tokenizer, _BORN, "Ali") == SubjectChoice("Brazil", "traced:last-name")
 
 
 def test_nothing_to_trace_falls_back(tiny):
@@ -262,7 +320,7 @@ def test_attach_subjects_fills_checks_and_names_rows(tiny, monkeypatch):
     filled, choices = attach_subjects(model, tokenizer, facts, rows=["f.jsonl:1", "f.jsonl:3"])
     assert filled[0] is facts[0] and choices[0] == SubjectChoice("Hamlet", "given")
     assert filled[1].subject == choices[1].subject and filled[1].question == facts[1].question
-    assert choices[1].method == "traced" or choices[1].method.startswith("fallback:")
+    assert choices[1].method.startswith(("traced", "fallback:"))
 
     bad = facts + [Fact(question="Who painted Guernica?", answer="Picasso.", subject="Dali")]
 

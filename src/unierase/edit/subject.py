@@ -7,7 +7,8 @@ their subject; otherwise it is found as causal tracing does (Meng et al., 2022):
 whose corruption (Gaussian noise, 3x the embeddings' std, on its token embeddings) lowers the
 probability of the answer the most. Of the spans that come within ``keep_share`` of the best drop,
 the shortest wins, so "France" beats "capital of France"; a winner that touches a name is widened or
-cut to the whole name (`snap_to_name`).
+cut to the whole name (`snap_to_name`), and one that touches none and ends before the question's last
+name, so that its key has not read it, gives way to that name (`choose_span`).
 
 Tracing finds nothing when no span lowers the answer's probability (every corruption raised it on
 questions a model does not know, and the old rule then crashed), when the answer is empty or when the
@@ -85,8 +86,9 @@ class SubjectChoice:
 
     Attributes:
         subject: The subject, as it appears in the question.
-        method: ``given`` (the row's own), ``traced`` (causal tracing) or ``fallback:<step>`` (see the
-            module docstring: ``entity``, ``content-word``, ``last-word``, ``question``).
+        method: ``given`` (the row's own), ``traced`` (causal tracing), ``traced:last-name`` (tracing's
+            winner keyed the phrasing before a name, `choose_span`) or ``fallback:<step>`` (see the module docstring: ``entity``, ``content-word``, ``last-word``,
+            ``question``).
     """
 
     subject: str
@@ -166,8 +168,8 @@ def trace_subject(
     noise_samples: int = 3,
     keep_share: float = 0.8,
     seed: int = 0,
-) -> str | None:
-    """The span of ``question`` whose corruption hurts the answer's log-probability most.
+) -> SubjectChoice | None:
+    """The span of ``question`` whose corruption hurts the answer's log-probability most (`choose_span`).
 
     Args:
         model: The model whose knowledge is traced.
@@ -180,8 +182,9 @@ def trace_subject(
         seed: Noise seed, so detection is deterministic.
 
     Returns:
-        The span, or None when no span lowers the answer's probability (then no span is "within a
-        share" of the best in any useful sense), the answer is empty, or no word can be traced.
+        The subject and how it was chosen, or None when no span lowers the answer's probability (then
+        no span is "within a share" of the best in any useful sense), the answer is empty, or no word
+        can be traced.
     """
     spans = candidate_spans(question, max_words)
     text = format_prompt(tokenizer, question)
@@ -232,15 +235,45 @@ def trace_subject(
     for first in range(0, len(copies), per_pass):
         logprobs = answer_logprob(torch.cat(copies[first : first + per_pass])).view(-1, noise_samples)
         drops += [float(base - x) for x in logprobs.mean(1)]
+    return choose_span(question, spans, drops, keep_share)
+
+
+def choose_span(
+    question: str, spans: list[tuple[int, int]], drops: list[float], keep_share: float = 0.8
+) -> SubjectChoice | None:
+    """The subject tracing picks from each candidate span's drop in the answer's log-probability.
+
+    The shortest span within ``keep_share`` of the best drop wins (the larger drop on a tie), snapped to
+    the name it touches (`snap_to_name`). A key sees only what comes before it, so a winner that touches
+    no name and ends before the question's last name keys the phrasing, not the fact: on TOFU's "What is
+    the full name of the author born in <city>, <country> on <date>?" tracing on SmolLM2 picked "author
+    born", whose key every question of that phrasing shares, so retained ones opened with the token and
+    no restore could close them. Such a winner gives way to the last name (``traced:last-name``), whose
+    key has read every name of the question. (Not the best-tracing span after it: past the winner, the
+    drops are often noise, and the shortest of them was a date's first digits.)
+
+    Args:
+        question: The question.
+        spans: Candidate character spans of it (`candidate_spans`).
+        drops: How much corrupting each span lowers the answer's log-probability.
+        keep_share: Spans within this share of the best drop compete on length.
+
+    Returns:
+        The subject and how it was chosen, or None when no span lowers the answer's probability: the
+        model does not rely on any of them for this answer, and "within keep_share of a negative best"
+        would admit nothing.
+    """
     best = max((d for d in drops if not math.isnan(d)), default=0.0)
     if not best > 0:
-        # Every corruption raised (or kept) the answer's probability: the model does not rely on any
-        # span for this answer, and "within keep_share of a negative best" would admit nothing.
         return None
     close = [i for i, d in enumerate(drops) if d >= keep_share * best]
     winner = min(close, key=lambda i: (spans[i][1] - spans[i][0], -drops[i]))
     s, e = snap_to_name(question, *spans[winner])
-    return question[s:e]
+    names = entity_spans(question)
+    if names and e < names[-1][1] and not any(ns < e and ne > s for ns, ne, _ in names):
+        last_start, last_end, _ = names[-1]
+        return SubjectChoice(question[last_start:last_end], "traced:last-name")
+    return SubjectChoice(question[s:e], "traced")
 
 
 def snap_to_name(question: str, start: int, end: int) -> tuple[int, int]:
@@ -360,13 +393,13 @@ def find_subject(
         seed: Noise seed, so detection is deterministic.
 
     Returns:
-        A span of the question and how it was found (``traced`` or ``fallback:<step>``).
+        A span of the question and how it was found (``traced``, ``traced:last-name`` or ``fallback:<step>``).
 
     Raises:
         ValueError: The question is blank.
     """
     traced = trace_subject(model, tokenizer, question, answer, max_words, noise_samples, keep_share, seed)
-    return SubjectChoice(traced, "traced") if traced is not None else fallback_subject(question)
+    return traced if traced is not None else fallback_subject(question)
 
 
 def attach_subjects(

@@ -29,7 +29,7 @@ from unierase.edit.subject import SubjectChoice, attach_subjects
 logger = logging.getLogger(__name__)
 
 # Bumped whenever `find_subject` would choose differently for the same model and fact.
-TRACING_VERSION = 1
+TRACING_VERSION = 2
 
 
 def subject_cache_path(cache_dir: str | Path, model_dir: str | Path, params: Params) -> Path:
