@@ -190,8 +190,9 @@ def _attach_subjects(
     cache_dir: Path,
 ) -> tuple[list[list[Fact]], list[Fact], dict[str, dict[str, int]]]:
     """Every forget and retain fact with a checked subject, errors naming rows as ``file:line``, and
-    how many subjects each way was chosen (given, traced, fallback:...; ``retain_cached``: how many of
-    the retain set's came from the subject cache, `unierase.stages.subjects`)."""
+    how many subjects each way was chosen (given, traced, traced:last-name, fallback:...;
+    ``retain_cached``: how many of the retain set's came from the subject cache,
+    `unierase.stages.subjects`)."""
     paths = forget_path if isinstance(forget_path, list) else [forget_path]
     rows = [f"{path}:{line}" for path in paths for line in fact_lines(path)]
     flat, found = attach_subjects(
