@@ -194,13 +194,19 @@ def test_no_span_lowering_the_answer_falls_back_instead_of_crashing(tiny):
     assert find_subject(model, tokenizer, question, answer) == SubjectChoice("France", "fallback:entity")
 
 
+def _token_of(tokenizer, question: str, word: str) -> int:
+    """The position, in the chat-formatted prompt of ``question``, of the token holding ``word``'s first
+    character (its last occurrence)."""
+    text = format_prompt(tokenizer, question)
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    at = text.rfind(word)
+    return next(i for i, (s, e) in enumerate(enc["offset_mapping"]) if s <= at < e)
+
+
 def test_tracing_picks_the_span_whose_corruption_hurts(tiny):
     _, tokenizer = tiny
     question, answer = "What is the capital of France?", "Paris"
-    text = format_prompt(tokenizer, question)
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    france = text.rfind("France")
-    position = next(i for i, (s, e) in enumerate(enc["offset_mapping"]) if s <= france < e)
+    position = _token_of(tokenizer, question, "France")
     answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
     model = _NormModel(len(tokenizer), answer_ids, sign=-1.0, position=position)
     # "capital of France" drops as much; the shortest of the close spans wins.
@@ -243,10 +249,7 @@ def test_tracing_that_finds_the_phrasing_keys_the_last_name_instead(tiny):
     """Wired through `find_subject`: only the "born" position carries the answer (a model that answers
     from the phrasing), so tracing's winner is "born", which sees no name; the subject is the last name."""
     _, tokenizer = tiny
-    text = format_prompt(tokenizer, _BORN)
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    born = text.rfind("born")
-    position = next(i for i, (s, e) in enumerate(enc["offset_mapping"]) if s <= born < e)
+    position = _token_of(tokenizer, _BORN, "born")
     model = _NormModel(len(tokenizer), tokenizer("Ali", add_special_tokens=False)["input_ids"], -1.0, position)
     assert find_subject(model, tokenizer, _BORN, "Ali") == SubjectChoice("Brazil", "traced:last-name")
 
