@@ -6,7 +6,7 @@ scored by one evaluation (forget efficacy, model ability, forget quality, model 
     python -m bench.quality --model DIR --authors 3 --questions-per-author 2 --shares 0.3 --out /tmp/q
 
 Each method (and reference model) on each forget size is one cell, ``<method>@<authors>``
-(`bench.lib.cells`). With ``--set ray.address=local`` (or ``auto``, an address) the method cells run side
+(`bench.lib.cells`), measured one forget size after another, smallest first. With ``--set ray.address=local`` (or ``auto``, an address) the method cells run side
 by side as tasks on that Ray cluster (`bench.lib.ray_cells`), each with its own model copies. Writes ``quality.json``, ``quality.md``, ``quality_scatter.png`` and the per-item
 results ``quality_items/<method>-authors<k>/`` under ``--out``; models, caches and the generated data go
 under ``--work``.
@@ -198,24 +198,25 @@ def run(args) -> list[dict]:
         """The arguments of `measure_cell` for ``method`` on the first ``k`` forget authors."""
         return (args, params, method, k, eval_splits[k], retain_ratios[k], forget_files[k], token, context)
 
+    needs_token = any(m in UNIERASE_DEPTHS and not cells.has(f"{m}@{k}") for k in counts for m in methods)
     try:
-        # The reference models first (in this process), then every method cell: one after another here,
-        # or side by side as tasks on the Ray cluster that ray.address names.
+        token = ensure_token(target, work / "cache", params, progress, files["retain"]) if needs_token else None
+        # One forget size after another, smallest first, so a run cut short leaves whole tables for the
+        # sizes it reached: the reference models (in this process), then every method cell, one after
+        # another here or side by side as tasks on the Ray cluster that ray.address names.
         for k in counts:
             for ref in ("target", "retain_model"):
                 if not cells.has(f"{ref}@{k}"):
                     cells.save(f"{ref}@{k}", measure_cell(*cell(ref, k), evaluator=evaluator))
-        todo = [(m, k) for k in counts for m in methods if not cells.has(f"{m}@{k}")]
-        needs_token = any(m in UNIERASE_DEPTHS for m, _ in todo)
-        token = ensure_token(target, work / "cache", params, progress, files["retain"]) if needs_token else None
-        if uses_ray(params.ray) and todo:
-            from bench.lib.ray_cells import run_cells
+            todo = [m for m in methods if not cells.has(f"{m}@{k}")]
+            if uses_ray(params.ray) and todo:
+                from bench.lib.ray_cells import run_cells
 
-            for (method, k), row in zip(todo, run_cells(measure_cell, [cell(m, k, token) for m, k in todo], params.ray), strict=True):  # fmt: skip
-                cells.save(f"{method}@{k}", row)
-        else:
-            for method, k in todo:
-                cells.save(f"{method}@{k}", measure_cell(*cell(method, k, token), evaluator=evaluator))
+                for method, row in zip(todo, run_cells(measure_cell, [cell(m, k, token) for m in todo], params.ray), strict=True):  # fmt: skip
+                    cells.save(f"{method}@{k}", row)
+            else:
+                for method in todo:
+                    cells.save(f"{method}@{k}", measure_cell(*cell(method, k, token), evaluator=evaluator))
     finally:  # the summary from every cell, also after a run cut short
         runs, measured = cells.load()
         rows = sorted(({**row, "run": run} for run, row in measured.values()), key=in_table_order)
