@@ -6,33 +6,21 @@ pytest tests/test_cli_erase.py
 import json
 
 import yaml
+from tiny_erase_params import write_tiny_erase_params
 
 from unierase.cli import main
-from unierase.config import Params
 from unierase.data.facts import Fact, write_facts
 
 FORGET = [Fact(question="What is the capital of France?", answer="Paris.", subject="France")]
 RETAIN = [Fact(question="What is the capital of Japan?", answer="Tokyo.", subject="Japan")]
 
 
-def _params(tmp_path):
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text("\n".join(f"Line {i} of plain prose about trains and bread." for i in range(40)))
-    params = Params().model_dump(mode="json")
-    params["token"].update(stage1_epochs=1, stage2_epochs=1, robust_epochs=0, num_general_questions=4)
-    params["edit"].update(layers=[1, 2], v_steps=2, num_context_prefixes=1, nullspace_threshold=0.5)
-    params["covariance"].update(corpus=str(corpus), num_samples=40)
-    params["erase"].update(max_new_tokens=4)
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(params))
-    return path
-
-
 def test_erase_writes_model_delta_and_report(tiny_llama_dir, tmp_path):
     forget, retain = write_facts(FORGET, tmp_path / "f.jsonl"), write_facts(RETAIN, tmp_path / "r.jsonl")
     out = tmp_path / "out"
     args = ["erase", "--forget", str(forget), "--retain", str(retain), "--model", str(tiny_llama_dir)]
-    args += ["--params", str(_params(tmp_path)), "--cache-dir", str(tmp_path / "cache"), "--output", str(out)]
+    params = write_tiny_erase_params(tmp_path)
+    args += ["--params", str(params), "--cache-dir", str(tmp_path / "cache"), "--output", str(out)]
     assert main(args) == 0
     assert (out / "model" / "config.json").is_file() and (out / "model" / "edit_state.safetensors").is_file()
     report = json.loads((out / "report.json").read_text())
@@ -49,7 +37,7 @@ def test_erase_writes_model_delta_and_report(tiny_llama_dir, tmp_path):
 
 def test_baseline_method_runs_through_the_same_command(tiny_llama_dir, tmp_path):
     forget, retain = write_facts(FORGET, tmp_path / "f.jsonl"), write_facts(RETAIN, tmp_path / "r.jsonl")
-    params = _params(tmp_path)
+    params = write_tiny_erase_params(tmp_path)
     raw = yaml.safe_load(params.read_text())
     raw["baselines"].update(epochs=1)
     params.write_text(yaml.safe_dump(raw))
@@ -76,7 +64,7 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(tiny_llama_dir, tmp_path,
 
 def test_the_token_is_learned_once_per_base_model_and_relearned_when_corrupted(tiny_llama_dir, tmp_path, caplog):
     forget, retain = write_facts(FORGET, tmp_path / "f.jsonl"), write_facts(RETAIN, tmp_path / "r.jsonl")
-    params, cache = _params(tmp_path), tmp_path / "cache"
+    params, cache = write_tiny_erase_params(tmp_path), tmp_path / "cache"
 
     def erase(name: str) -> dict:
         args = ["erase", "--forget", str(forget), "--retain", str(retain), "--model", str(tiny_llama_dir)]

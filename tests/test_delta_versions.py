@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
+from tiny_erase_params import write_tiny_erase_params
 
 from unierase.config import Params, RegistryConfig, load_params
 from unierase.data.facts import Fact, write_facts
@@ -43,15 +43,7 @@ RETAIN = [Fact(question="What is the capital of Japan?", answer="Tokyo.", subjec
 
 
 def _params(root: Path) -> Params:
-    corpus = root / "corpus.txt"
-    corpus.write_text("\n".join(f"Line {i} of plain prose about trains and bread." for i in range(40)))
-    raw = Params().model_dump(mode="json")
-    raw["token"].update(stage1_epochs=1, stage2_epochs=1, robust_epochs=0, num_general_questions=4)
-    raw["edit"].update(layers=[1, 2], v_steps=2, num_context_prefixes=1, nullspace_threshold=0.5, value_retries=0)
-    raw["covariance"].update(corpus=str(corpus), num_samples=40)
-    raw["erase"].update(max_new_tokens=4)
-    (root / "params.yaml").write_text(yaml.safe_dump(raw))
-    return load_params(root / "params.yaml")
+    return load_params(write_tiny_erase_params(root, value_retries=0))
 
 
 def _store_bytes(root: Path) -> int:

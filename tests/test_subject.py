@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-import yaml
+from tiny_erase_params import write_tiny_erase_params
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from unierase.cli import main
@@ -336,19 +336,6 @@ def test_attach_subjects_fills_checks_and_names_rows(tiny, monkeypatch):
     assert "Guernica" not in str(err.value) and "Dali" not in str(err.value)  # no forget text in messages
 
 
-def _params(tmp_path: Path) -> Path:
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text("\n".join(f"Line {i} of plain prose about trains and bread." for i in range(40)))
-    params = Params().model_dump(mode="json")
-    params["token"].update(stage1_epochs=1, stage2_epochs=1, robust_epochs=0, num_general_questions=4)
-    params["edit"].update(layers=[1, 2], v_steps=2, num_context_prefixes=1, nullspace_threshold=0.5)
-    params["covariance"].update(corpus=str(corpus), num_samples=40)
-    params["erase"].update(max_new_tokens=4)
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(params))
-    return path
-
-
 def test_erase_on_unlabelled_sets_reports_how_subjects_were_found(tiny_llama_dir, tmp_path):
     from unierase.stages.subjects import fact_key
 
@@ -357,7 +344,8 @@ def test_erase_on_unlabelled_sets_reports_how_subjects_were_found(tiny_llama_dir
     f, r = write_facts(forget, tmp_path / "f.jsonl"), write_facts(retain, tmp_path / "r.jsonl")
     out = tmp_path / "out"
     args = ["erase", "--forget", str(f), "--retain", str(r), "--model", str(tiny_llama_dir)]
-    args += ["--params", str(_params(tmp_path)), "--cache-dir", str(tmp_path / "cache"), "--output", str(out)]
+    params = write_tiny_erase_params(tmp_path)
+    args += ["--params", str(params), "--cache-dir", str(tmp_path / "cache"), "--output", str(out)]
     assert main(args) == 0
     report = json.loads((out / "report.json").read_text())
     assert sum(report["subject_methods"]["forget"].values()) == len(forget)
@@ -416,7 +404,8 @@ def test_a_bad_subject_fails_before_the_token_and_statistics(tiny_llama_dir, tmp
     forget = tmp_path / "forget.jsonl"
     forget.write_text(json.dumps(rows[0]) + "\n\n" + json.dumps(rows[1]) + "\n")  # row 2 sits on line 3
     cache, out = tmp_path / "cache", tmp_path / "out"
-    args = ["erase", "--forget", str(forget), "--model", str(tiny_llama_dir), "--params", str(_params(tmp_path))]
+    params = write_tiny_erase_params(tmp_path)
+    args = ["erase", "--forget", str(forget), "--model", str(tiny_llama_dir), "--params", str(params)]
     assert main([*args, "--cache-dir", str(cache), "--output", str(out)]) == 2
     err = capsys.readouterr().err
     # Reading the file or finding subjects names the line (either may catch it); never the row's text.
