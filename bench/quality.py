@@ -6,7 +6,8 @@ scored by one evaluation (forget efficacy, model ability, forget quality, model 
     python -m bench.quality --model DIR --authors 3 --questions-per-author 2 --shares 0.3 --out /tmp/q
 
 Each method (and reference model) on each forget size is one cell, ``<method>@<authors>``
-(`bench.lib.cells`), measured one forget size after another, smallest first. With ``--set ray.address=local`` (or ``auto``, an address) the method cells run side
+(`bench.lib.cells`), measured one forget size after another, smallest first. With ``--set
+ray.address=local`` (or ``auto``, an address) the method cells of a size run side
 by side as tasks on that Ray cluster (`bench.lib.ray_cells`), each with its own model copies. Writes ``quality.json``, ``quality.md``, ``quality_scatter.png`` and the per-item
 results ``quality_items/<method>-authors<k>/`` under ``--out``; models, caches and the generated data go
 under ``--work``.
