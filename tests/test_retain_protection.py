@@ -197,3 +197,15 @@ def test_a_lighter_solve_that_tips_retain_questions_over_is_not_kept():
     _, left, scale, weight, tried = _search(lambda s: list(range(left_at[s])), fired_at=fired_at.get)
     assert tried == [1.0, 0.25, 0.0625]  # searched until all bound
     assert (len(left), scale, weight) == (3, 1.0, 1.0)  # and the full weight put back
+
+
+def test_a_lighter_solve_that_unbinds_more_ends_the_search():
+    """Where a lighter weight leaves more forget questions unbound than a heavier one did, the held keys
+    are not what keeps them unbound: the search stops there, and the heavier try is put back."""
+    left_at = {1.0: 1, 0.25: 2, 0.0625: 0}
+    _, left, scale, weight, tried = _search(lambda s: list(range(left_at[s])))
+    assert tried == [1.0, 0.25]
+    assert (len(left), scale, weight) == (1, 1.0, 1.0)
+    left_at = {1.0: 3, 0.25: 3, 0.0625: 2, 0.015625: 0}  # as many, then fewer: the search goes on
+    _, left, scale, _, tried = _search(lambda s: list(range(left_at[s])))
+    assert (tried, left, scale) == (list(left_at), [], 0.015625)

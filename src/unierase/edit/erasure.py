@@ -476,7 +476,9 @@ def relaxed_solve(
     unbound, up to ``tries`` more times from the same weights, the first at ``resume`` (where lighter
     than ``1 / relax``) and each further one ``relax`` times lighter; keeps the try with the fewest
     mistakes, forget questions unbound plus retain questions that now open with the token (the heavier
-    weight on a tie).
+    weight on a tie). A lighter try that leaves more forget questions unbound than a heavier one did ends
+    the search: there the held keys are not what keeps them unbound (their values are), and each further
+    try costs a pass over every forget and retain question for nothing.
 
     The held keys (retain facts, their answers) protect what the edit must leave alone, but each weighs
     as much as a forget key: where they are many and lie close to the forget keys (another author's
@@ -505,7 +507,7 @@ def relaxed_solve(
     """
     start = {layer: w.detach().clone() for layer, w in weights.items()} if tries else {}
     best: tuple[int, EditOutcome, list[int], float, dict[int, torch.Tensor] | None] | None = None
-    spent, scale = 0.0, 1.0
+    spent, scale, fewest = 0.0, 1.0, None
     for attempt in range(tries + 1):
         if attempt:
             _set_weights(weights, start)
@@ -517,12 +519,14 @@ def relaxed_solve(
             opened = fired()
             logger.info("held answer keys at weight %.3g: %d unbound, %d retain opened", scale, len(left), opened)
         mistakes = len(left) + opened
+        worse = fewest is not None and len(left) > fewest
+        fewest = len(left) if fewest is None else min(fewest, len(left))
         enough = len(left) <= tolerated
         if best is None or mistakes < best[0]:
-            last = enough or attempt == tries
+            last = enough or worse or attempt == tries
             kept = None if last else {layer: w.detach().clone() for layer, w in weights.items()}
             best = (mistakes, outcome, left, scale, kept)
-        if enough:
+        if enough or worse:
             break
         scale = min(resume, 1.0 / relax) if attempt == 0 else scale / relax
     assert best is not None  # tries >= 0: one solve at least
