@@ -10,6 +10,7 @@ import argparse
 import json
 
 import pytest
+import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from unierase.config import FinetuneConfig
@@ -85,3 +86,63 @@ def test_cli_writes_target_and_retain_models(tiny_llama_dir, tmp_path, monkeypat
     )
     with pytest.raises(ValueError, match="go together"):
         bad.func(bad)
+
+
+class _Killed(Exception):
+    """Stands for the process dying between two epochs."""
+
+
+def _stop_after(epochs: int):
+    def after_epoch(done: int) -> None:
+        if done == epochs:
+            raise _Killed
+
+    return after_epoch
+
+
+def test_a_killed_fine_tune_resumes_from_its_last_epoch_to_the_same_model(tiny_llama_dir, facts, tmp_path):
+    """A run stopped after its first epoch and started again from its checkpoint ends with the same
+    weights and losses as one that ran through; a checkpoint of other inputs is trained over."""
+    from unierase.model.finetune import Checkpoint
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    config = FinetuneConfig(lr=1e-2, epochs=3, batch_size=2)
+    through = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    whole = finetune_model(through, tokenizer, facts, config, progress=False)
+
+    checkpoint = Checkpoint(tmp_path / "ckpt.pt", "run-a")
+    first = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    with pytest.raises(_Killed):
+        finetune_model(first, tokenizer, facts, config, False, checkpoint, after_epoch=_stop_after(1))
+    assert checkpoint.path.is_file() and not list(tmp_path.glob("*.partial"))
+    again = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)  # a new process: the base weights again
+    resumed = finetune_model(again, tokenizer, facts, config, False, checkpoint)
+    assert resumed.resumed_epochs == 1
+    assert resumed.losses == pytest.approx(whole.losses, abs=1e-6)
+    for (name, a), b in zip(through.state_dict().items(), again.state_dict().values(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6), name
+
+    other = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    fresh = finetune_model(other, tokenizer, facts, config, False, Checkpoint(checkpoint.path, "run-b"))
+    assert fresh.resumed_epochs == 0 and fresh.losses == pytest.approx(whole.losses, abs=1e-6)
+
+
+def test_the_stage_resumes_and_leaves_no_checkpoint_behind(tiny_llama_dir, tmp_path, monkeypatch):
+    """`finetune_stage` keeps each epoch's state under the output folder while it runs; run again after a
+    kill, it resumes, records so, and removes the checkpoint once the model is saved."""
+    import unierase.stages.finetune as stage
+
+    splits = generate_author_benchmark(num_authors=2, questions_per_author=2, num_forget=1, num_holdout=1, seed=0)
+    data = write_author_benchmark(splits, tmp_path / "data")["full"]
+    config, out = FinetuneConfig(lr=1e-3, epochs=2, batch_size=2), tmp_path / "target"
+    real = stage.finetune_model
+    killed = lambda *a, **k: real(*a, **k, after_epoch=_stop_after(1))  # noqa: E731
+    monkeypatch.setattr(stage, "finetune_model", killed)
+    with pytest.raises(_Killed):
+        stage.finetune_stage(tiny_llama_dir, data, out, config, device="cpu", progress=False)
+    assert (out / stage.CHECKPOINT_NAME).is_file() and not (out / "finetune.json").exists()
+    monkeypatch.setattr(stage, "finetune_model", real)
+    stage.finetune_stage(tiny_llama_dir, data, out, config, device="cpu", progress=False)
+    record = json.loads((out / "finetune.json").read_text())
+    assert record["resumed_after_epochs"] == 1 and len(record["epoch_losses"]) == 2
+    assert not (out / stage.CHECKPOINT_NAME).exists()

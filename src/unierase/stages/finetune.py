@@ -8,9 +8,11 @@ from pathlib import Path
 
 from unierase.config import FinetuneConfig, config_hash
 from unierase.data.splits import load_split
-from unierase.digests import file_sha256
-from unierase.model.finetune import finetune_model
+from unierase.digests import file_sha256, texts_sha256
+from unierase.model.finetune import Checkpoint, finetune_model
 from unierase.model.loading import load_model
+
+CHECKPOINT_NAME = "finetune-checkpoint.pt"
 
 
 def finetune_stage(
@@ -22,7 +24,9 @@ def finetune_stage(
     progress: bool = True,
 ) -> Path:
     """Loads a model, fine-tunes it on a JSON Lines set (or hub name) and saves it with its tokenizer
-    and a ``finetune.json`` provenance record (data digest, config and its hash, losses).
+    and a ``finetune.json`` provenance record (data digest, config and its hash, losses). Each epoch's
+    state is saved under ``output_dir`` (`CHECKPOINT_NAME`) until the model is: the same call after a run
+    was killed goes on from its last finished epoch.
 
     Args:
         model_dir: The model to start from.
@@ -37,18 +41,24 @@ def finetune_stage(
     """
     facts = load_split(data)
     model, tokenizer = load_model(model_dir, device)
-    result = finetune_model(model, tokenizer, facts, config, progress=progress)
     output_dir = Path(output_dir)
+    digest = file_sha256(data) if Path(data).is_file() else None
+    # A hub set has no file digest: its rows stand for it.
+    rows = digest or texts_sha256(f"{f.question}\t{f.answer}" for f in facts)
+    checkpoint = Checkpoint(output_dir / CHECKPOINT_NAME, f"{model_dir}|{rows}|{config_hash(config)}")
+    result = finetune_model(model, tokenizer, facts, config, progress=progress, checkpoint=checkpoint)
     model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
     record = {
         "base_model": str(model_dir),
         "data": str(data),
-        "data_sha256": file_sha256(data) if Path(data).is_file() else None,
+        "data_sha256": digest,
         "num_facts": len(facts),
         "config": config.model_dump(mode="json"),
         "config_hash": config_hash(config),
         "epoch_losses": result.epoch_losses,
+        "resumed_after_epochs": result.resumed_epochs,
     }
     (output_dir / "finetune.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    checkpoint.path.unlink(missing_ok=True)  # the model is whole: nothing to resume
     return output_dir
