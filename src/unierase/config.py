@@ -138,13 +138,16 @@ class EditConfig(_Frozen):
         description="Worst target NLL above which a request counts as unbound and gets another round.",
     )
     bind_rounds: int = Field(
-        default=2,
+        default=4,
         ge=0,
         description="Extra edits, after the first, for the forget questions whose first greedy token is still not "
         "the unlearning token: each binds only those, on the edited model, with the earlier rounds' keys held as "
         "an earlier request's are (not in the paper). The value optimisation binds each prompt at the last "
         "edited layer, but the projected, constrained solves reach only part of that target, and a question "
-        "near the boundary stays unbound. 0: one edit, as in the paper.",
+        "near the boundary stays unbound. A round runs only while a question is unbound, so where two bind "
+        "everything (the generated authors, the collision set, at the earlier default of 2) more change nothing; on SmolLM2 fine-tuned on 40 "
+        "TOFU authors, erasing forget01 left 37, 14, 2 and 1 of 40 unbound after the first four edits and none "
+        "after the fifth. 0: one edit, as in the paper.",
     )
     restore_rounds: int = Field(
         default=2,
