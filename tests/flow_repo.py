@@ -27,7 +27,8 @@ if str(REPO) not in sys.path:
 TINY_PARAMS = {
     "token": {"stage1_epochs": 1, "stage2_epochs": 1, "robust_epochs": 0, "num_general_questions": 4},
     "covariance": {"num_samples": 16, "max_length": 32, "batch_size": 8},
-    "edit": {"layers": [1, 2], "v_steps": 3, "num_context_prefixes": 1},
+    # The random tiny model binds no question, so every bind round runs: two exercise them as four would.
+    "edit": {"layers": [1, 2], "v_steps": 3, "num_context_prefixes": 1, "bind_rounds": 2},
     "erase": {"max_new_tokens": 8},
     "evaluation": {"max_new_tokens": 8},
     "gate": {"min_forget_refusal_rate": 0.0, "min_retain_ratio": 0.0},

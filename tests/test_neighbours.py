@@ -77,7 +77,9 @@ def test_holding_the_neighbours_keys_keeps_the_edit_off_them(tiny_editable):
     ]
     moved = {}
     for count in (0, 3):
-        params = Params(edit=EditConfig(layers=[1, 2], v_steps=3, num_context_prefixes=1, neighbours=count))
+        # bind_rounds: the random tiny model binds nothing, so every round runs; two, as the ratio was set on.
+        edit = EditConfig(layers=[1, 2], v_steps=3, num_context_prefixes=1, neighbours=count, bind_rounds=2)
+        params = Params(edit=edit)
         model, tokenizer, preserved = tiny_editable(params.edit.layers)
         module = model.model.layers[1].mlp.down_proj
         before = module.weight.detach().clone()

@@ -23,7 +23,8 @@ def _moved(tiny_editable, edit: EditConfig, answered, at_subjects: bool = False)
     followed by ``answered(model, tokenizer)`` (one answer's ids per retain fact), or with ``at_subjects``
     at each retain question's subject key alone, relative to their size: ``tr(Δ C Δᵀ) / tr(W C Wᵀ)``
     with ``C`` the ``k kᵀ`` summed over those keys."""
-    params = Params(edit=edit)
+    # The random tiny model binds nothing, so every bind round runs: two, as these ratios were set on.
+    params = Params(edit=edit.model_copy(update={"bind_rounds": 2}))
     model, tokenizer, preserved = tiny_editable(params.edit.layers)
     paths = [f"model.layers.{i}.mlp.down_proj" for i in params.edit.layers]
     if at_subjects:

@@ -21,7 +21,15 @@ def write_tiny_erase_params(folder: Path, **edit) -> Path:
     corpus.write_text("\n".join(f"Line {i} of plain prose about trains and bread." for i in range(40)))
     params = Params().model_dump(mode="json")
     params["token"].update(stage1_epochs=1, stage2_epochs=1, robust_epochs=0, num_general_questions=4)
-    params["edit"].update(layers=[1, 2], v_steps=2, num_context_prefixes=1, nullspace_threshold=0.5, **edit)
+    # bind_rounds: the random tiny model binds no question, so every bind round runs; two exercise them.
+    edit = {
+        "layers": [1, 2],
+        "v_steps": 2,
+        "num_context_prefixes": 1,
+        "nullspace_threshold": 0.5,
+        "bind_rounds": 2,
+    } | edit
+    params["edit"].update(**edit)
     params["covariance"].update(corpus=str(corpus), num_samples=40)
     params["erase"].update(max_new_tokens=4)
     path = folder / "params.yaml"
