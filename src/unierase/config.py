@@ -145,9 +145,9 @@ class EditConfig(_Frozen):
         "an earlier request's are (not in the paper). The value optimisation binds each prompt at the last "
         "edited layer, but the projected, constrained solves reach only part of that target, and a question "
         "near the boundary stays unbound. A round runs only while a question is unbound, so where two bind "
-        "everything (the generated authors, the collision set, at the earlier default of 2) more change nothing; on SmolLM2 fine-tuned on 40 "
-        "TOFU authors, erasing forget01 left 37, 14, 2 and 1 of 40 unbound after the first four edits and none "
-        "after the fifth. 0: one edit, as in the paper.",
+        "everything (the generated authors, the collision set, at the earlier default of 2) more change "
+        "nothing; on SmolLM2 fine-tuned on 40 TOFU authors, erasing forget01 left 37, 14, 2 and 1 of 40 "
+        "unbound after the first four edits and none after the fifth. 0: one edit, as in the paper.",
     )
     restore_rounds: int = Field(
         default=2,
@@ -284,12 +284,12 @@ class EditConfig(_Frozen):
         description="When a bind round leaves forget questions unbound, the solve is tried again from the same "
         "values with the held answer keys (every token of the retain questions and answers) this many times "
         "lighter, up to held_relax_tries times; the retain subjects' and neighbours' keys keep their weight, so "
-        "names that share a part stay apart. The try with the fewest mistakes is kept, and a lighter try that leaves "
-        "more forget questions unbound than a heavier one ends the search (there the values, not the held keys, "
-        "are the obstacle); each round tries full "
-        "weight first and then goes on from the weight the round before kept (not in the paper). Each held key "
-        "weighs as much as a forget key, and where many lie close to the forget keys (TOFU's retain authors, "
-        "described in the forget authors' phrasing) they hold the solve still: at full weight no TOFU forget01 question bound. Where the first solve binds "
+        "names that share a part stay apart. The try with the fewest mistakes is kept, and a lighter try that "
+        "leaves more forget questions unbound than a heavier one ends the search (there the values, not the "
+        "held keys, are the obstacle); each round tries full weight first and then goes on from the weight the "
+        "round before kept (not in the paper). Each held key weighs as much as a forget key, and where many lie "
+        "close to the forget keys (TOFU's retain authors, described in the forget authors' phrasing) they hold "
+        "the solve still: at full weight no TOFU forget01 question bound. Where the first solve binds "
         "everything, nothing changes.",
     )
     held_relax_share: float = Field(
