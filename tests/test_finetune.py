@@ -114,7 +114,7 @@ def test_a_killed_fine_tune_resumes_from_its_last_epoch_to_the_same_model(tiny_l
     first = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
     with pytest.raises(_Killed):
         finetune_model(first, tokenizer, facts, config, False, checkpoint, after_epoch=_stop_after(1))
-    assert checkpoint.path.is_file() and not list(tmp_path.glob("*.partial"))
+    assert checkpoint.path.is_file() and not list(tmp_path.glob("*.tmp"))
     again = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)  # a new process: the base weights again
     resumed = finetune_model(again, tokenizer, facts, config, False, checkpoint)
     assert resumed.resumed_epochs == 1

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from unierase.atomic import atomic_file
 from unierase.config import FinetuneConfig
 from unierase.data.facts import Fact
 from unierase.model.qa_loss import collate, encode_example, make_optimizer, mean_token_nll, optimizer_step
@@ -126,12 +126,9 @@ def finetune_model(
 
 
 def _save_checkpoint(checkpoint: Checkpoint, state: dict) -> None:
-    """Writes ``state`` beside the checkpoint and moves it into place: a run killed while writing leaves
-    the previous epoch's checkpoint whole."""
-    checkpoint.path.parent.mkdir(parents=True, exist_ok=True)
-    partial = checkpoint.path.with_name(checkpoint.path.name + ".partial")
-    torch.save({"fingerprint": checkpoint.fingerprint, **state}, partial)
-    os.replace(partial, checkpoint.path)
+    """Writes ``state`` atomically: a run killed while writing leaves the previous epoch's checkpoint whole."""
+    with atomic_file(checkpoint.path) as tmp:
+        torch.save({"fingerprint": checkpoint.fingerprint, **state}, tmp)
 
 
 def _load_checkpoint(checkpoint: Checkpoint) -> dict | None:
