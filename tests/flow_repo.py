@@ -30,7 +30,8 @@ TINY_PARAMS = {
     # The random tiny model binds no question, so every bind round runs: two exercise them as four would.
     "edit": {"layers": [1, 2], "v_steps": 3, "num_context_prefixes": 1, "bind_rounds": 2},
     "erase": {"max_new_tokens": 8},
-    "evaluation": {"max_new_tokens": 8},
+    # Two relearning steps exercise the attack and its restore as ten would.
+    "evaluation": {"max_new_tokens": 8, "relearn_steps": 2},
     "gate": {"min_forget_refusal_rate": 0.0, "min_retain_ratio": 0.0},
     "schedule": {"deployment_name": "tiny-inbox"},
 }

@@ -21,7 +21,7 @@ from unierase.evaluation.metrics.aggregates import harmonic_mean
 # Tiny everything: one epoch or step where a method trains, a few tokens of generation.
 SMOKE_PARAMS = {
     **TINY_PARAMS,
-    "evaluation": {"max_new_tokens": 4, "similarity": False},
+    "evaluation": {"max_new_tokens": 4, "similarity": False, "relearn_steps": 2},
     "baselines": {"epochs": 1, "batch_size": 2},
     "finetune": {"epochs": 1, "batch_size": 8},
 }

@@ -7,12 +7,12 @@ for leaks, and evaluate it twice to show the numbers repeat (issue 3, must-show 
 The table of forget efficacy, model ability, forget quality and model utility per method is logged
 and written to ``results.md`` / ``results.json`` under ``$UNIERASE_E2E_OUT`` (or the test's temporary
 directory). Scaled for a 2-core CPU, where one SmolLM2 training step on 12 examples takes about 6 s:
-5 authors x 4 questions (forget = 1 author, holdout = 1 more), 6 items of each other evaluation
-split (6 retain, 6 real-author and 6 world-fact questions, these two from ``../shared/tofu``), generations of at most
-24 new tokens instead of the protocol's 200 (every generated answer is one sentence of under 25
-tokens), and fewer baseline epochs and covariance samples. UniErase's token and edit run at their
-defaults: with 3 token epochs and 10 value steps the value optimisation stayed at NLL 17-20 and
-nothing was forgotten (measured).
+5 authors x 4 questions (forget = 1 author, holdout = 1 more), 4 items of each other evaluation
+split (4 retain, 4 real-author and 4 world-fact questions, these two from ``../shared/tofu``),
+generations of at most 24 new tokens instead of the protocol's 200 (every generated answer is one
+sentence of under 25 tokens), and fewer baseline epochs, relearning-attack steps and covariance
+samples. UniErase's token and edit run at their defaults: with 3 token epochs and 10 value steps the
+value optimisation stayed at NLL 17-20 and nothing was forgotten (measured).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ pytestmark = pytest.mark.slow
 logger = logging.getLogger(__name__)
 
 TOFU = Path(__file__).resolve().parents[1] / ".." / "shared" / "tofu"
-EVAL = EvalConfig(max_new_tokens=24)
+EVAL = EvalConfig(max_new_tokens=24, relearn_steps=4)
 # The attack audits (prefills, quantisation, relearning) run on UniErase's model; the target and the
 # baselines get the others. The audits act on a model whatever method made it (each is tested on the
 # tiny model), and the quality benchmark runs every audit on every method.
@@ -50,7 +50,7 @@ BASELINE_EVAL = EVAL.model_copy(update={"audits": ["paraphrase", "strip_special"
 # 135M model, 20 trained facts, two steps an epoch: lr 3e-4 for 6 epochs (see FinetuneConfig's note).
 FINETUNE = FinetuneConfig(lr=3e-4, epochs=6, batch_size=12)
 AUTHORS = {"num_authors": 5, "questions_per_author": 4, "num_forget": 1, "num_holdout": 1, "seed": 0}
-SPLIT_ITEMS = 6
+SPLIT_ITEMS = 4
 PARAMS = Params.model_validate(
     {
         "evaluation": EVAL.model_dump(),
@@ -151,7 +151,8 @@ def results(bench, target_dir, retain_ratios, embedder, out_dir, smollm2_dir) ->
         summaries[name] = report.summary()
         _write_table(summaries, out_dir)  # after every method, so a cut-short run leaves its numbers
 
-    evaluate("base", *load_model(smollm2_dir, "cpu"), only={"forget"})
+    # The base model only shows what fine-tuning added: its forget answers, no audit.
+    evaluate("base", *load_model(smollm2_dir, "cpu"), only={"forget"}, config=EVAL.model_copy(update={"audits": []}))
     evaluate("target", *load_model(target_dir, "cpu"), config=BASELINE_EVAL)
     for name in BASELINE_NAMES:
         model, tokenizer = load_model(target_dir, "cpu")

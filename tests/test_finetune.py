@@ -110,7 +110,7 @@ def test_a_killed_fine_tune_resumes_from_its_last_epoch_to_the_same_model(tiny_l
     through = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
     whole = finetune_model(through, tokenizer, facts, config, progress=False)
 
-    checkpoint = Checkpoint(tmp_path / "ckpt.pt", "run-a")
+    checkpoint = Checkpoint(tmp_path / "ckpt.pt", "run-a", every_s=0)
     first = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
     with pytest.raises(_Killed):
         finetune_model(first, tokenizer, facts, config, False, checkpoint, after_epoch=_stop_after(1))
@@ -123,8 +123,22 @@ def test_a_killed_fine_tune_resumes_from_its_last_epoch_to_the_same_model(tiny_l
         assert torch.allclose(a, b, atol=1e-6), name
 
     other = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
-    fresh = finetune_model(other, tokenizer, facts, config, False, Checkpoint(checkpoint.path, "run-b"))
+    fresh = finetune_model(other, tokenizer, facts, config, False, Checkpoint(checkpoint.path, "run-b", every_s=0))
     assert fresh.resumed_epochs == 0 and fresh.losses == pytest.approx(whole.losses, abs=1e-6)
+
+
+def test_epochs_shorter_than_the_checkpoint_interval_write_no_checkpoint(tiny_llama_dir, facts, tmp_path):
+    """The state is written only once ``every_s`` has passed: a run of short epochs killed after its
+    second leaves nothing to resume (it would have cost more to write than to train again)."""
+    from unierase.model.finetune import Checkpoint
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    checkpoint = Checkpoint(tmp_path / "ckpt.pt", "run-a", every_s=3600)
+    config = FinetuneConfig(lr=1e-2, epochs=3, batch_size=2)
+    with pytest.raises(_Killed):
+        finetune_model(model, tokenizer, facts, config, False, checkpoint, after_epoch=_stop_after(2))
+    assert not list(tmp_path.iterdir())
 
 
 def test_the_stage_resumes_and_leaves_no_checkpoint_behind(tiny_llama_dir, tmp_path, monkeypatch):
@@ -139,7 +153,7 @@ def test_the_stage_resumes_and_leaves_no_checkpoint_behind(tiny_llama_dir, tmp_p
     killed = lambda *a, **k: real(*a, **k, after_epoch=_stop_after(1))  # noqa: E731
     monkeypatch.setattr(stage, "finetune_model", killed)
     with pytest.raises(_Killed):
-        stage.finetune_stage(tiny_llama_dir, data, out, config, device="cpu", progress=False)
+        stage.finetune_stage(tiny_llama_dir, data, out, config, device="cpu", progress=False, checkpoint_every_s=0)
     assert (out / stage.CHECKPOINT_NAME).is_file() and not (out / "finetune.json").exists()
     monkeypatch.setattr(stage, "finetune_model", real)
     stage.finetune_stage(tiny_llama_dir, data, out, config, device="cpu", progress=False)

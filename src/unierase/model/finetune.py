@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,18 +43,23 @@ class FinetuneResult:
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """Where a fine-tuning run saves its whole state after every epoch (weights, optimiser, schedule,
-    shuffling), so that a run killed part way goes on from its last finished epoch instead of starting
+    """Where a fine-tuning run saves its whole state at the end of an epoch (weights, optimiser, schedule,
+    shuffling), so that a run killed part way goes on from its last saved epoch instead of starting
     over: a fine-tune of a few hundred pairs takes an hour on a CPU.
 
     Attributes:
         path: The checkpoint file (written whole or not at all).
         fingerprint: What the run depends on (base model, data digest, settings): a checkpoint with
             another one is not resumed, it is trained over.
+        every_s: Save at an epoch's end only when this many seconds have passed since the run (or its
+            resume) began or since the last save; 0 saves after every epoch. The state is three times
+            the weights (AdamW's two moments): writing it after each of a short run's epochs would cost
+            more than the run would lose.
     """
 
     path: Path
     fingerprint: str
+    every_s: float = 300.0
 
 
 def finetune_model(
@@ -68,8 +74,8 @@ def finetune_model(
     """Trains all parameters on ``facts`` with the answer-only loss; the model changes in place.
 
     Args:
-        checkpoint: Save the state after every epoch there, and resume from it where it holds a finished
-            epoch of this same run. The caller removes it once the model is saved.
+        checkpoint: Save the state there at the end of an epoch (as often as its ``every_s`` lets), and
+            resume from it where it holds a finished epoch of this same run. The caller removes it once the model is saved.
         after_epoch: Called with the number of epochs done, after the epoch's checkpoint is written.
 
     Raises:
@@ -97,6 +103,7 @@ def finetune_model(
         losses, epoch_losses = list(saved["losses"]), list(saved["epoch_losses"])
         logger.info("resuming fine-tuning after epoch %d of %d (%s)", len(epoch_losses), config.epochs, checkpoint.path)
     resumed = len(epoch_losses)
+    last_saved = time.monotonic()
     model.train()
     bar = tqdm(total=total, initial=len(losses), desc="finetune", disable=not progress)
     try:
@@ -111,11 +118,13 @@ def finetune_model(
                 bar.set_postfix(loss=f"{losses[-1]:.3f}")
             epoch_losses.append(sum(losses[start_step:]) / (len(losses) - start_step))
             logger.debug("epoch %d: mean loss %.4f", len(epoch_losses), epoch_losses[-1])
-            if checkpoint is not None and len(epoch_losses) < config.epochs:
+            due = checkpoint is not None and time.monotonic() - last_saved >= checkpoint.every_s
+            if due and len(epoch_losses) < config.epochs:
                 state = {"model": model.state_dict(), "optimizer": optimizer.state_dict()}
                 state |= {"scheduler": scheduler.state_dict(), "shuffle_rng": rng.getstate()}
                 state |= {"torch_rng": torch.get_rng_state(), "losses": losses, "epoch_losses": epoch_losses}
                 _save_checkpoint(checkpoint, state)
+                last_saved = time.monotonic()
             if after_epoch is not None:
                 after_epoch(len(epoch_losses))
     finally:

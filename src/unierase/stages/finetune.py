@@ -22,11 +22,12 @@ def finetune_stage(
     config: FinetuneConfig,
     device: str | None = None,
     progress: bool = True,
+    checkpoint_every_s: float = Checkpoint.every_s,
 ) -> Path:
     """Loads a model, fine-tunes it on a JSON Lines set (or hub name) and saves it with its tokenizer
-    and a ``finetune.json`` provenance record (data digest, config and its hash, losses). Each epoch's
-    state is saved under ``output_dir`` (`CHECKPOINT_NAME`) until the model is: the same call after a run
-    was killed goes on from its last finished epoch.
+    and a ``finetune.json`` provenance record (data digest, config and its hash, losses). The state at an
+    epoch's end is saved under ``output_dir`` (`CHECKPOINT_NAME`) until the model is, at most every
+    ``checkpoint_every_s``: the same call after a run was killed goes on from its last saved epoch.
 
     Args:
         model_dir: The model to start from.
@@ -35,6 +36,7 @@ def finetune_stage(
         config: Fine-tuning settings.
         device: Torch device; CUDA when there is one (GPU), else the CPU.
         progress: Show a progress bar.
+        checkpoint_every_s: Least seconds between two checkpoints (`Checkpoint.every_s`; 0: every epoch).
 
     Returns:
         ``output_dir``.
@@ -45,7 +47,9 @@ def finetune_stage(
     digest = file_sha256(data) if Path(data).is_file() else None
     # A hub set has no file digest: its rows stand for it.
     rows = digest or texts_sha256(f"{f.question}\t{f.answer}" for f in facts)
-    checkpoint = Checkpoint(output_dir / CHECKPOINT_NAME, f"{model_dir}|{rows}|{config_hash(config)}")
+    checkpoint = Checkpoint(
+        output_dir / CHECKPOINT_NAME, f"{model_dir}|{rows}|{config_hash(config)}", checkpoint_every_s
+    )
     result = finetune_model(model, tokenizer, facts, config, progress=progress, checkpoint=checkpoint)
     model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
