@@ -1,7 +1,7 @@
 # unierase: the two commands of the README, and their parts.
 #   make demo   set up (if needed) and run the erasure flow on the embedded default model
 #   make test   set up (if needed) and run every test: tiny models, real services, and the behaviour
-#               tests on the real SmolLM2 (about 19 min on 2 cores, two workers; CI runs this)
+#               tests on the real SmolLM2 (two workers on 2 cores; CI runs this)
 #   make test-fast   the tests without the SmolLM2 behaviour tests
 #   make test-slow   only the SmolLM2 behaviour tests, with their figures printed
 #   make serve  Prefect, MLflow and the scheduled deployment on loopback until Ctrl-C (unierase serve)

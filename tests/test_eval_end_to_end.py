@@ -47,8 +47,9 @@ EVAL = EvalConfig(max_new_tokens=24, relearn_steps=4)
 # baselines get the others. The audits act on a model whatever method made it (each is tested on the
 # tiny model), and the quality benchmark runs every audit on every method.
 BASELINE_EVAL = EVAL.model_copy(update={"audits": ["paraphrase", "strip_special", "membership"]})
-# 135M model, 20 trained facts, two steps an epoch: lr 3e-4 for 6 epochs (see FinetuneConfig's note).
-FINETUNE = FinetuneConfig(lr=3e-4, epochs=6, batch_size=12)
+# 135M model, 20 trained facts, two steps an epoch: lr 3e-4 (see FinetuneConfig's note) for 4 epochs,
+# which memorise the facts as 6 did and wipe out fewer of the model's general answers (measured).
+FINETUNE = FinetuneConfig(lr=3e-4, epochs=4, batch_size=12)
 AUTHORS = {"num_authors": 5, "questions_per_author": 4, "num_forget": 1, "num_holdout": 1, "seed": 0}
 SPLIT_ITEMS = 4
 PARAMS = Params.model_validate(
@@ -212,6 +213,10 @@ def test_unierase_refuses_the_forget_author_and_keeps_the_others(results):
     target, erased = results["target"]["splits"], results["unierase"]["splits"]
     assert erased["forget"]["rougeL_recall"] <= 0.5 * target["forget"]["rougeL_recall"]
     assert erased["retain"]["rougeL_recall"] >= 0.8 * target["retain"]["rougeL_recall"]
+    # The target keeps some general ability (its fine-tune does not wipe out the real-author and world
+    # answers), and the edit keeps it.
+    ability = results["target"]["aggregates"]["model_ability"]
+    assert results["unierase"]["aggregates"]["model_ability"] >= 0.95 * ability > 0
 
 
 @pytest.mark.parametrize("method", ["unierase", *BASELINE_NAMES])
