@@ -23,6 +23,11 @@ from unierase.stages.erase import erase_stage
 
 pytestmark = pytest.mark.slow
 
+# The before/after report's answers (erase.max_new_tokens) at 32 new tokens instead of 64: each fact's
+# answer is one sentence, SmolLM2 runs on past it on many retain questions, and the edit and its checks
+# do not read these answers. Everything else runs at its defaults.
+REPORT_TOKENS = 32
+
 
 def _print(title: str, payload: object) -> None:
     print(f"\n== {title}\n{json.dumps(payload, indent=2, default=str)}")
@@ -39,7 +44,7 @@ def batch_run(smollm2_dir, smollm2_cache, default_sets, tmp_path_factory) -> tup
     forget, retain = default_sets
     out = tmp_path_factory.mktemp("batch") / "out"
     # With the diagnostic unprojected solve, to show what the projection buys.
-    params = Params().model_copy(update={"edit": EditConfig(diagnose_unprojected=True)})
+    params = Params(erase=EraseConfig(max_new_tokens=REPORT_TOKENS), edit=EditConfig(diagnose_unprojected=True))
     report = erase_stage(
         forget, out, params, smollm2_dir, retain, smollm2_cache.token, smollm2_cache.path, progress=False
     )
@@ -96,7 +101,7 @@ def test_projection_keeps_general_text_keys_nearly_unchanged(batch_run):
 def test_sequential_requests_keep_earlier_ones_forgotten(smollm2_dir, smollm2_cache, default_sets, tmp_path):
     forget = default_forget()
     requests = [write_facts(forget[i : i + 3], tmp_path / f"request{i // 3}.jsonl") for i in (0, 3, 6)]
-    params = Params(erase=EraseConfig(mode="sequential"))
+    params = Params(erase=EraseConfig(mode="sequential", max_new_tokens=REPORT_TOKENS))
     # Request 1 and 2 in one process, then request 3 on the result: the state travels in the model dir.
     first = erase_stage(
         requests[:2], tmp_path / "v2", params, smollm2_dir, None, smollm2_cache.token, smollm2_cache.path, False
@@ -137,7 +142,7 @@ PRECISE_NEIGHBOURS = [
 def test_precise_erasure_keeps_the_neighbours(smollm2_dir, smollm2_cache, tmp_path):
     forget = write_facts([PRECISE_FORGET], tmp_path / "forget.jsonl")
     neighbours = write_facts(PRECISE_NEIGHBOURS, tmp_path / "neighbours.jsonl")
-    params = Params(erase=EraseConfig(mode="precise"))
+    params = Params(erase=EraseConfig(mode="precise", max_new_tokens=REPORT_TOKENS))
     report = erase_stage(
         forget, tmp_path / "out", params, smollm2_dir, neighbours, smollm2_cache.token, smollm2_cache.path, False
     )
@@ -169,7 +174,7 @@ def test_deep_erasure_leaks_nothing_under_ban_prefill_and_relearning(
     audits = ["ban_token", "prefill_answer", "prefill_subject", "relearn"]
     params = Params.model_validate(
         {
-            "erase": {"depth": "deep"},
+            "erase": {"depth": "deep", "max_new_tokens": REPORT_TOKENS},
             "evaluation": {"max_new_tokens": 32, "similarity": False, "audits": audits},
         }
     )

@@ -68,6 +68,10 @@ def report(smollm2_dir, smollm2_cache, tmp_path_factory) -> dict:
     assert "subject" not in forget.read_text() + retain.read_text()
     out = root / "out"
     args = ["erase", "--forget", str(forget), "--retain", str(retain), "--model", str(smollm2_dir)]
+    # Defaults, but the report's answers at 32 new tokens: each is one sentence (test_unierase_smollm2).
+    params = root / "params.yaml"
+    params.write_text("erase:\n  max_new_tokens: 32\n")
+    args += ["--params", str(params)]
     cache = shutil.copytree(smollm2_cache.path, root / "cache")
     assert main([*args, "--cache-dir", str(cache), "--output", str(out)]) == 0
     report = json.loads((out / "report.json").read_text())
