@@ -12,6 +12,7 @@ import json
 import shutil
 
 import pytest
+from test_unierase_smollm2 import REPORT_TOKENS
 
 from unierase.cli import main
 from unierase.data.facts import Fact, write_facts
@@ -68,9 +69,9 @@ def report(smollm2_dir, smollm2_cache, tmp_path_factory) -> dict:
     assert "subject" not in forget.read_text() + retain.read_text()
     out = root / "out"
     args = ["erase", "--forget", str(forget), "--retain", str(retain), "--model", str(smollm2_dir)]
-    # Defaults, but the report's answers at 32 new tokens: each is one sentence (test_unierase_smollm2).
+    # Defaults, but the report's answers as short as in the other SmolLM2 tests (REPORT_TOKENS' note).
     params = root / "params.yaml"
-    params.write_text("erase:\n  max_new_tokens: 32\n")
+    params.write_text(f"erase:\n  max_new_tokens: {REPORT_TOKENS}\n")
     args += ["--params", str(params)]
     cache = shutil.copytree(smollm2_cache.path, root / "cache")
     assert main([*args, "--cache-dir", str(cache), "--output", str(out)]) == 0

@@ -75,7 +75,8 @@ def finetune_model(
 
     Args:
         checkpoint: Save the state there at the end of an epoch (as often as its ``every_s`` lets), and
-            resume from it where it holds a finished epoch of this same run. The caller removes it once the model is saved.
+            resume from it where it holds a finished epoch of this same run. The caller removes it once
+            the model is saved.
         after_epoch: Called with the number of epochs done, after the epoch's checkpoint is written.
 
     Raises:
@@ -118,8 +119,8 @@ def finetune_model(
                 bar.set_postfix(loss=f"{losses[-1]:.3f}")
             epoch_losses.append(sum(losses[start_step:]) / (len(losses) - start_step))
             logger.debug("epoch %d: mean loss %.4f", len(epoch_losses), epoch_losses[-1])
-            due = checkpoint is not None and time.monotonic() - last_saved >= checkpoint.every_s
-            if due and len(epoch_losses) < config.epochs:
+            last_epoch = len(epoch_losses) == config.epochs  # the model itself is saved next
+            if checkpoint is not None and not last_epoch and time.monotonic() - last_saved >= checkpoint.every_s:
                 state = {"model": model.state_dict(), "optimizer": optimizer.state_dict()}
                 state |= {"scheduler": scheduler.state_dict(), "shuffle_rng": rng.getstate()}
                 state |= {"torch_rng": torch.get_rng_state(), "losses": losses, "epoch_losses": epoch_losses}
