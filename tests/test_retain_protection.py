@@ -110,11 +110,17 @@ def test_a_held_key_budget_leaves_the_retain_subjects_at_full_weight(tiny_editab
 
 
 def _search(
-    bound_at, tries: int = 5, relax: float = 4.0, tolerated: int = 0, fired_at=lambda s: 0, resume: float = 1.0
+    bound_at,
+    tries: int = 5,
+    relax: float = 4.0,
+    tolerated: int = 0,
+    fired_at=lambda s: 0,
+    resume: float = 1.0,
+    read: list[float] | None = None,
 ):
     """`relaxed_solve` over one weight whose value is the held scale each solve wrote; ``bound_at(scale)``
     says which of four questions that solve left unbound. Returns its result, the weight left in place
-    and the scales tried."""
+    and the scales tried; ``read`` collects the scales whose retain questions were read."""
     import torch
 
     from unierase.edit.alphaedit import EditOutcome
@@ -132,6 +138,8 @@ def _search(
         return bound_at(float(weights[0]))
 
     def fired() -> int:
+        if read is not None:
+            read.append(float(weights[0]))
         return fired_at(float(weights[0]))
 
     outcome, left, scale = relaxed_solve(solve, unbound, fired, weights, relax, tries, tolerated, resume)
@@ -210,3 +218,22 @@ def test_a_lighter_solve_that_unbinds_more_ends_the_search():
     left_at = {1.0: 3, 0.25: 3, 0.0625: 2, 0.015625: 0}  # as many, then fewer: the search goes on
     _, left, scale, _, tried = _search(lambda s: list(range(left_at[s])))
     assert (tried, left, scale) == (list(left_at), [], 0.015625)
+
+
+def test_the_retain_questions_are_read_only_where_they_can_change_the_kept_try():
+    """Each read is a pass over every retain question: none when full weight binds all; in a search,
+    the first try's, then only a try whose unbound questions alone are fewer than the best's mistakes.
+    The kept try is the one reading every try would keep."""
+    read: list[float] = []
+    _search(lambda s: [], read=read)
+    assert read == []
+    left_at = {1.0: 3, 0.25: 3, 0.0625: 2, 0.015625: 0}
+    _, left, scale, _, tried = _search(lambda s: list(range(left_at[s])), read=read)
+    assert tried == list(left_at)
+    assert read == [1.0, 0.0625, 0.015625]
+    assert (left, scale) == ([], 0.015625)
+    read.clear()
+    fired_at = {1.0: 0, 0.25: 0, 0.0625: 2, 0.015625: 5}  # lighter tries tip retain questions over
+    _, left, scale, weight, _ = _search(lambda s: list(range(left_at[s])), fired_at=fired_at.get, read=read)
+    assert read == [1.0, 0.0625, 0.015625]
+    assert (len(left), scale, weight) == (3, 1.0, 1.0)

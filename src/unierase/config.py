@@ -305,7 +305,8 @@ class EditConfig(_Frozen):
         default=5,
         ge=0,
         description="How many lighter solves a bind round tries at most (held_relax); each costs one pass over "
-        "the edited layers and one greedy token per forget and retain question, not a new value optimisation. "
+        "the edited layers and one greedy token per forget question, and per retain question where that count "
+        "can change which try is kept, not a new value optimisation. "
         "0: the held keys keep their full weight (where the first solve binds everything, as on the built-in "
         "request, nothing is tried either way). On the collision set (bench.after_token --collisions 4) 5 bound "
         "16 of 16 forget questions and, after a restore round, left no retain question opening with the token, "

@@ -492,8 +492,8 @@ def relaxed_solve(
     Args:
         solve: Edits the model in place at a held weight; returns the outcome.
         unbound: The forget questions (positions) not yet opening with the token, read on the model now.
-        fired: How many retain questions open with the token, read on the model now (only asked when
-            there are tries to compare).
+        fired: How many retain questions open with the token, read on the model now (a pass over all of
+            them, so only asked where its count can change which try is kept).
         weights: The edited layers' weights (restored between tries).
         relax: How many times lighter each further try holds the keys.
         tries: Further tries at most (0: the first solve stands).
@@ -514,14 +514,21 @@ def relaxed_solve(
         outcome = solve(scale)
         spent += outcome.solve_seconds
         left = unbound()
-        opened = 0
-        if tries:
-            opened = fired()
-            logger.info("held answer keys at weight %.3g: %d unbound, %d retain opened", scale, len(left), opened)
-        mistakes = len(left) + opened
         worse = fewest is not None and len(left) > fewest
         fewest = len(left) if fewest is None else min(fewest, len(left))
         enough = len(left) <= tolerated
+        # The pass over the retain questions only where its count can change which try is kept: not for
+        # a first try that ends the search, nor for a later one whose unbound alone match the best's
+        # mistakes (the same try is kept either way).
+        if best is None:
+            needed = tries > 0 and not (enough or worse)
+        else:
+            needed = len(left) < best[0]
+        opened = fired() if needed else 0
+        if tries:
+            counted = f"{opened} retain opened" if needed else "retain not read"
+            logger.info("held answer keys at weight %.3g: %d unbound, %s", scale, len(left), counted)
+        mistakes = len(left) + opened
         if best is None or mistakes < best[0]:
             last = enough or worse or attempt == tries
             kept = None if last else {layer: w.detach().clone() for layer, w in weights.items()}
