@@ -520,10 +520,7 @@ def relaxed_solve(
         # The pass over the retain questions only where its count can change which try is kept: not for
         # a first try that ends the search, nor for a later one whose unbound alone match the best's
         # mistakes (the same try is kept either way).
-        if best is None:
-            needed = tries > 0 and not (enough or worse)
-        else:
-            needed = len(left) < best[0]
+        needed = len(left) < best[0] if best is not None else tries > 0 and not enough
         opened = fired() if needed else 0
         if tries:
             counted = f"{opened} retain opened" if needed else "retain not read"
