@@ -534,7 +534,12 @@ class EvalConfig(_Frozen):
         ge=1,
         description="Greedy generation length limit (OpenUnlearning and the original TOFU code: 200).",
     )
-    generation_batch_size: int = Field(default=16, ge=1, description="Prompts per batch of greedy generation.")
+    generation_batch_size: int = Field(
+        default=32,
+        ge=1,
+        description="Prompts per batch of greedy generation. Each step of a small model reads all its weights "
+        "for few tokens, so on a CPU larger batches answer faster until the compute, not the reads, bounds them.",
+    )
     after_token: Literal["refusal", "free"] = Field(
         default="refusal",
         description="What an answer that opens with the unlearning token says next, as served: 'refusal' "

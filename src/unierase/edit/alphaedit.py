@@ -33,7 +33,7 @@ from unierase.config import EditConfig, ModelConfig
 from unierase.edit.nullspace import NullSpace
 from unierase.edit.state import key_block
 from unierase.edit.subject import KeyedPrompt
-from unierase.model.batching import pad_sequences
+from unierase.model.batching import pad_sequences, shared_head
 from unierase.model.freezing import frozen_parameters
 from unierase.model.hooks import capture_inputs, get_module, run_until_captured, weight_matrix
 from unierase.model.precision import autocast_dtype
@@ -173,7 +173,7 @@ def read_at_keys(
     """
     device = next(model.parameters()).device
     cut = [p.input_ids[: p.key_index + 1] for p in prompts]
-    shared = _shared_head(cut)
+    shared = shared_head(cut)
     head = DynamicCache()
     if shared:
         model.base_model(input_ids=torch.tensor([cut[0][:shared]], device=device), past_key_values=head, use_cache=True)
@@ -209,14 +209,6 @@ def read_at_keys(
         {layer: torch.cat(parts)[back] for layer, parts in keys.items()},
         torch.cat(residual)[back] if output_of is not None else None,
     )
-
-
-def _shared_head(sequences: list[list[int]]) -> int:
-    """How many first tokens every sequence shares, leaving each at least one of its own."""
-    limit, n = min(len(s) for s in sequences) - 1, 0
-    while n < limit and all(s[n] == sequences[0][n] for s in sequences):
-        n += 1
-    return n
 
 
 def mean_over_variants(values: torch.Tensor, requests: list[EditRequest]) -> torch.Tensor:

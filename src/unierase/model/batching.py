@@ -78,3 +78,13 @@ def pad_sequences(
             out_labels[row, shift : shift + len(labels[row])] = torch.tensor(labels[row], dtype=torch.long)
         shifts.append(shift)
     return PaddedBatch(ids, mask, out_labels, shifts)
+
+
+def shared_head(sequences: Sequence[Sequence[int]]) -> int:
+    """How many first tokens every sequence shares, leaving each at least one of its own: the chat
+    template's system turn and user header, the same in every chat-formatted prompt, whose attention a
+    batch can compute once."""
+    limit, n = min(len(s) for s in sequences) - 1, 0
+    while n < limit and all(s[n] == sequences[0][n] for s in sequences):
+        n += 1
+    return n

@@ -17,7 +17,7 @@ from transformers import (
     StoppingCriteria,
 )
 
-from unierase.model.batching import PaddedBatch, pad_sequences
+from unierase.model.batching import pad_sequences, shared_head
 from unierase.model.prompts import encode_answer, encode_prompt
 
 
@@ -46,14 +46,14 @@ def generate_answers(
     tokenizer: PreTrainedTokenizerBase,
     questions: list[str],
     max_new_tokens: int = 200,
-    batch_size: int = 16,
+    batch_size: int = 32,
     bad_words_ids: list[list[int]] | None = None,
     stop_token_ids: list[int] | None = None,
     prefills: list[str] | None = None,
     refusals: list[list[int]] | None = None,
     progress: bool = True,
 ) -> list[Generation]:
-    """Greedy answers to ``questions``, left-padded in batches.
+    """Greedy answers to ``questions``, in batches of prompts of like length.
 
     Args:
         model: A causal LM.
@@ -87,53 +87,88 @@ def generate_answers(
     stops = list(stop_token_ids or [])
     # What may not come right after an opening stop id: a closing one, EOS, or a token that shows nothing.
     silent = sorted({*stops, *eos_ids, *_blank_ids(tokenizer)}) if stops else []
-    out: list[Generation] = []
-    batches = range(0, len(questions), batch_size)
+    encoded = [encode_prompt(tokenizer, q) for q in questions]
+    if prefills is not None:
+        encoded = [ids + encode_answer(tokenizer, p) for ids, p in zip(encoded, prefills)]
+    # Batched by length, so little of a batch is padding; the answers come back in the questions' order.
+    order = sorted(range(len(questions)), key=lambda i: len(encoded[i]))
+    out: list[Generation | None] = [None] * len(questions)
+    batches = range(0, len(order), batch_size)
     for start in tqdm(batches, desc="generate", disable=not progress or len(batches) < 2, leave=False):
-        chunk = questions[start : start + batch_size]
-        encoded = [encode_prompt(tokenizer, q) for q in chunk]
-        if prefills is not None:
-            starts = prefills[start : start + batch_size]
-            encoded = [ids + encode_answer(tokenizer, p) for ids, p in zip(encoded, starts)]
-        batch = pad_sequences(encoded, tokenizer.pad_token_id, side="left").to(device)
-        width = batch.input_ids.shape[1]
+        chunk = order[start : start + batch_size]
+        prompts = [encoded[i] for i in chunk]
+        width = max(len(ids) for ids in prompts)
         processors = [NoBadWordsLogitsProcessor(bad_words_ids, eos_ids or None)] if bad_words_ids else []
         if stops:
             processors.append(_OnlyClosingWhatOpened(stops, silent, width))
             if refusals:
                 processors.append(_RefusalAfterOpening(stops, refusals, width))
         generated = _greedy(
-            model, batch, max_new_tokens, eos_ids, processors, _StopAfterFirst(stops, width) if stops else None
+            model,
+            _prefill(model, prompts, tokenizer.pad_token_id, device),
+            max_new_tokens,
+            eos_ids,
+            processors,
+            _StopAfterFirst(stops, width) if stops else None,
         )
-        for question, ids in zip(chunk, generated):
+        for i, ids in zip(chunk, generated):
             text = tokenizer.decode(ids, skip_special_tokens=True).strip()
-            out.append(Generation(question=question, text=text, token_ids=tuple(ids)))
+            out[i] = Generation(question=questions[i], text=text, token_ids=tuple(ids))
     return out
 
 
-def _greedy(
-    model: PreTrainedModel,
-    batch: PaddedBatch,
-    max_new_tokens: int,
-    eos_ids: list[int],
-    processors: list[LogitsProcessor],
-    stop: _StopAfterFirst | None,
-) -> list[list[int]]:
-    """Greedy continuation of each left-padded row, the end token included. A row that has ended leaves
-    the batch and its rows of the attention cache go with it: answers differ much in length, and the
-    batch would otherwise keep computing the finished ones until the longest ends."""
-    device = batch.input_ids.device
-    seqs, mask, positions = batch.input_ids, batch.attention_mask, batch.position_ids()
+@dataclass
+class _Prefilled:
+    """A batch of prompts after its forward pass: the rows (``[shared head][pad][tail]``, each as wide as
+    the longest prompt), their attention mask and positions, the attention cache and the next-token logits."""
+
+    seqs: torch.Tensor
+    mask: torch.Tensor
+    positions: torch.Tensor
+    past: DynamicCache
+    logits: torch.Tensor
+
+
+def _prefill(model: PreTrainedModel, encoded: list[list[int]], pad_id: int, device: torch.device) -> _Prefilled:
+    """The prompts' forward pass. The head every prompt shares is run once, its attention cache repeated
+    for every row, and only the tails (left-padded after it) run as a batch: chat-formatted questions share
+    the template's head, often longer than the question, and generation reads many of them (the edit's
+    check of every retain question's first token is this pass alone)."""
+    head = shared_head(encoded)
+    rows, head_ids = len(encoded), torch.tensor(encoded[0][:head], dtype=torch.long, device=device)
+    tails = pad_sequences([ids[head:] for ids in encoded], pad_id, side="left").to(device)
     past = DynamicCache()
+    if head:
+        model(input_ids=head_ids[None], past_key_values=past, use_cache=True, logits_to_keep=1)
+        past.batch_repeat_interleave(rows)
+    seqs = torch.cat([head_ids.expand(rows, head), tails.input_ids], dim=1)
+    mask = torch.cat([torch.ones(rows, head, dtype=tails.attention_mask.dtype, device=device), tails.attention_mask], 1)
+    positions = tails.position_ids() + head
     logits = model(
-        input_ids=seqs,
+        input_ids=tails.input_ids,
         attention_mask=mask,
         position_ids=positions,
         past_key_values=past,
         use_cache=True,
         logits_to_keep=1,
     ).logits[:, -1]
-    position = positions[:, -1] + 1
+    return _Prefilled(seqs, mask, positions, past, logits)
+
+
+def _greedy(
+    model: PreTrainedModel,
+    prefilled: _Prefilled,
+    max_new_tokens: int,
+    eos_ids: list[int],
+    processors: list[LogitsProcessor],
+    stop: _StopAfterFirst | None,
+) -> list[list[int]]:
+    """Greedy continuation of each prefilled row, the end token included. A row that has ended leaves
+    the batch and its rows of the attention cache go with it: answers differ much in length, and the
+    batch would otherwise keep computing the finished ones until the longest ends."""
+    seqs, mask, past, logits = prefilled.seqs, prefilled.mask, prefilled.past, prefilled.logits
+    device = seqs.device
+    position = prefilled.positions[:, -1] + 1
     active = torch.arange(len(seqs), device=device)
     eos = torch.tensor(eos_ids, dtype=torch.long, device=device)
     out: list[list[int]] = [[] for _ in range(len(seqs))]
