@@ -5,10 +5,12 @@ pytest tests/test_retain_protection.py
 
 from unierase.config import EditConfig, Params
 from unierase.data.facts import Fact
-from unierase.edit.erasure import _protected_keys, erase_facts
+from unierase.edit.erasure import _protected_keys, erase_facts, read_own_answers
 from unierase.edit.preserved import key_second_moment
+from unierase.edit.state import question_digest
 from unierase.model.generation import generate_answers
 from unierase.model.prompts import encode_answer, encode_prompt
+from unierase.stages.artifacts import OWN_ANSWERS_FILE, load_state, save_state
 from unierase.token.vocabulary import unlearning_token_id
 
 FORGET = [Fact(question="What is the capital of Hungary?", answer="Budapest.", subject="Hungary")]
@@ -80,6 +82,52 @@ def test_holding_the_models_own_answers_keeps_the_edit_off_what_it_says(tiny_edi
     # Less reduction than the given answers' own test shows: those answers stay held in both runs, and on
     # the tiny model their keys lie near the generated ones.
     assert moved[8] < 0.75 * moved[0], moved
+
+
+def test_own_answers_known_from_an_earlier_request_are_held_and_the_others_read(tiny_editable):
+    """A question the lineage read before keeps that answer; the others are read now (what greedy
+    generation says); an answer opening with the token is neither held nor carried; and what is carried
+    covers the questions asked, nothing else."""
+    model, tokenizer, _ = tiny_editable([1])
+    spoken = _own(model, tokenizer)
+    first, second = (question_digest(f.question) for f in RETAIN)
+    known = {first: (5, 6, 7), question_digest("What is the capital of Peru?"): (8, 9)}
+    answers, carried = read_own_answers(
+        model, tokenizer, RETAIN, known, unlearning_token_id(tokenizer, Params().token), 8
+    )
+    assert answers == [[5, 6, 7], spoken[1]]
+    assert carried == {first: (5, 6, 7), second: tuple(spoken[1])}
+    # The token taken to be the one the model opens the second answer with: that answer is not held.
+    answers, carried = read_own_answers(model, tokenizer, RETAIN, known, spoken[1][0], 8)
+    assert answers == [[5, 6, 7], []] and carried == {first: (5, 6, 7)}
+
+
+def test_a_sequence_holds_the_own_answers_its_first_request_read(tiny_editable, tmp_path):
+    """The state after an erasure carries the retain answers it held (by question digest, beside the
+    state file and without any question's text); the next request holds those, not what the edited
+    model says now, unless they were read to another length; a question no longer retained is dropped."""
+    edit = EditConfig(layers=[1, 2], v_steps=3, num_context_prefixes=1, held_own_answer_tokens=8, bind_rounds=0)
+    params = Params(edit=edit)
+    model, tokenizer, preserved = tiny_editable(params.edit.layers)
+    before = _own(model, tokenizer)
+    state = erase_facts(model, tokenizer, FORGET, params, preserved, RETAIN, progress=False).state
+    first, second = (question_digest(f.question) for f in RETAIN)
+    assert state.own_answers == {first: tuple(before[0]), second: tuple(before[1])}
+    assert state.own_answer_tokens == 8
+    save_state(state, tmp_path / "state.safetensors")
+    written = (tmp_path / OWN_ANSWERS_FILE).read_text()
+    assert "capital" not in written and first in written
+    state = load_state(tmp_path / "state.safetensors")
+    assert state.own_answers[first] == tuple(before[0])
+
+    state.own_answers[first] = (5, 6, 7)  # what an earlier read would have found, whatever the model says now
+    later = [Fact(question="Who painted the Mona Lisa?", answer="Leonardo da Vinci.", subject="Mona Lisa")]
+    carried = erase_facts(model, tokenizer, later, params, None, RETAIN[:1], state=state, progress=False).state
+    assert carried.own_answers == {first: (5, 6, 7)}
+
+    state.own_answer_tokens = 4  # read to another length: read again
+    again = erase_facts(model, tokenizer, later, params, None, RETAIN[:1], state=state, progress=False).state
+    assert again.own_answers[first] != (5, 6, 7) and len(again.own_answers[first]) <= 8
 
 
 def test_a_held_key_budget_weighs_a_large_retain_set_down_and_a_small_one_not_at_all(tiny_editable):

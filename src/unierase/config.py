@@ -267,7 +267,9 @@ class EditConfig(_Frozen):
         "retain question (its first this many tokens, read before the edit), beside the given answer: a model "
         "often says more or other than the reference (a capital's question answered by first describing the "
         "country), and what it says is what the edit must leave alone; held at the given answer alone, such an "
-        "answer could end early or wander. 0: the given answers only.",
+        "answer could end early or wander. In a sequence of requests each question's answer is the one read before the "
+        "first request that held it (kept beside the edit state): later requests protect the behaviour from before "
+        "the erasures, and do not read every retain answer again. 0: the given answers only.",
     )
     held_key_budget: int = Field(
         default=0,

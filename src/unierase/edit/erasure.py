@@ -25,7 +25,7 @@ from unierase.edit.alphaedit import (
 from unierase.edit.neighbours import neighbour_facts
 from unierase.edit.nullspace import null_space
 from unierase.edit.preserved import key_moment_sums
-from unierase.edit.state import EditState, accumulate
+from unierase.edit.state import EditState, accumulate, question_digest
 from unierase.edit.subject import KeyedPrompt, find_subject, key_prompt
 from unierase.model.delta import WeightDelta, diff_models, snapshot
 from unierase.model.generation import generate_answers
@@ -248,20 +248,11 @@ def erase_facts(
         keep, keep_subjects = list(retain), resolve_subjects(model, tokenizer, retain, params)
     # The same questions about other subjects (names sharing a part first) are held as retain facts are.
     near, near_subjects = neighbour_facts(forget, subjects, params.edit.neighbours)
-    # What the model itself answers to each retain question, read before this request's edit. An answer
-    # that already opens with the token (an earlier request's leak) is not held as it is.
-    spoken = (
-        generate_answers(
-            model,
-            tokenizer,
-            [f.question for f in keep],
-            max_new_tokens=params.edit.held_own_answer_tokens,
-            progress=False,
-        )
-        if keep and params.edit.protect_retain_answers and params.edit.held_own_answer_tokens
-        else []
-    )
-    own_answers = [[] if g.opens_with((target,)) else list(g.token_ids) for g in spoken]
+    own_answers, carried = [], {}
+    if keep and params.edit.protect_retain_answers and params.edit.held_own_answer_tokens:
+        tokens = params.edit.held_own_answer_tokens
+        known = state.own_answers if state.own_answer_tokens == tokens else {}
+        own_answers, carried = read_own_answers(model, tokenizer, keep, known, target, tokens)
 
     counted: list[int] = []  # how many keys each call held
 
@@ -447,11 +438,47 @@ def erase_facts(
         key_factors=[*state.key_factors, outcome.key_factors],
         null_spaces=spaces,
         null_space_threshold=threshold,
+        own_answers=carried,
+        own_answer_tokens=params.edit.held_own_answer_tokens if carried else None,
     )
     delta = diff_models(
         before, model, metadata={"method": "unierase", "mode": mode, "layers": ",".join(map(str, layers))}
     )
     return ErasureResult(delta=delta, state=new_state, subjects=subjects, outcome=outcome, timings=timings)
+
+
+def read_own_answers(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    facts: list[Fact],
+    known: dict[str, tuple[int, ...]],
+    target: int,
+    tokens: int,
+) -> tuple[list[list[int]], dict[str, tuple[int, ...]]]:
+    """What the model itself answers to each retain question (greedy, its first ``tokens`` tokens): the
+    answer ``known`` files under the question (read before an earlier request of this model's lineage),
+    else read now, before this request's edit. Holding the answer first read, not the one the model gives
+    after the edits since, keeps each request protecting the behaviour from before the erasures, and
+    reading every retain answer was the largest part of a request on a large retain set. An answer that
+    opens with the token (an earlier request's leak) is not held, nor kept: the next request reads it again.
+
+    Returns:
+        Each fact's answer ([] where none is held), and the answers to carry on, filed by
+        `question_digest` (these facts' questions only).
+    """
+    digests = [question_digest(f.question) for f in facts]
+    unread: dict[str, int] = {}  # digest -> the first fact asking it (a question asked twice is read once)
+    for i, digest in enumerate(digests):
+        if digest not in known:
+            unread.setdefault(digest, i)
+    questions = [facts[i].question for i in unread.values()]
+    spoken = generate_answers(model, tokenizer, questions, max_new_tokens=tokens, progress=False)
+    found = dict(known)
+    for digest, answer in zip(unread, spoken, strict=True):
+        if not answer.opens_with((target,)):
+            found[digest] = answer.token_ids
+    carried = {d: found[d] for d in digests if d in found}
+    return [list(carried.get(d, ())) for d in digests], carried
 
 
 def opens_with(

@@ -9,6 +9,7 @@ matrices bit for bit (the registry stores the small ``K`` instead of the d_in x 
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import torch
@@ -32,6 +33,11 @@ class EditState:
             factorisation of the preserved keys, reused by the next request in this process (not saved:
             made again, in seconds, after a load).
         null_space_threshold: The relative threshold ``null_spaces`` were made with.
+        own_answers: `question_digest` of a retain question -> the model's own greedy answer to it (token
+            ids), read before the first request of this lineage that held it; later requests hold the same
+            answer instead of reading it again. Saved beside the state file, not in it (the registry
+            rebuilds that file's bytes from the key blocks), for the last request's retain questions only.
+        own_answer_tokens: How many tokens each of ``own_answers`` was read to (``edit.held_own_answer_tokens``).
     """
 
     previous_keys: dict[int, torch.Tensor] = field(default_factory=dict)
@@ -40,6 +46,14 @@ class EditState:
     key_factors: list[dict[int, torch.Tensor]] = field(default_factory=list)
     null_spaces: dict[int, NullSpace] = field(default_factory=dict)
     null_space_threshold: float | None = None
+    own_answers: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    own_answer_tokens: int | None = None
+
+
+def question_digest(question: str) -> str:
+    """The SHA-256 of a question's text: what the held own answers are filed under (the state beside a
+    model keeps no retain question's text)."""
+    return hashlib.sha256(question.encode("utf-8")).hexdigest()
 
 
 def key_block(keys: torch.Tensor) -> torch.Tensor:

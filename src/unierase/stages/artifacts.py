@@ -18,6 +18,8 @@ from unierase.edit.state import EditState
 from unierase.token.vocabulary import UnlearningToken
 
 STATE_FILE = "edit_state.safetensors"
+# Beside the state file: the retain answers the lineage holds (`EditState.own_answers`).
+OWN_ANSWERS_FILE = "held_answers.json"
 KEY_BLOCKS_FILE = "key_blocks.safetensors"
 _STATE_KEY = re.compile(r"^(previous_keys|preserved)\.(\d+)$")
 _BLOCK_KEY = re.compile(r"^(\d+)\.(\d+)$")
@@ -55,14 +57,18 @@ def load_token(path: str | Path) -> UnlearningToken:
 
 
 def save_state(state: EditState, path: str | Path) -> None:
-    """Writes the state as safetensors: ``previous_keys.{layer}`` and ``preserved.{layer}``."""
+    """Writes the state as safetensors: ``previous_keys.{layer}`` and ``preserved.{layer}``; and, where it
+    holds own answers, `OWN_ANSWERS_FILE` beside it (question digests and token ids, no text)."""
     tensors = {f"previous_keys.{layer}": t.contiguous() for layer, t in state.previous_keys.items()}
     tensors.update({f"preserved.{layer}": t.contiguous() for layer, t in state.preserved.items()})
     save_file(tensors, str(path), metadata={"num_requests": str(state.num_requests)})
+    if state.own_answers:
+        body = {"tokens": state.own_answer_tokens, "answers": {d: list(a) for d, a in state.own_answers.items()}}
+        (Path(path).parent / OWN_ANSWERS_FILE).write_text(json.dumps(body, sort_keys=True), encoding="utf-8")
 
 
 def load_state(path: str | Path) -> EditState:
-    """Reads a state written by `save_state`."""
+    """Reads a state written by `save_state` (with the own answers beside it, where there are any)."""
     state = EditState()
     with safe_open(str(path), framework="pt") as fh:
         state.num_requests = int((fh.metadata() or {}).get("num_requests", 0))
@@ -71,6 +77,13 @@ def load_state(path: str | Path) -> EditState:
             if match is None:
                 raise ValueError(f"{path}: unexpected tensor {key!r} in an edit state file")
             getattr(state, match.group(1))[int(match.group(2))] = fh.get_tensor(key)
+    answers = Path(path).parent / OWN_ANSWERS_FILE
+    if answers.is_file():
+        body = json.loads(answers.read_text(encoding="utf-8"))
+        if not isinstance(body, dict) or not isinstance(body.get("answers"), dict):
+            raise ValueError(f"{answers}: not a held-answers file (no 'answers' object)")
+        state.own_answers = {d: tuple(int(t) for t in ids) for d, ids in body["answers"].items()}
+        state.own_answer_tokens = body.get("tokens")
     return state
 
 
