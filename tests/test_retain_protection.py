@@ -285,3 +285,9 @@ def test_the_retain_questions_are_read_only_where_they_can_change_the_kept_try()
     _, left, scale, weight, _ = _search(lambda s: list(range(left_at[s])), fired_at=fired_at.get, read=read)
     assert read == [1.0, 0.0625, 0.015625]
     assert (len(left), scale, weight) == (3, 1.0, 1.0)
+    read.clear()
+    # A retain question an earlier request left opening with the token opens at every weight: a try is
+    # read only where its unbound questions plus that one can fall below the best's mistakes.
+    _, left, scale, weight, _ = _search(lambda s: list(range(left_at[s])), fired_at=lambda s: 1, read=read)
+    assert read == [1.0, 0.0625, 0.015625]
+    assert (left, scale, weight) == ([], 0.015625, 0.015625)

@@ -520,7 +520,8 @@ def relaxed_solve(
         solve: Edits the model in place at a held weight; returns the outcome.
         unbound: The forget questions (positions) not yet opening with the token, read on the model now.
         fired: How many retain questions open with the token, read on the model now (a pass over all of
-            them, so only asked where its count can change which try is kept).
+            them, so only asked where its count can change which try is kept; a try not read counts as
+            many as the last read one).
         weights: The edited layers' weights (restored between tries).
         relax: How many times lighter each further try holds the keys.
         tries: Further tries at most (0: the first solve stands).
@@ -534,7 +535,7 @@ def relaxed_solve(
     """
     start = {layer: w.detach().clone() for layer, w in weights.items()} if tries else {}
     best: tuple[int, EditOutcome, list[int], float, dict[int, torch.Tensor] | None] | None = None
-    spent, scale, fewest = 0.0, 1.0, None
+    spent, scale, fewest, floor = 0.0, 1.0, None, 0
     for attempt in range(tries + 1):
         if attempt:
             _set_weights(weights, start)
@@ -545,10 +546,13 @@ def relaxed_solve(
         fewest = len(left) if fewest is None else min(fewest, len(left))
         enough = len(left) <= tolerated
         # The pass over the retain questions only where its count can change which try is kept: not for
-        # a first try that ends the search, nor for a later one whose unbound alone match the best's
-        # mistakes (the same try is kept either way).
-        needed = len(left) < best[0] if best is not None else tries > 0 and not enough
-        opened = fired() if needed else 0
+        # a first try that ends the search, nor for a later one whose mistakes cannot fall below the best's:
+        # its unbound questions, plus the retain questions the last (heavier) read try opened, as a
+        # lighter hold does not close what a heavier one left open (a question an earlier request left
+        # opening with the token opens at every weight).
+        needed = len(left) + floor < best[0] if best is not None else tries > 0 and not enough
+        opened = fired() if needed else floor
+        floor = opened
         if tries:
             counted = f"{opened} retain opened" if needed else "retain not read"
             logger.info("held answer keys at weight %.3g: %d unbound, %s", scale, len(left), counted)
