@@ -5,7 +5,7 @@ pytest tests/test_retain_protection.py
 
 from unierase.config import EditConfig, Params
 from unierase.data.facts import Fact
-from unierase.edit.erasure import _protected_keys, erase_facts, read_own_answers
+from unierase.edit.erasure import _protected_keys, erase_facts, held_key_sums, read_own_answers
 from unierase.edit.preserved import key_second_moment
 from unierase.edit.state import question_digest
 from unierase.model.generation import generate_answers
@@ -128,6 +128,29 @@ def test_a_sequence_holds_the_own_answers_its_first_request_read(tiny_editable, 
     state.own_answer_tokens = 4  # read to another length: read again
     again = erase_facts(model, tokenizer, later, params, None, RETAIN[:1], state=state, progress=False).state
     assert again.own_answers[first] != (5, 6, 7) and len(again.own_answers[first]) <= 8
+
+
+def test_taking_some_facts_out_of_the_held_sums_gives_the_sums_of_the_others(tiny_editable):
+    """A restore round holds every retain fact but the mended ones: the whole block less their part is
+    the block of the others read on their own (the sums are over keys, so the parts add up)."""
+    import torch
+
+    params = Params(edit=EditConfig(layers=[1, 2], num_context_prefixes=1))
+    model, tokenizer, _ = tiny_editable(params.edit.layers)
+    target = unlearning_token_id(tokenizer, params.token)
+    facts = [*RETAIN, FORGET[0]]
+    own = _own(model, tokenizer) + [[]]  # one answer not held beside the given one
+
+    def sums(picked: list[int]):
+        chosen = [facts[i] for i in picked]
+        subjects = [f.subject for f in chosen]
+        return held_key_sums(model, tokenizer, chosen, subjects, chosen, [own[i] for i in picked], target, params)
+
+    less, alone = sums([0, 1, 2]).minus(sums([1])), sums([0, 2])
+    assert (less.facts, less.tokens) == (alone.facts, alone.tokens) == (2, alone.tokens)
+    for layer in params.edit.layers:
+        for got, want in ((less.subjects[layer], alone.subjects[layer]), (less.answers[layer], alone.answers[layer])):
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * float(want.abs().max()))
 
 
 def test_a_held_key_budget_weighs_a_large_retain_set_down_and_a_small_one_not_at_all(tiny_editable):

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 import torch
@@ -255,23 +256,37 @@ def erase_facts(
         own_answers, carried = read_own_answers(model, tokenizer, keep, known, target, tokens)
 
     counted: list[int] = []  # how many keys each call held
+    weights = {layer: get_module(model, params.model.mlp_out_template.format(layer)).weight for layer in layers}
+    unedited = {layer: w.detach().clone() for layer, w in weights.items()}
 
-    def held_keys(kept: list[int]) -> HeldKeys | None:
-        """The keys the solve holds: the retain facts at positions ``kept``, and the neighbours."""
-        facts, names = [keep[i] for i in kept] + near, [keep_subjects[i] for i in kept] + near_subjects
-        if not facts:
+    def sums(kept: list[int], neighbours: bool) -> HeldKeySums:
+        """The held keys' sums of the retain facts at ``kept`` (and the neighbours), read on the model
+        before this request's edit."""
+        with _weights_as(weights, unedited):
+            return held_key_sums(
+                model,
+                tokenizer,
+                [keep[i] for i in kept] + (near if neighbours else []),
+                [keep_subjects[i] for i in kept] + (near_subjects if neighbours else []),
+                [keep[i] for i in kept] if params.edit.protect_retain_answers else [],
+                [own_answers[i] for i in kept] if own_answers and params.edit.protect_retain_answers else [],
+                target,
+                params,
+            )
+
+    every = sums(list(range(len(keep))), True) if keep or near else None
+
+    def held_keys(dropped: list[int]) -> HeldKeys | None:
+        """The keys the solve holds: every retain fact but those at ``dropped``, and the neighbours. The
+        whole block is read once; a restore round takes its mended questions' part out of it, not
+        reading the hundreds of others again."""
+        if every is None or (len(dropped) == len(keep) and not near):
             return None
-        subjects = _protected_keys(model, tokenizer, facts, names, target, params)
-        answers, count = None, len(facts)
-        if kept and params.edit.protect_retain_answers:
-            own = [own_answers[i] for i in kept] if own_answers else []
-            answers, tokens = _answer_keys(model, tokenizer, [keep[i] for i in kept], own, params)
-            answers = weigh_held_keys(answers, tokens, params.edit.held_key_budget)
-            count += tokens
-        counted.append(count)
-        return HeldKeys(subjects=subjects, answers=answers)
+        held = every.minus(sums(dropped, False)) if dropped else every
+        counted.append(held.facts + held.tokens)
+        return held.weighed(params.edit.held_key_budget)
 
-    protected = held_keys(list(range(len(keep))))
+    protected = held_keys([])
     timings["subjects_s"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -291,7 +306,6 @@ def erase_facts(
     timings["projection_s"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    weights = {layer: get_module(model, params.model.mlp_out_template.format(layer)).weight for layer in layers}
 
     def values(round_requests: list[EditRequest], config: EditConfig) -> tuple[torch.Tensor, dict]:
         """The round's target values (`compute_values`), and the outcome fields that record them."""
@@ -398,7 +412,7 @@ def erase_facts(
         back = restore_requests(tokenizer, [keep[i] for i in fired], [keep_subjects[i] for i in fired], params)
         # The fired questions' own keys leave the held block: held, they would pin the outputs being mended.
         mended = set(fired)
-        others = held_keys([i for i in range(len(keep)) if i not in mended])
+        others = held_keys(sorted(mended))
         bound = accumulate(state.previous_keys, outcome.key_factors)
         hold = {layer: params.edit.restore_hold * block for layer, block in bound.items()}
         kept = {layer: w.detach().clone() for layer, w in weights.items()}
@@ -578,6 +592,17 @@ def _set_weights(weights: dict[int, torch.Tensor], values: dict[int, torch.Tenso
             w.copy_(values[layer])
 
 
+@contextmanager
+def _weights_as(weights: dict[int, torch.Tensor], values: dict[int, torch.Tensor]) -> Iterator[None]:
+    """The edited layers at ``values`` for the block, then back as they were."""
+    now = {layer: w.detach().clone() for layer, w in weights.items()}
+    _set_weights(weights, values)
+    try:
+        yield
+    finally:
+        _set_weights(weights, now)
+
+
 def _layer_device(model: PreTrainedModel, params: Params, layer: int) -> torch.device:
     """The device of the edited projection's weight of ``layer``."""
     return get_module(model, params.model.mlp_out_template.format(layer)).weight.device
@@ -604,6 +629,60 @@ class HeldKeys:
         if self.answers is None:
             return self.subjects
         return {layer: block + weight * self.answers[layer].to(block.device) for layer, block in self.subjects.items()}
+
+
+@dataclass(frozen=True)
+class HeldKeySums:
+    """Unweighed ``K Kᵀ`` sums per layer of the keys a solve holds, and how many went into them.
+
+    Attributes:
+        subjects: At each fact's subject (retain questions, neighbours); None for no facts.
+        answers: At every token of each retain question followed by its given and own answers; None
+            where the answers are not held.
+        facts: How many subject keys.
+        tokens: How many answer keys.
+    """
+
+    subjects: dict[int, torch.Tensor] | None
+    answers: dict[int, torch.Tensor] | None
+    facts: int
+    tokens: int
+
+    def minus(self, part: HeldKeySums) -> HeldKeySums:
+        """These sums without ``part`` (sums over a subset of the same keys, read on the same model)."""
+
+        def less(a: dict[int, torch.Tensor] | None, b: dict[int, torch.Tensor] | None):
+            return a if a is None or b is None else {layer: t - b[layer] for layer, t in a.items()}
+
+        return HeldKeySums(
+            less(self.subjects, part.subjects),
+            less(self.answers, part.answers),
+            self.facts - part.facts,
+            self.tokens - part.tokens,
+        )
+
+    def weighed(self, budget: int) -> HeldKeys:
+        """The held block as a solve takes it: the answers' keys weighed by `weigh_held_keys`."""
+        assert self.subjects is not None
+        answers = None if self.answers is None else weigh_held_keys(self.answers, self.tokens, budget)
+        return HeldKeys(subjects=self.subjects, answers=answers)
+
+
+def held_key_sums(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    facts: list[Fact],
+    subjects: list[str],
+    answered: list[Fact],
+    own: list[list[int]],
+    target: int,
+    params: Params,
+) -> HeldKeySums:
+    """The sums a solve holds: ``facts`` at their ``subjects`` (`_protected_keys`) and, for ``answered``
+    (with their own answers ``own``, or none), every token of question and answer (`_answer_keys`)."""
+    held = _protected_keys(model, tokenizer, facts, subjects, target, params) if facts else None
+    answers, tokens = _answer_keys(model, tokenizer, answered, own, params) if answered else (None, 0)
+    return HeldKeySums(held, answers, len(facts), tokens)
 
 
 def weigh_held_keys(held: dict[int, torch.Tensor], count: int, budget: int) -> dict[int, torch.Tensor]:
