@@ -234,10 +234,18 @@ def test_the_held_keys_are_relaxed_until_every_question_binds():
 def test_the_try_that_binds_most_is_kept_the_heavier_on_a_tie():
     """No try binds all: the kept one leaves fewest unbound; of two that leave as many, the heavier
     weight (more protection); the weights are put back to its solve's."""
-    left_at = {1.0: 3, 0.25: 1, 0.0625: 1, 0.015625: 2}
+    left_at = {1.0: 3, 0.25: 1, 0.0625: 1, 0.015625: 1, 0.0: 2}
     outcome, left, scale, weight, tried = _search(lambda s: list(range(left_at[s])), tries=3)
     assert tried == list(left_at)
-    assert (len(left), scale, weight, outcome.solve_seconds) == (1, 0.25, 0.25, 4.0)
+    assert (len(left), scale, weight, outcome.solve_seconds) == (1, 0.25, 0.25, 5.0)
+
+
+def test_questions_no_lighter_weight_binds_get_a_last_try_without_the_answers_keys():
+    """After the lighter tries, one solve holds none of the answers' keys (the retain subjects' and the
+    neighbours' still hold); it is kept where it binds more."""
+    outcome, left, scale, weight, tried = _search(lambda s: [0, 1] if s > 0 else [])
+    assert tried == [1.0, 0.25, 0.0625, 0.015625, 0.00390625, 0.0009765625, 0.0]
+    assert (left, scale, weight, outcome.solve_seconds) == ([], 0.0, 0.0, 7.0)
 
 
 def test_a_later_round_tries_full_weight_then_resumes_from_the_earlier_round():

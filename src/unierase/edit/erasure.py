@@ -515,7 +515,9 @@ def relaxed_solve(
 ) -> tuple[EditOutcome, list[int], float]:
     """Solves with the held keys at full weight and, while more than ``tolerated`` questions stay
     unbound, up to ``tries`` more times from the same weights, the first at ``resume`` (where lighter
-    than ``1 / relax``) and each further one ``relax`` times lighter; keeps the try with the fewest
+    than ``1 / relax``) and each further one ``relax`` times lighter, and then once at weight 0 (the
+    answers' keys not held: in a long sequence a request whose questions bound at no lighter weight
+    bound there); keeps the try with the fewest
     mistakes, forget questions unbound plus retain questions that now open with the token (the heavier
     weight on a tie). A lighter try that leaves more forget questions unbound than a heavier one did ends
     the search: there the held keys are not what keeps them unbound (their values are), and each further
@@ -538,7 +540,7 @@ def relaxed_solve(
             many as the last read one).
         weights: The edited layers' weights (restored between tries).
         relax: How many times lighter each further try holds the keys.
-        tries: Further tries at most (0: the first solve stands).
+        tries: Further, lighter tries at most before the one at weight 0 (0: the first solve stands).
         tolerated: How many unbound questions end the search (a later bind round, with values
             computed afresh on the edited model, binds a few near the boundary at the heavier weight).
         resume: Where the search goes after full weight, when lighter than one step: the weight an
@@ -550,7 +552,8 @@ def relaxed_solve(
     start = {layer: w.detach().clone() for layer, w in weights.items()} if tries else {}
     best: tuple[int, EditOutcome, list[int], float, dict[int, torch.Tensor] | None] | None = None
     spent, scale, fewest, floor = 0.0, 1.0, None, 0
-    for attempt in range(tries + 1):
+    final = tries + 1 if tries else 0  # the geometric tries, then one without the answers' keys
+    for attempt in range(final + 1):
         if attempt:
             _set_weights(weights, start)
         outcome = solve(scale)
@@ -572,12 +575,14 @@ def relaxed_solve(
             logger.info("held answer keys at weight %.3g: %d unbound, %s", scale, len(left), counted)
         mistakes = len(left) + opened
         if best is None or mistakes < best[0]:
-            last = enough or worse or attempt == tries
+            last = enough or worse or attempt == final
             kept = None if last else {layer: w.detach().clone() for layer, w in weights.items()}
             best = (mistakes, outcome, left, scale, kept)
         if enough or worse:
             break
         scale = min(resume, 1.0 / relax) if attempt == 0 else scale / relax
+        if attempt + 1 == final:
+            scale = 0.0
     assert best is not None  # tries >= 0: one solve at least
     _, outcome, left, scale, kept = best
     if kept is not None:  # a later, worse try ran after it
