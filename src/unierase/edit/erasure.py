@@ -257,7 +257,8 @@ def erase_facts(
 
     counted: list[int] = []  # how many keys each call held
     weights = {layer: get_module(model, params.model.mlp_out_template.format(layer)).weight for layer in layers}
-    unedited = {layer: w.detach().clone() for layer, w in weights.items()}
+    # The weights before this request's edit, from the snapshot the delta is taken against.
+    unedited = {layer: before[f"{params.model.mlp_out_template.format(layer)}.weight"] for layer in layers}
 
     def sums(kept: list[int], neighbours: bool) -> HeldKeySums:
         """The held keys' sums of the retain facts at ``kept`` (and the neighbours), read on the model
